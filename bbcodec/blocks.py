@@ -1,0 +1,101 @@
+"""8x8 block geometry: padding, space-to-depth, neighbour gathering and causal schedules.
+
+A block at (row r, col c) depends on the reconstructed blocks UL, U, UR and L::
+
+    (r-1,c-1) (r-1,c) (r-1,c+1)
+    (r,  c-1)  [r,c]
+
+so any order that visits those four first is valid. Two are used:
+
+* raster:    row by row, left to right, one block at a time;
+* wavefront: t = 2*r + c, all blocks with the same t at once (rows ascending). UR of
+  (r, c) has t' = 2(r-1) + c + 1 = t - 1 and L has t - 1, so every wavefront only needs
+  earlier ones. For a 3x6 grid::
+
+      0 1 2 3 4 5
+      2 3 4 5 6 7
+      4 5 6 7 8 9
+
+The wavefront order is also the order of the symbols in the bitstream (docs/format.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+BLOCK = 8
+BLOCK_CH = 3 * BLOCK * BLOCK  # 192: channel index = colour * 64 + dy * 8 + dx
+NEIGHBOURS = 4  # UL, U, UR, L
+
+
+def grid_shape(height: int, width: int) -> tuple[int, int]:
+    """Number of block rows and columns covering an image (ceil division)."""
+    return -(-height // BLOCK), -(-width // BLOCK)
+
+
+def pad_to_blocks(img: np.ndarray) -> np.ndarray:
+    """Pad an HxWx3 image to multiples of 8 by repeating the last row/column."""
+    h, w = img.shape[:2]
+    rows, cols = grid_shape(h, w)
+    return np.pad(img, ((0, rows * BLOCK - h), (0, cols * BLOCK - w), (0, 0)), mode="edge")
+
+
+def to_blocks(img: np.ndarray) -> np.ndarray:
+    """Padded HxWx3 uint8 image -> (rows, cols, 192) int16, centred (pixel - 128)."""
+    h, w = img.shape[:2]
+    rows, cols = h // BLOCK, w // BLOCK
+    b = img.reshape(rows, BLOCK, cols, BLOCK, 3).transpose(0, 2, 4, 1, 3)
+    return b.reshape(rows, cols, BLOCK_CH).astype(np.int16) - 128
+
+
+def from_blocks(blocks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(rows, cols, 192) centred blocks -> HxWx3 uint8 image cropped to height x width."""
+    rows, cols = blocks.shape[:2]
+    img = (blocks.astype(np.int16) + 128).astype(np.uint8)
+    img = img.reshape(rows, cols, 3, BLOCK, BLOCK).transpose(0, 3, 1, 4, 2)
+    return np.ascontiguousarray(img.reshape(rows * BLOCK, cols * BLOCK, 3)[:height, :width])
+
+
+def new_canvas(rows: int, cols: int) -> np.ndarray:
+    """Reconstruction grid with a border of zeros (mid grey) above, left and right.
+
+    Block (r, c) lives at canvas[r + 1, c + 1]; out-of-image neighbours read zeros.
+    """
+    return np.zeros((rows + 1, cols + 2, BLOCK_CH), dtype=np.int16)
+
+
+def gather_neighbours(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(B, 4*192) float64 vectors [UL, U, UR, L] for blocks at (rows, cols)."""
+    parts = (
+        canvas[rows, cols],  # UL
+        canvas[rows, cols + 1],  # U
+        canvas[rows, cols + 2],  # UR
+        canvas[rows + 1, cols],  # L
+    )
+    return np.concatenate(parts, axis=1).astype(np.float64)
+
+
+def wavefronts(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row indices, col indices) of each wavefront t = 2r + c, rows ascending."""
+    for t in range(2 * (rows - 1) + cols):
+        r = np.arange(max(0, (t - cols + 2) // 2), min(rows - 1, t // 2) + 1)
+        yield r, t - 2 * r
+
+
+def raster(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One block at a time, row by row."""
+    for r in range(rows):
+        for c in range(cols):
+            yield np.array([r]), np.array([c])
+
+
+def wavefront_rank(rows: int, cols: int) -> np.ndarray:
+    """(rows, cols) position of each block in the bitstream's wavefront order."""
+    rank = np.empty((rows, cols), dtype=np.int64)
+    k = 0
+    for r, c in wavefronts(rows, cols):
+        rank[r, c] = np.arange(k, k + len(r))
+        k += len(r)
+    return rank

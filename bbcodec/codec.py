@@ -1,0 +1,92 @@
+"""The coding loop: the only place where the networks meet the entropy coder.
+
+Encoder, for each wavefront of blocks (blocks.py):
+  neighbours -> entropy params (mean, scale index)      [exact integer nets]
+  block + neighbours -> latents; symbols = round(latent - mean), clipped
+  symbols + mean -> synthesis -> reconstructed block, written to the canvas
+then all symbols are range-coded in wavefront order. The decoder runs the same loop
+with symbols read from the coder instead of computed from the image. Both use
+exact.py's integer arithmetic, so their canvases agree bit for bit on any machine;
+the file's image digest proves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from . import blocks, entropy, format
+from .weights import Weights
+
+Schedule = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
+SCHEDULES: dict[str, Schedule] = {"wavefront": blocks.wavefronts, "raster": blocks.raster}
+
+
+class DecodeError(ValueError):
+    """The file is well-formed but does not decode to the image it describes."""
+
+
+def quality_to_x256(quality: float) -> int:
+    q = int(round(quality * 256))
+    if not 256 <= q <= 2048:
+        raise ValueError(f"quality must be within 1..8, got {quality}")
+    return q
+
+
+def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront") -> tuple[bytes, np.ndarray]:
+    """HxWx3 uint8 RGB -> (.bbc bytes, the decoder's exact reconstruction)."""
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError("encode expects an HxWx3 uint8 RGB array")
+    height, width = img.shape[:2]
+    format.check_dimensions(width, height)
+    model = weights.model
+    qp = model.quality(quality_to_x256(quality))
+    src = blocks.to_blocks(blocks.pad_to_blocks(img))
+    rows, cols = src.shape[:2]
+    canvas = blocks.new_canvas(rows, cols)
+    symbols = np.zeros((rows, cols, model.M), dtype=np.int32)
+    scale_idx = np.zeros((rows, cols, model.M), dtype=np.int64)
+    L = model.max_symbol
+    for r, c in SCHEDULES[schedule](rows, cols):
+        nb = blocks.gather_neighbours(canvas, r, c)
+        mean, idx = model.entropy_params(nb, qp)
+        y = model.analyse(src[r, c].astype(np.float64), nb, qp)
+        sym = np.clip(np.rint(y - mean), -L, L)
+        canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp)
+        symbols[r, c], scale_idx[r, c] = sym, idx
+    order = np.argsort(blocks.wavefront_rank(rows, cols).ravel(), kind="stable")
+    stds = model.scale_table[scale_idx.reshape(-1, model.M)[order]]
+    payload = entropy.encode_symbols(symbols.reshape(-1, model.M)[order], stds, L)
+    rec = blocks.from_blocks(canvas[1:, 1:-1], height, width)
+    header = format.Header(
+        width=width,
+        height=height,
+        quality_x256=qp.quality_x256,
+        weights_sha256=weights.prefix,
+        image_digest=format.image_digest(rec.tobytes()),
+        model_id=weights.family_id,
+    )
+    return format.pack(header, payload), rec
+
+
+def decode(header: format.Header, payload: bytes, weights: Weights) -> np.ndarray:
+    """Header + payload (from format.unpack) -> HxWx3 uint8 image, digest-checked."""
+    model = weights.model
+    qp = model.quality(header.quality_x256)
+    rows, cols = blocks.grid_shape(header.height, header.width)
+    canvas = blocks.new_canvas(rows, cols)
+    dec = entropy.SymbolDecoder(payload, model.max_symbol)
+    try:
+        for r, c in blocks.wavefronts(rows, cols):
+            nb = blocks.gather_neighbours(canvas, r, c)
+            mean, idx = model.entropy_params(nb, qp)
+            sym = dec.decode(model.scale_table[idx]).astype(np.float64)
+            canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp)
+        dec.finish()
+    except entropy.EntropyError as e:
+        raise DecodeError(f"corrupt payload: {e}") from None
+    img = blocks.from_blocks(canvas[1:, 1:-1], header.height, header.width)
+    if format.image_digest(img.tobytes()) != header.image_digest:
+        raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file or non-exact decoder")
+    return img

@@ -1,0 +1,206 @@
+"""Integer inference of the frozen networks: the same bits on every machine.
+
+Every network in the coding loop runs on integers carried in float64:
+
+* weights are integers |w| < 2^15 with a power-of-two scale per output channel;
+* activations are integers |a| <= 2^15 - 1 with a power-of-two scale per layer;
+* a matrix product of such integers over <= 2048 inputs stays below 2^53, so it is
+  exact in float64 whatever the summation order, thread count, BLAS or CPU;
+* rescaling is ldexp (exact) then round-half-even; nonlinearities use only IEEE
+  operations that are correctly rounded everywhere (sqrt, division, multiplication).
+
+So encoder and decoder agree to the bit on any machine, and numpy is enough: no torch
+on the coding path. The frozen file is written by bbcodec.train.freeze; docs/format.md
+describes this arithmetic, since the bitstream depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+ACT_MAX = 2**15 - 1  # activations are clipped to +-ACT_MAX after every requantisation
+PIXEL_EXP = 7  # network input (pixel - 128) / 128 = integer (pixel - 128) at scale 2^-7
+WEIGHTS_FORMAT = "bbcodec-weights"
+WEIGHTS_VERSION = 1
+
+
+def requantise(acc: np.ndarray, exp_from: np.ndarray | int, exp_to: int) -> np.ndarray:
+    """Integers at scale 2^-exp_from -> nearest integers at scale 2^-exp_to, clipped."""
+    shift = np.asarray(exp_to - np.asarray(exp_from), dtype=np.int64)
+    return np.clip(np.rint(np.ldexp(acc, shift)), -ACT_MAX, ACT_MAX)
+
+
+@dataclass
+class Layer:
+    """One 1x1 layer: integer weights W (out, in), bias in accumulator units, and the
+    accumulator's per-channel exponent."""
+
+    W: np.ndarray
+    b: np.ndarray
+    e: np.ndarray
+
+
+@dataclass
+class Activation:
+    """Requantise the accumulator to exponent fa, apply the nonlinearity, output at fh."""
+
+    kind: str  # "gdn", "igdn" or "leaky"
+    fa: int
+    fh: int
+    G: np.ndarray | None = None  # GDN gamma as integers at scale 2^-fg
+    B: np.ndarray | None = None  # GDN beta as integers at scale 2^-(fg + 2 fa)
+    fg: int = 0
+
+    def __call__(self, acc: np.ndarray, e: np.ndarray) -> np.ndarray:
+        a = requantise(acc, e, self.fa)
+        if self.kind == "leaky":  # slope 1/128: a power of two, exact before rounding
+            return np.where(a >= 0, a, np.rint(np.ldexp(a, -7)))
+        assert self.G is not None and self.B is not None
+        s = self.B + (a * a) @ self.G.T  # exact: every term and partial sum < 2^53
+        if self.kind == "gdn":  # x / sqrt(beta + gamma x^2)
+            h = np.ldexp(a / np.sqrt(s), self.fg // 2 + self.fh)
+        else:  # inverse GDN: x * sqrt(beta + gamma x^2)
+            h = np.ldexp(a * np.sqrt(s), self.fh - 2 * self.fa - self.fg // 2)
+        return np.clip(np.rint(h), -ACT_MAX, ACT_MAX)
+
+
+@dataclass
+class Stack:
+    """First layer on (own input, neighbours) + per-quality bias, then act/layer pairs."""
+
+    W_nb: np.ndarray  # (C0, 768) on the gathered [UL, U, UR, L] neighbour pixels
+    W_cur: np.ndarray | None  # (C0, cin) on the block's own input, or None (entropy net)
+    qbias: np.ndarray  # (8, C0) first-layer bias per quality, accumulator units
+    e0: np.ndarray  # (C0,) first accumulator exponent
+    f_cur: int  # exponent of the own-input integers
+    acts: list[Activation]
+    layers: list[Layer]
+
+    def run(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Integer inputs -> output accumulator as exact real values (B, out)."""
+        acc = nb @ self.W_nb.T + bias
+        if self.W_cur is not None:
+            acc += cur @ self.W_cur.T
+        e = self.e0
+        for act, layer in zip(self.acts, self.layers, strict=True):
+            acc = act(acc, e) @ layer.W.T + layer.b
+            e = layer.e
+        return np.ldexp(acc, -e.astype(np.int64))
+
+
+@dataclass
+class QualityParams:
+    """Everything that depends on the (possibly fractional) quality, derived exactly."""
+
+    quality_x256: int
+    gain: np.ndarray  # (M,) latent gain
+    inv_gain: np.ndarray  # (M,) gain before synthesis
+    log_gain: np.ndarray  # (M,) added to the predicted log-scale
+    bias: dict[str, np.ndarray]  # first-layer bias of each stack
+
+
+@dataclass
+class FrozenModel:
+    """The integer networks and coding constants of one weights file."""
+
+    meta: dict
+    ga: Stack
+    gs: Stack
+    he: Stack
+    gain: np.ndarray  # (8, M)
+    inv_gain: np.ndarray  # (8, M)
+    log_gain: np.ndarray  # (8, M)
+    scale_table: np.ndarray  # (S,) Gaussian scales the coder may use
+    scale_bounds: np.ndarray  # (S-1,) log-scale thresholds between table entries
+    f_latent: int  # exponent of the synthesis input integers
+
+    @property
+    def M(self) -> int:
+        return int(self.meta["M"])
+
+    @property
+    def max_symbol(self) -> int:
+        return int(self.meta["max_symbol"])
+
+    def quality(self, quality_x256: int) -> QualityParams:
+        """Parameters at quality q = quality_x256 / 256, linear between integer qualities.
+
+        Only dyadic products and sums: identical on every IEEE machine.
+        """
+        k = min((quality_x256 - 256) // 256, 6)
+        t = (quality_x256 - 256 - 256 * k) / 256.0
+
+        def lerp(table: np.ndarray) -> np.ndarray:
+            return table[k] * (1.0 - t) + table[k + 1] * t
+
+        bias = {name: np.rint(lerp(s.qbias)) for name, s in self.stacks().items()}
+        return QualityParams(quality_x256, lerp(self.gain), lerp(self.inv_gain), lerp(self.log_gain), bias)
+
+    def stacks(self) -> dict[str, Stack]:
+        return {"ga": self.ga, "gs": self.gs, "he": self.he}
+
+    def entropy_params(self, nb: np.ndarray, qp: QualityParams) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbours -> (means in the gained latent domain, scale-table indices)."""
+        out = self.he.run(None, nb, qp.bias["he"])
+        mean = out[:, : self.M] * qp.gain
+        log_scale = out[:, self.M :] + qp.log_gain
+        return mean, np.searchsorted(self.scale_bounds, log_scale, side="right")
+
+    def analyse(self, block: np.ndarray, nb: np.ndarray, qp: QualityParams) -> np.ndarray:
+        """Centred block pixels (B, 192) + neighbours -> gained latents (B, M)."""
+        return self.ga.run(block, nb, qp.bias["ga"]) * qp.gain
+
+    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, qp: QualityParams) -> np.ndarray:
+        """Symbols around the mean -> centred reconstructed block pixels (B, 192) int16."""
+        y_hat = (symbols + mean) * qp.inv_gain
+        cur = np.clip(np.rint(np.ldexp(y_hat, self.f_latent)), -ACT_MAX, ACT_MAX)
+        out = self.gs.run(cur, nb, qp.bias["gs"])
+        return np.clip(np.rint(np.ldexp(out, PIXEL_EXP)), -128, 127).astype(np.int16)
+
+
+def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
+    """Build a FrozenModel from the arrays of a weights .npz (see bbcodec.train.freeze)."""
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    if meta.get("format") != WEIGHTS_FORMAT or meta.get("version") != WEIGHTS_VERSION:
+        raise ValueError("not a bbcodec weights file of a supported version")
+
+    def f64(name: str) -> np.ndarray:
+        return np.asarray(arrays[name], dtype=np.float64)
+
+    def stack(s: str, n_layers: int, kinds: list[str]) -> Stack:
+        acts, layers = [], []
+        for i in range(1, n_layers):
+            p = f"{s}.{i}."
+            kind = kinds[i - 1]
+            fa, fh = (int(v) for v in arrays[p + "f"])
+            if kind == "leaky":
+                acts.append(Activation(kind, fa, fh))
+            else:
+                acts.append(Activation(kind, fa, fh, f64(p + "G"), f64(p + "B"), int(arrays[p + "fg"])))
+            layers.append(Layer(f64(p + "W"), f64(p + "b"), np.asarray(arrays[p + "e"], dtype=np.int64)))
+        cur = f"{s}.0.Wcur"
+        return Stack(
+            W_nb=f64(f"{s}.0.Wnb"),
+            W_cur=f64(cur) if cur in arrays else None,
+            qbias=f64(f"{s}.0.qbias"),
+            e0=np.asarray(arrays[f"{s}.0.e"], dtype=np.int64),
+            f_cur=int(arrays[f"{s}.0.fcur"]),
+            acts=acts,
+            layers=layers,
+        )
+
+    return FrozenModel(
+        meta=meta,
+        ga=stack("ga", 4, ["gdn"] * 3),
+        gs=stack("gs", 4, ["igdn"] * 3),
+        he=stack("he", 4, ["leaky"] * 3),
+        gain=f64("gain"),
+        inv_gain=f64("inv_gain"),
+        log_gain=f64("log_gain"),
+        scale_table=f64("scale_table"),
+        scale_bounds=f64("scale_bounds"),
+        f_latent=int(arrays["f_latent"]),
+    )

@@ -1,0 +1,120 @@
+"""The .bbc container, version 1 (specified in docs/format.md). No torch, no numpy.
+
+    offset size field
+    0      4    magic            8B 42 42 43 ("\\x8bBBC")
+    4      1    version          1
+    5      1    channels         3 (RGB)
+    6      2    quality_x256     u16, quality * 256, 256..2048
+    8      4    width            u32, 1..65535
+    12     4    height           u32, 1..65535
+    16     8    weights_sha256   first 8 bytes of the weights file's SHA-256
+    24     8    image_digest     first 8 bytes of SHA-256 of the decoded pixels
+    32     4    payload_length   u32, a multiple of 4
+    36     2    model_id         u16, network family (1 = bb8-v9), see weights.py
+    38     2    reserved         zero
+    40     n    payload          range-coder words, u32 little-endian
+    40+n   4    crc32            CRC-32 (zlib) of bytes 0 .. 40+n-1
+
+All integers little-endian. A reader checks the size and CRC before trusting any field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"\x8bBBC"
+VERSION = 1
+HEADER = struct.Struct("<4sBBHII8s8sIHH")
+HEADER_SIZE = HEADER.size  # 40
+TRAILER_SIZE = 4
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 28  # 268 megapixels; the decoder refuses larger files before allocating
+MAX_PAYLOAD = 1 << 31
+CHANNELS = (3,)
+
+
+class FormatError(ValueError):
+    """The bytes are not a valid .bbc file of a version this decoder reads."""
+
+
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    quality_x256: int
+    weights_sha256: bytes  # 8-byte prefix
+    image_digest: bytes  # 8-byte prefix of SHA-256 over the decoded HxWxC uint8 pixels
+    model_id: int = 1
+    channels: int = 3
+    version: int = VERSION
+
+    @property
+    def quality(self) -> float:
+        return self.quality_x256 / 256.0
+
+
+def image_digest(pixels: bytes) -> bytes:
+    """The 8-byte digest of decoded pixels that a file carries."""
+    return hashlib.sha256(pixels).digest()[:8]
+
+
+def check_dimensions(width: int, height: int) -> None:
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise FormatError(f"image size {width}x{height} is outside 1..{MAX_SIDE} per side")
+    if width * height > MAX_PIXELS:
+        raise FormatError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """Header + payload + CRC-32 -> file bytes."""
+    check_dimensions(header.width, header.height)
+    if not 256 <= header.quality_x256 <= 2048:
+        raise FormatError(f"quality {header.quality} outside 1..8")
+    if len(payload) % 4 or len(payload) > MAX_PAYLOAD:
+        raise FormatError("payload length must be a multiple of 4 and below 2 GiB")
+    head = HEADER.pack(
+        MAGIC,
+        header.version,
+        header.channels,
+        header.quality_x256,
+        header.width,
+        header.height,
+        header.weights_sha256,
+        header.image_digest,
+        len(payload),
+        header.model_id,
+        0,
+    )
+    body = head + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def unpack(data: bytes) -> tuple[Header, bytes]:
+    """File bytes -> (header, payload), after checking magic, version, size and CRC."""
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise FormatError("not a .bbc file (bad magic bytes)")
+    if len(data) < HEADER_SIZE + TRAILER_SIZE:
+        raise FormatError(f"truncated .bbc file ({len(data)} bytes, header needs {HEADER_SIZE + TRAILER_SIZE})")
+    magic, version, channels, q256, width, height, wsha, digest, n, model_id, reserved = HEADER.unpack_from(data)
+    if version != VERSION:
+        raise FormatError(f"unsupported .bbc version {version} (this decoder reads version {VERSION})")
+    expected = HEADER_SIZE + n + TRAILER_SIZE
+    if len(data) < expected:
+        raise FormatError(f"truncated .bbc file ({len(data)} bytes, header says {expected})")
+    if len(data) > expected:
+        raise FormatError(f"{len(data) - expected} unexpected bytes after the end of the .bbc data")
+    (crc,) = struct.unpack_from("<I", data, HEADER_SIZE + n)
+    if zlib.crc32(data[: HEADER_SIZE + n]) != crc:
+        raise FormatError("corrupt .bbc file (CRC-32 mismatch)")
+    if channels not in CHANNELS:
+        raise FormatError(f"unsupported channel count {channels}")
+    if not 256 <= q256 <= 2048:
+        raise FormatError(f"invalid quality field {q256}")
+    if n % 4 or reserved:
+        raise FormatError("invalid payload length or reserved field")
+    check_dimensions(width, height)
+    header = Header(width, height, q256, wsha, digest, model_id, channels, version)
+    return header, data[HEADER_SIZE : HEADER_SIZE + n]

@@ -1,0 +1,1 @@
+"""Training of the block codec (never imported by the codec itself)."""

@@ -1,0 +1,102 @@
+"""Shipped weights: where they are, which hash each must have, verified loading.
+
+A weights file is an .npz of integer networks (bbcodec.train.freeze) named
+NAME-<sha256[:8]>.npz. Every load checks the full SHA-256 against the registry below
+(files not in it, e.g. your own training runs, are checked against their name), and
+a .bbc file names the weights that made it by the first 8 bytes of that hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .exact import FrozenModel, load_frozen
+
+# Network family ids written into .bbc headers.
+MODEL_FAMILIES = {1: "bb8-v9"}
+
+# Shipped weights: file name -> full SHA-256. The first entry is the default.
+SHIPPED: dict[str, str] = {}
+
+ENV_DIR = "BBCODEC_WEIGHTS"
+
+
+class WeightsError(ValueError):
+    """Weights missing, corrupt or not matching a file's header."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    name: str
+    path: Path
+    sha256: str
+    model: FrozenModel
+    family_id: int = 1
+
+    @property
+    def prefix(self) -> bytes:
+        return bytes.fromhex(self.sha256[:16])
+
+
+def search_dirs() -> list[Path]:
+    """$BBCODEC_WEIGHTS, then the checkout's weights/ folder, then the package's."""
+    dirs = []
+    if os.environ.get(ENV_DIR):
+        dirs.append(Path(os.environ[ENV_DIR]))
+    here = Path(__file__).resolve().parent
+    dirs += [here.parent / "weights", here / "weights"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def available() -> list[Path]:
+    """Every weights file found, shipped default first."""
+    files = [p for d in search_dirs() for p in sorted(d.glob("*.npz"))]
+    order = list(SHIPPED)
+    return sorted(files, key=lambda p: order.index(p.name) if p.name in order else len(order))
+
+
+@lru_cache(maxsize=8)
+def load(path: Path) -> Weights:
+    """Read, verify and build the integer model of one weights file."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WeightsError(f"cannot read weights {path}: {e.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    expected = SHIPPED.get(path.name)
+    stem = path.stem.rsplit("-", 1)
+    if expected is not None and digest != expected:
+        raise WeightsError(f"weights {path.name} are corrupt (sha256 {digest[:16]}, expected {expected[:16]})")
+    if expected is None and (len(stem) != 2 or not digest.startswith(stem[1])):
+        raise WeightsError(f"weights {path.name} do not match the hash in their name")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            model = load_frozen({k: z[k] for k in z.files})
+    except (ValueError, KeyError, OSError) as e:
+        raise WeightsError(f"weights {path.name} are unreadable: {e}") from None
+    return Weights(name=model.meta["name"], path=path, sha256=digest, model=model)
+
+
+def default() -> Weights:
+    files = available()
+    if not files:
+        raise WeightsError(f"no weights found (looked in: {', '.join(map(str, search_dirs())) or 'nowhere'})")
+    return load(files[0])
+
+
+def find(prefix: bytes) -> Weights:
+    """The installed weights whose SHA-256 starts with prefix (from a .bbc header)."""
+    hexp = prefix.hex()
+    for path in available():
+        if path.stem.endswith(hexp[:8]) or path.name in SHIPPED and SHIPPED[path.name].startswith(hexp):
+            w = load(path)
+            if w.sha256.startswith(hexp):
+                return w
+    raise WeightsError(f"this file needs weights with sha256 {hexp}..., which are not installed")
