@@ -14,10 +14,11 @@ Masked Convolutions and Asymptotic Closed-Loop Training" (arXiv 2203.11686).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:  # numpy and Pillow load lazily, so the CLI can set BLAS threads first
+    import numpy as np
+    from PIL import Image
 
 __version__ = "0.1.0"
 __all__ = ["encode", "decode", "read_info", "__version__"]
@@ -25,6 +26,9 @@ __all__ = ["encode", "decode", "read_info", "__version__"]
 
 def encode(image: Image.Image | np.ndarray, quality: float = 4) -> bytes:
     """Compress a Pillow image or HxWx3 uint8 array to .bbc bytes (quality 1..8)."""
+    import numpy as np
+    from PIL import Image
+
     from . import codec, images, weights
 
     if isinstance(image, Image.Image):
@@ -37,6 +41,8 @@ def encode(image: Image.Image | np.ndarray, quality: float = 4) -> bytes:
 
 def decode(data: bytes) -> Image.Image:
     """Decompress .bbc bytes to an RGB Pillow image."""
+    from PIL import Image
+
     from . import codec, format, weights
 
     header, payload = format.unpack(data)

@@ -9,9 +9,8 @@ uint32 little-endian.
 
 from __future__ import annotations
 
-import numpy as np
-
 import constriction
+import numpy as np
 
 
 class EntropyError(ValueError):

@@ -30,7 +30,8 @@ from .layers import BlockMaskedConv2d
 BLOCK = 8  # block side in pixels
 BLOCK_CH = 3 * BLOCK * BLOCK  # 192 values per block after space-to-depth
 NUM_QUALITIES = 8
-# CompressAI's MSE lambdas x 255^2, one per quality 1..8 (loss = bpp + lambda * MSE on 0..255).
+# CompressAI's lambdas x 255^2, one per quality 1..8: loss = bpp + lambda * MSE with the
+# MSE of pixels scaled to 0..1 (= bpp + lambda / 255^2 * MSE on the 0..255 scale).
 LAMBDAS = tuple(255.0**2 * v for v in (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18))
 SCALE_MIN = 0.11  # smallest Gaussian scale, as CompressAI's scale table
 LEAKY_SLOPE = 1.0 / 128  # a power of two, so the integer decoder applies it exactly

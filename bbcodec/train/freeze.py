@@ -167,6 +167,17 @@ def freeze(model: BlockCodecNet, crops: torch.Tensor, name: str, info: dict) -> 
     return arrays
 
 
+def write_weights(arrays: dict[str, np.ndarray], folder: Path, name: str) -> Path:
+    """Save as folder/NAME-<sha256[:8]>.npz and return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{name}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    final = folder / f"{name}-{digest[:8]}.npz"
+    tmp.replace(final)
+    return final
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ckpt", type=Path)
@@ -180,13 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     model.load_state_dict(ck["model"])
     crops = CropSampler(load_folder(args.calib, 256), 256, seed=1234).batch(args.crops)
     arrays = freeze(model, crops, args.name, {"train_steps": int(ck["step"])})
-    args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / f"{args.name}.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    final = args.out / f"{args.name}-{digest[:8]}.npz"
-    tmp.replace(final)
-    print(f"{final} sha256={digest}")
+    final = write_weights(arrays, args.out, args.name)
+    print(f"{final} sha256={hashlib.sha256(final.read_bytes()).hexdigest()}")
 
 
 if __name__ == "__main__":

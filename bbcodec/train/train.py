@@ -2,7 +2,7 @@
 
     python -m bbcodec.train.train --data ../shared/data/train --out runs/n192 --steps 20000
 
-Loss per sample = bpp + lambda(q) * MSE (0..255 scale) with q drawn in [1, 8]. With
+Loss per sample = bpp + lambda(q) * MSE (pixels on the 0..1 scale) with q drawn in [1, 8]. With
 --acl K > 0 the neighbour image of each batch is regenerated K times by the current
 model (hard rounding, 8-bit pixels) before the step, which approximates the
 reconstruction the real sequential decoder will see (the paper's ACL rounds, done
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp and dev.type == "cuda"):
             out = model(x, nb, q)
         bpp = out.bits.float() / (x.shape[2] * x.shape[3])
-        loss = (bpp + lambda_of(q) * out.mse.float()).mean()
+        loss = (bpp + lambda_of(q) * out.mse.float() / 255.0**2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

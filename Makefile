@@ -1,0 +1,47 @@
+# bbcodec: two commands for a newcomer.
+#   make demo   install, then encode and decode a Kodak image with the shipped weights
+#   make test   install (with the training extras), then run the default test suite
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+DEMO_IMAGE  ?= ../shared/data/kodak/kodim23.png
+DEMO_OUT    ?= demo-out
+QUALITY     ?= 4
+# The CPU build of torch and its matching torchvision (compressai needs torchvision).
+TORCH_PINS  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test lint bench clean install install-dev
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.base
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PINS)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,dev]'
+	touch $@
+
+install: $(VENV)/.base
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.base
+	@mkdir -p $(DEMO_OUT)
+	$(VENV)/bin/bbcodec encode $(DEMO_IMAGE) $(DEMO_OUT)/demo.bbc --quality $(QUALITY) --verbose
+	$(VENV)/bin/bbcodec decode $(DEMO_OUT)/demo.bbc $(DEMO_OUT)/demo.png
+	$(VENV)/bin/bbcodec info $(DEMO_OUT)/demo.bbc
+	@$(PY) -c "import sys,numpy as np; from PIL import Image; \
+a=np.asarray(Image.open(sys.argv[1]).convert('RGB'),float); b=np.asarray(Image.open(sys.argv[2]),float); \
+mse=((a-b)**2).mean(); print(f'decoded {sys.argv[2]}: PSNR {10*np.log10(255**2/mse):.2f} dB against {sys.argv[1]}')" \
+	$(DEMO_IMAGE) $(DEMO_OUT)/demo.png
+
+test: $(VENV)/.dev
+	$(VENV)/bin/ruff check bbcodec tests benchmarks
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.dev
+	$(PY) benchmarks/kodak_rd.py
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

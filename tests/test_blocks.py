@@ -1,0 +1,54 @@
+"""Block geometry and the causal schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bbcodec import blocks
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (1, 7), (6, 1), (3, 6), (5, 4), (64, 96)])
+def test_wavefronts_visit_every_block_once_after_its_neighbours(rows, cols):
+    done = np.zeros((rows, cols), dtype=bool)
+    for r, c in blocks.wavefronts(rows, cols):
+        for rr, cc in zip(r, c, strict=True):
+            for dr, dc in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):
+                nr, nc = rr + dr, cc + dc
+                if 0 <= nr < rows and 0 <= nc < cols:
+                    assert done[nr, nc], f"({rr},{cc}) before its neighbour ({nr},{nc})"
+        assert not done[r, c].any()
+        done[r, c] = True
+    assert done.all()
+
+
+def test_wavefront_rank_matches_the_documented_example():
+    rank = blocks.wavefront_rank(3, 6)
+    t = 2 * np.arange(3)[:, None] + np.arange(6)[None, :]
+    assert (np.argsort(rank.ravel()) == np.lexsort((np.repeat(np.arange(3), 6), t.ravel()))).all()
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (9, 7), (17, 33), (16, 16)])
+def test_blocks_round_trip_and_padding_repeats_edges(h, w):
+    img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    padded = blocks.pad_to_blocks(img)
+    assert padded.shape[0] % 8 == 0 and padded.shape[1] % 8 == 0
+    assert (padded[h:, :w] == img[-1:, :]).all() and (padded[:h, w:] == img[:, -1:]).all()
+    b = blocks.to_blocks(padded)
+    assert b.dtype == np.int16 and b.min() >= -128 and b.max() <= 127
+    assert (blocks.from_blocks(b, h, w) == img).all()
+
+
+def test_space_to_depth_channel_order_is_colour_row_column():
+    img = np.zeros((8, 8, 3), dtype=np.uint8)
+    img[2, 5, 1] = 200  # colour 1, dy 2, dx 5 -> channel 64 + 16 + 5
+    b = blocks.to_blocks(img)
+    assert b[0, 0, 85] == 200 - 128 and (np.delete(b[0, 0], 85) == -128).all()
+
+
+def test_neighbours_outside_the_image_read_mid_grey():
+    canvas = blocks.new_canvas(2, 2)
+    canvas[1:, 1:-1] = 5
+    nb = blocks.gather_neighbours(canvas, np.array([0, 1]), np.array([0, 1]))
+    assert (nb[0] == 0).all()  # top-left block has no neighbours
+    assert (nb[1] == 5)[: 2 * 192].all() and (nb[1, 2 * 192 : 3 * 192] == 0).all() and (nb[1, 3 * 192 :] == 5).all()

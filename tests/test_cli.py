@@ -1,0 +1,141 @@
+"""The command line as a user runs it: real processes, exit codes, stderr, files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_image
+from PIL import Image
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bbcodec.cli", *args], input=stdin, capture_output=True, timeout=120
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bbcodec: error:"), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "in.png"
+    Image.fromarray(random_image(21, 30, seed=7)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bbc(png: Path) -> Path:
+    out = png.with_suffix(".bbc")
+    proc = run("encode", str(png), str(out), "-q", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_encode_decode_round_trip_matches_the_digest(png, bbc, tmp_path):
+    out = tmp_path / "rec.png"
+    proc = run("decode", str(bbc), str(out))
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as im:
+        rec = np.asarray(im)
+    assert rec.shape == (21, 30, 3)
+    import hashlib
+
+    info = json.loads(run("info", str(bbc), "--json").stdout)
+    assert hashlib.sha256(rec.tobytes()).hexdigest()[:16] == info["image_digest"]
+
+
+def test_stdin_and_stdout_work_like_files(png, bbc):
+    enc = run("encode", "-", "-", "-q", "3", "--quiet", stdin=png.read_bytes())
+    assert enc.returncode == 0 and enc.stdout == bbc.read_bytes()
+    dec = run("decode", "-", "-", "--quiet", stdin=enc.stdout)
+    assert dec.returncode == 0 and dec.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_info_prints_the_header_fields(bbc):
+    proc = run("info", str(bbc))
+    assert proc.returncode == 0
+    text = proc.stdout.decode()
+    for field in ("format version:", "size:           30x21", "quality:        3", "bits per pixel:", "weights sha256:", "image digest:"):
+        assert field in text
+    data = json.loads(run("info", str(bbc), "--json").stdout)
+    assert data["width"] == 30 and data["height"] == 21 and data["quality"] == 3.0
+    assert data["file_bytes"] == bbc.stat().st_size
+    assert abs(data["bpp"] - 8 * bbc.stat().st_size / (30 * 21)) < 1e-9
+
+
+def test_verbose_encode_reports_bpp_and_psnr(png, tmp_path):
+    proc = run("encode", str(png), str(tmp_path / "x.bbc"), "-v")
+    assert proc.returncode == 0
+    assert "bpp" in proc.stderr.decode() and "PSNR" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize("cut", [0, 3, 20, 43, -1, -5])
+def test_truncated_files_fail_with_one_line_and_no_output(bbc, tmp_path, cut):
+    bad = tmp_path / "bad.bbc"
+    data = bbc.read_bytes()
+    bad.write_bytes(data[:cut] if cut >= 0 else data[: len(data) + cut])
+    out = tmp_path / "out.png"
+    one_error_line(run("decode", str(bad), str(out)))
+    assert not out.exists() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_bit_flip_fails_and_leaves_an_existing_output_untouched(bbc, tmp_path):
+    data = bytearray(bbc.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    bad = tmp_path / "bad.bbc"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "keep.png"
+    out.write_bytes(b"precious")
+    assert "CRC" in one_error_line(run("decode", str(bad), str(out)))
+    assert out.read_bytes() == b"precious"
+
+
+def test_bad_inputs_get_one_clear_line(tmp_path, png):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert "empty" in one_error_line(run("encode", str(empty), str(tmp_path / "a.bbc")))
+    assert "not an image" in one_error_line(run("encode", str(text), str(tmp_path / "a.bbc")))
+    assert "no such file" in one_error_line(run("encode", str(tmp_path / "nope.png"), str(tmp_path / "a.bbc")))
+    assert "directory" in one_error_line(run("encode", str(tmp_path), str(tmp_path / "a.bbc")))
+    assert "not a .bbc" in one_error_line(run("decode", str(png), str(tmp_path / "b.png")))
+    assert "over the input" in one_error_line(run("encode", str(png), str(png)))
+    assert not (tmp_path / "a.bbc").exists()
+
+
+def test_transparent_images_are_refused(tmp_path):
+    path = tmp_path / "alpha.png"
+    Image.new("RGBA", (9, 9), (10, 20, 30, 100)).save(path)
+    assert "transparency" in one_error_line(run("encode", str(path), str(tmp_path / "a.bbc")))
+
+
+def test_unknown_weights_are_named(bbc, tmp_path):
+    data = bytearray(bbc.read_bytes()[:-4])
+    data[16:24] = b"\x12\x34\x56\x78\x9a\xbc\xde\xf0"
+    import struct
+    import zlib
+
+    bad = tmp_path / "other.bbc"
+    bad.write_bytes(bytes(data) + struct.pack("<I", zlib.crc32(bytes(data))))
+    assert "123456789abcdef0" in one_error_line(run("decode", str(bad), str(tmp_path / "o.png")))
+
+
+def test_help_and_version():
+    proc = run("--help")
+    assert proc.returncode == 0 and b"bbcodec encode photo.png" in proc.stdout
+    assert b"Exit codes" in run("encode", "--help").stdout
+    assert run("--version").stdout.decode().startswith("bbcodec, version")
+    assert run("encode", "a", "b", "-q", "9").returncode == 2

@@ -1,0 +1,41 @@
+"""Range coding of symbols under scale-table Gaussians."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bbcodec import entropy
+
+
+def test_symbols_round_trip_in_chunks():
+    rng = np.random.default_rng(1)
+    stds = rng.uniform(0.11, 50, size=(7, 13))
+    sym = np.clip(np.rint(rng.normal(0, stds)), -2047, 2047).astype(np.int32)
+    sym[0, 0], sym[0, 1] = 2047, -2047  # extremes of the alphabet stay codable
+    data = entropy.encode_symbols(sym, stds, 2047)
+    assert len(data) % 4 == 0
+    dec = entropy.SymbolDecoder(data, 2047)
+    out = np.concatenate([dec.decode(stds[i]) for i in range(7)])
+    dec.finish()
+    assert (out.reshape(7, 13) == sym).all()
+
+
+def test_small_scales_cost_few_bits():
+    stds = np.full(1000, 0.11)
+    assert len(entropy.encode_symbols(np.zeros(1000), stds, 2047)) <= 16
+
+
+def test_leftover_payload_is_detected():
+    stds = np.full(200, 5.0)
+    sym = np.arange(200) % 7 - 3
+    data = entropy.encode_symbols(sym, stds, 2047)
+    dec = entropy.SymbolDecoder(data, 2047)
+    dec.decode(stds[:10])
+    with pytest.raises(entropy.EntropyError):
+        dec.finish()
+
+
+def test_payload_not_made_of_words_is_refused():
+    with pytest.raises(entropy.EntropyError):
+        entropy.SymbolDecoder(b"\x00\x01\x02", 2047)

@@ -1,0 +1,90 @@
+"""The .bbc container: every malformed file is refused with FormatError."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+
+from bbcodec import format as fmt
+
+
+def make(width: int = 17, height: int = 9, payload: bytes = b"\x01\x02\x03\x04" * 3) -> bytes:
+    header = fmt.Header(width, height, 4 * 256, b"\xaa" * 8, b"\xbb" * 8)
+    return fmt.pack(header, payload)
+
+
+def recrc(body: bytes) -> bytes:
+    """Re-seal edited header+payload bytes with a valid CRC (to reach later checks)."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_pack_then_unpack_returns_the_same_fields():
+    data = make()
+    header, payload = fmt.unpack(data)
+    assert (header.width, header.height, header.quality, header.model_id) == (17, 9, 4.0, 1)
+    assert header.weights_sha256 == b"\xaa" * 8 and header.image_digest == b"\xbb" * 8
+    assert payload == b"\x01\x02\x03\x04" * 3
+    assert len(data) == fmt.HEADER_SIZE + 12 + fmt.TRAILER_SIZE
+
+
+def test_header_layout_matches_the_spec_offsets():
+    data = make(width=0x1234, height=0x56)
+    assert data[:4] == b"\x8bBBC" and data[4] == 1 and data[5] == 3
+    assert struct.unpack_from("<H", data, 6)[0] == 1024
+    assert struct.unpack_from("<II", data, 8) == (0x1234, 0x56)
+    assert struct.unpack_from("<I", data, 32)[0] == 12
+    assert struct.unpack_from("<H", data, 36)[0] == 1
+
+
+def test_every_truncation_is_refused():
+    data = make()
+    for n in range(len(data)):
+        with pytest.raises(fmt.FormatError):
+            fmt.unpack(data[:n])
+
+
+def test_every_single_bit_flip_is_refused():
+    data = make()
+    for i in range(len(data) * 8):
+        bad = bytearray(data)
+        bad[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(fmt.FormatError):
+            fmt.unpack(bytes(bad))
+
+
+def test_trailing_bytes_are_refused():
+    with pytest.raises(fmt.FormatError, match="unexpected bytes"):
+        fmt.unpack(make() + b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("offset", "fmt_char", "value", "message"),
+    [
+        (4, "B", 2, "version"),
+        (5, "B", 4, "channel"),
+        (6, "H", 0, "quality"),
+        (6, "H", 2049, "quality"),
+        (8, "I", 0, "size"),
+        (8, "I", 70000, "size"),
+        (12, "I", 65535, "exceeds"),
+    ],
+)
+def test_invalid_header_fields_are_refused_even_with_a_valid_crc(offset, fmt_char, value, message):
+    body = bytearray(make(width=65535)[:-4])
+    struct.pack_into("<" + fmt_char, body, offset, value)
+    with pytest.raises(fmt.FormatError, match=message):
+        fmt.unpack(recrc(bytes(body)))
+
+
+def test_payload_length_mismatch_is_refused():
+    body = bytearray(make()[:-4])
+    struct.pack_into("<I", body, 32, 8)
+    with pytest.raises(fmt.FormatError):
+        fmt.unpack(recrc(bytes(body)))
+
+
+def test_wrong_magic_says_not_a_bbc_file():
+    with pytest.raises(fmt.FormatError, match="not a .bbc file"):
+        fmt.unpack(b"\x89PNG\r\n\x1a\n" + b"\x00" * 60)

@@ -1,0 +1,103 @@
+"""Training and freezing end to end on a tiny model (needs the [train] extra)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import random_image
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("compressai")
+
+from bbcodec import codec, format, weights  # noqa: E402
+from bbcodec.networks import BlockCodecNet, ModelConfig  # noqa: E402
+from bbcodec.train import freeze, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(random_image(80, 96, seed=i)).save(data / f"im{i}.png")
+    out = root / "run"
+    args = ["--data", str(data), "--out", str(out), "--N", "16", "--M", "8", "--crop", "64", "--batch", "2",
+            "--threads", "1", "--ckpt-every", "2", "--acl", "1"]
+    train.main([*args, "--steps", "2"])
+    train.main([*args, "--steps", "4"])  # resumes from the step-2 checkpoint
+    return root, out
+
+
+def test_training_writes_a_checkpoint_and_resumes(tiny_run):
+    _, out = tiny_run
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8}
+    log = (out / "train.log").read_text()
+    assert "resumed at step 2" in log and "done step=4" in log
+
+
+def test_frozen_integer_model_codes_like_the_float_model(tiny_run):
+    root, out = tiny_run
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    model = BlockCodecNet(ModelConfig(**ck["cfg"]))
+    model.load_state_dict(ck["model"])
+    img = random_image(32, 40, seed=9)
+    crops = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
+    path = freeze.write_weights(freeze.freeze(model, crops, "tiny", {}), root / "w", "tiny")
+    w = weights.load(path)
+    data, rec = codec.encode(img, 5, w)
+    header, payload = format.unpack(data)
+    assert np.array_equal(codec.decode(header, payload, w), rec)
+    # The integer decoder matches the float network run in parallel from the same
+    # neighbours only approximately (rounding); compare through the closed-loop
+    # reconstruction's error, which must be close to the float model's open-loop one.
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].double()
+    float_rec = model.double().reconstruct(x, x, torch.tensor([5.0], dtype=torch.float64))
+    err_float = float((float_rec[0].permute(1, 2, 0).numpy() - img).std())
+    err_int = float((rec.astype(float) - img).std())
+    assert err_int < 2 * err_float + 2
+
+
+def test_weights_with_a_wrong_hash_are_refused(tiny_run, tmp_path):
+    root, _ = tiny_run
+    src = next((root / "w").glob("tiny-*.npz"))
+    bad = tmp_path / src.name
+    data = bytearray(src.read_bytes())
+    data[-10] ^= 1
+    bad.write_bytes(bytes(data))
+    weights.load.cache_clear()
+    with pytest.raises(weights.WeightsError):
+        weights.load(bad)
+
+
+def test_integer_networks_match_the_float_networks(tiny_run):
+    """Same neighbours and inputs in, float vs frozen-integer outputs agree closely."""
+    from bbcodec import blocks
+    from bbcodec.networks import space_to_depth, to_net
+
+    root, out = tiny_run
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    model = BlockCodecNet(ModelConfig(**ck["cfg"])).double().eval()
+    model.load_state_dict(ck["model"])
+    img = random_image(32, 48, seed=4)
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].double()
+    path = freeze.write_weights(freeze.freeze(model, x, "tiny2", {}), root / "w2", "tiny2")
+    fm = weights.load(path).model
+    src = blocks.to_blocks(img)
+    rows, cols = src.shape[:2]
+    canvas = blocks.new_canvas(rows, cols)
+    canvas[1:, 1:-1] = src
+    r, c = (a.ravel() for a in np.mgrid[0:rows, 0:cols])
+    nb = blocks.gather_neighbours(canvas, r, c)
+    q = torch.tensor([3.0], dtype=torch.float64)
+    qp = fm.quality(3 * 256)
+    xs = space_to_depth(to_net(x))
+    with torch.no_grad():
+        ref_he = model.h_e(None, xs, q)[0].permute(1, 2, 0).reshape(rows * cols, -1).numpy()
+        ref_ga = model.g_a(xs, xs, q)[0].permute(1, 2, 0).reshape(rows * cols, -1).numpy()
+    got_he = fm.he.run(None, nb, qp.bias["he"])
+    got_ga = fm.ga.run(src[r, c].astype(np.float64), nb, qp.bias["ga"])
+    for ref, got in ((ref_he, got_he), (ref_ga, got_ga)):
+        assert np.abs(ref - got).max() <= 1e-3 * np.abs(ref).max() + 1e-4
