@@ -84,6 +84,13 @@ def wavefronts(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield r, t - 2 * r
 
 
+def sequential(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One block at a time in wavefront (bitstream) order: the unbatched decoder."""
+    for r, c in wavefronts(rows, cols):
+        for i in range(len(r)):
+            yield r[i : i + 1], c[i : i + 1]
+
+
 def raster(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One block at a time, row by row."""
     for r in range(rows):

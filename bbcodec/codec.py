@@ -20,7 +20,10 @@ from . import blocks, entropy, format
 from .weights import Weights
 
 Schedule = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
+# Encoder schedules: any order that respects the dependencies gives the same file.
 SCHEDULES: dict[str, Schedule] = {"wavefront": blocks.wavefronts, "raster": blocks.raster}
+# Decoder schedules: must follow the bitstream's wavefront order, batched or not.
+DECODE_SCHEDULES: dict[str, Schedule] = {"wavefront": blocks.wavefronts, "sequential": blocks.sequential}
 
 
 class DecodeError(ValueError):
@@ -70,7 +73,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     return format.pack(header, payload), rec
 
 
-def decode(header: format.Header, payload: bytes, weights: Weights) -> np.ndarray:
+def decode(header: format.Header, payload: bytes, weights: Weights, schedule: str = "wavefront") -> np.ndarray:
     """Header + payload (from format.unpack) -> HxWx3 uint8 image, digest-checked."""
     model = weights.model
     qp = model.quality(header.quality_x256)
@@ -78,7 +81,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights) -> np.ndarra
     canvas = blocks.new_canvas(rows, cols)
     dec = entropy.SymbolDecoder(payload, model.max_symbol)
     try:
-        for r, c in blocks.wavefronts(rows, cols):
+        for r, c in DECODE_SCHEDULES[schedule](rows, cols):
             nb = blocks.gather_neighbours(canvas, r, c)
             mean, idx = model.entropy_params(nb, qp)
             sym = dec.decode(model.scale_table[idx]).astype(np.float64)

@@ -1,9 +1,10 @@
 """Shipped weights: where they are, which hash each must have, verified loading.
 
 A weights file is an .npz of integer networks (bbcodec.train.freeze) named
-NAME-<sha256[:8]>.npz. Every load checks the full SHA-256 against the registry below
-(files not in it, e.g. your own training runs, are checked against their name), and
-a .bbc file names the weights that made it by the first 8 bytes of that hash.
+NAME-<sha256[:8]>.npz. A folder of weights lists its files in SHA256SUMS (the format of
+`sha256sum`, first line = default model); every load checks the full hash against it
+(files not listed, e.g. your own training runs, are checked against their name), and a
+.bbc file names the weights that made it by the first 8 bytes of that hash.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from .exact import FrozenModel, load_frozen
 # Network family ids written into .bbc headers.
 MODEL_FAMILIES = {1: "bb8-v9"}
 
-# Shipped weights: file name -> full SHA-256. The first entry is the default.
-SHIPPED: dict[str, str] = {}
-
+SUMS = "SHA256SUMS"
 ENV_DIR = "BBCODEC_WEIGHTS"
 
 
@@ -55,11 +54,28 @@ def search_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def registered(folder: Path) -> dict[str, str]:
+    """File name -> SHA-256 from folder/SHA256SUMS, in file order."""
+    try:
+        lines = (folder / SUMS).read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and len(parts[0]) == 64:
+            out[parts[1].lstrip("*")] = parts[0].lower()
+    return out
+
+
 def available() -> list[Path]:
-    """Every weights file found, shipped default first."""
-    files = [p for d in search_dirs() for p in sorted(d.glob("*.npz"))]
-    order = list(SHIPPED)
-    return sorted(files, key=lambda p: order.index(p.name) if p.name in order else len(order))
+    """Every weights file found: registered ones first, each folder's default leading."""
+    listed, extra = [], []
+    for d in search_dirs():
+        sums = registered(d)
+        listed += [d / name for name in sums if (d / name).is_file()]
+        extra += [p for p in sorted(d.glob("*.npz")) if p.name not in sums]
+    return listed + extra
 
 
 @lru_cache(maxsize=8)
@@ -70,7 +86,7 @@ def load(path: Path) -> Weights:
     except OSError as e:
         raise WeightsError(f"cannot read weights {path}: {e.strerror}") from None
     digest = hashlib.sha256(data).hexdigest()
-    expected = SHIPPED.get(path.name)
+    expected = registered(path.parent).get(path.name)
     stem = path.stem.rsplit("-", 1)
     if expected is not None and digest != expected:
         raise WeightsError(f"weights {path.name} are corrupt (sha256 {digest[:16]}, expected {expected[:16]})")
@@ -95,7 +111,7 @@ def find(prefix: bytes) -> Weights:
     """The installed weights whose SHA-256 starts with prefix (from a .bbc header)."""
     hexp = prefix.hex()
     for path in available():
-        if path.stem.endswith(hexp[:8]) or path.name in SHIPPED and SHIPPED[path.name].startswith(hexp):
+        if path.stem.endswith(hexp[:8]):
             w = load(path)
             if w.sha256.startswith(hexp):
                 return w

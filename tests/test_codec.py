@@ -55,6 +55,14 @@ def test_raster_and_wavefront_encoders_write_the_same_file(weights):
     assert codec.encode(img, 3, weights, "raster")[0] == codec.encode(img, 3, weights, "wavefront")[0]
 
 
+def test_batched_and_one_block_at_a_time_decoders_agree(weights):
+    img = random_image(30, 45, seed=8)
+    data, rec = codec.encode(img, 2, weights, "raster")
+    header, payload = format.unpack(data)
+    assert np.array_equal(codec.decode(header, payload, weights, "sequential"), rec)
+    assert np.array_equal(codec.decode(header, payload, weights, "wavefront"), rec)
+
+
 # Settings that stand in for other machines: BLAS threads, BLAS kernels for an old
 # SSE3 CPU instead of AVX-512, numpy's ufuncs without AVX/AVX-512.
 OTHER_MACHINES = {
