@@ -193,6 +193,52 @@ def info(src: str, as_json: bool) -> None:
         click.echo(f"{k + ':':<16}{v}")
 
 
+def _csv(kind: type, allowed: tuple | None = None):
+    def convert(ctx, param, value: str):  # noqa: ANN001 - click callback
+        try:
+            items = [kind(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"not a comma-separated list: {value}") from None
+        if allowed is not None and (bad := [v for v in items if v not in allowed]):
+            raise click.BadParameter(f"unknown: {', '.join(map(str, bad))} (choose from {', '.join(allowed)})")
+        return items
+
+    return convert
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
+              show_default=True, help="Folder for the JSON curves, per-image CSV and rd.png.")
+@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True, callback=_csv(float),
+              help="bbcodec qualities (baselines sweep their own range).")
+@click.option("--codecs", default="bbcodec,jpeg,webp,avif,jxl", show_default=True,
+              callback=_csv(str, ("bbcodec", "jpeg", "webp", "avif", "jxl")), help="Codecs to run.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel processes [default: cores].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
+def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int | None, limit: int | None) -> None:
+    """Rate-distortion and speed of bbcodec against JPEG, WebP, AVIF, JPEG XL on FOLDER.
+
+    \b
+    Example:
+      bbcodec bench ../shared/data/kodak --out report/
+    """
+    from . import bench as b
+
+    if any(not 1 <= q <= 8 for q in qualities):
+        raise click.BadParameter("qualities must be within 1..8", param_hint="--qualities")
+    try:
+        paths, _ = b.list_images(folder, limit)
+        usable, _ = b.available_baselines(codecs)
+        total = sum(len(paths) * (len(qualities) if c == "bbcodec" else len(b.BASELINES[c].qualities)) for c in usable)
+        with click.progressbar(length=total, label="bench", show_eta=True, file=sys.stderr) as bar:
+            result = b.run(folder, out_dir, qualities, codecs, jobs or b.default_jobs(), limit, bar.update)
+    except (b.BenchError, *_errors()) as e:
+        raise Failure(str(e)) from None
+    click.echo(b.format_report(result))
+    click.echo(f"wrote {out_dir}/: " + ", ".join(f"{n}.json" for n in result["curves"]) + ", per_image.csv, rd.png")
+
+
 def main() -> None:
     """Entry point: run the CLI, turning any unexpected crash into one line."""
     try:
