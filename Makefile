@@ -20,7 +20,7 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.base
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PINS)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,bench,dev]'
 	touch $@
 
 install: $(VENV)/.base

@@ -25,14 +25,17 @@ __all__ = ["encode", "decode", "read_info", "__version__"]
 
 
 def encode(image: Image.Image | np.ndarray, quality: float = 4) -> bytes:
-    """Compress a Pillow image or HxWx3 uint8 array to .bbc bytes (quality 1..8)."""
+    """Compress a Pillow image, or an HxWx3 / HxW (grayscale) uint8 array, to .bbc bytes.
+
+    quality: 1 (smallest) .. 8 (best); fractions step between the trained qualities.
+    """
     import numpy as np
     from PIL import Image
 
     from . import codec, images, weights
 
     if isinstance(image, Image.Image):
-        arr = images.to_rgb(image)
+        arr = images.to_array(image)
     else:
         arr = np.asarray(image)
     data, _ = codec.encode(arr, quality, weights.default())
@@ -40,7 +43,7 @@ def encode(image: Image.Image | np.ndarray, quality: float = 4) -> bytes:
 
 
 def decode(data: bytes) -> Image.Image:
-    """Decompress .bbc bytes to an RGB Pillow image."""
+    """Decompress .bbc bytes to a Pillow image (mode RGB, or L for grayscale files)."""
     from PIL import Image
 
     from . import codec, format, weights

@@ -6,21 +6,16 @@ a temporary file beside the target and renamed into place only on success.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-# The per-wavefront matrices are small: one BLAS thread is faster than two, and two
-# spin against any other busy process. Set before numpy loads; the user may override.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import click
 
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import click  # noqa: E402
-
-from . import __version__  # noqa: E402
+from . import __version__
 
 EXIT_CODES = """\b
 Exit codes: 0 success, 1 bad input or failed decode, 2 usage error,
@@ -118,7 +113,7 @@ def encode(src: str, dst: str, quality: float, schedule: str, quiet: bool, verbo
 
     data = read_input(src)
     try:
-        arr = images.to_rgb(images.open_image(data, src), src)
+        arr = images.to_array(images.open_image(data, src), src)
         w = weights.default()
         t0 = time.perf_counter()
         out, rec = codec.encode(arr, quality, w, schedule)
@@ -128,7 +123,7 @@ def encode(src: str, dst: str, quality: float, schedule: str, quiet: bool, verbo
     write_output(dst, out, src)
     if not quiet:
         h, wd = arr.shape[:2]
-        msg = f"{dst}: {wd}x{h}, quality {quality:g}, {len(out)} bytes, {8 * len(out) / (h * wd):.4f} bpp, {secs:.2f} s"
+        msg = f"{dst}: {wd}x{h}{' gray' if arr.ndim == 2 else ''}, quality {quality:g}, {len(out)} bytes, {8 * len(out) / (h * wd):.4f} bpp, {secs:.2f} s"
         if verbose:
             mse = float(np.mean((arr.astype(np.float64) - rec) ** 2))
             psnr = 10 * np.log10(255**2 / mse) if mse else float("inf")

@@ -13,8 +13,10 @@ the file's image digest proves it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import wraps
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import blocks, entropy, format
 from .weights import Weights
@@ -30,6 +32,18 @@ class DecodeError(ValueError):
     """The file is well-formed but does not decode to the image it describes."""
 
 
+def _one_blas_thread(fn: Callable) -> Callable:
+    """Run fn with a single BLAS thread: the per-wavefront matrices are small, and a
+    second thread only adds hand-offs (and spins against any other busy process)."""
+
+    @wraps(fn)
+    def inner(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return inner
+
+
 def quality_to_x256(quality: float) -> int:
     q = int(round(quality * 256))
     if not 256 <= q <= 2048:
@@ -37,10 +51,22 @@ def quality_to_x256(quality: float) -> int:
     return q
 
 
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Decoded RGB -> one channel, round((R + G + B) / 3) in integers."""
+    return ((rgb.astype(np.uint16).sum(axis=2) + 1) // 3).astype(np.uint8)
+
+
+@_one_blas_thread
 def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront") -> tuple[bytes, np.ndarray]:
-    """HxWx3 uint8 RGB -> (.bbc bytes, the decoder's exact reconstruction)."""
+    """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
+
+    Grayscale is coded as RGB with equal channels and decoded back to one channel.
+    """
+    gray = img.ndim == 2
+    if gray:
+        img = np.repeat(img[:, :, None], 3, axis=2)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError("encode expects an HxWx3 uint8 RGB array")
+        raise ValueError("encode expects an HxWx3 (RGB) or HxW (grayscale) uint8 array")
     height, width = img.shape[:2]
     format.check_dimensions(width, height)
     model = weights.model
@@ -62,6 +88,8 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     stds = model.scale_table[scale_idx.reshape(-1, model.M)[order]]
     payload = entropy.encode_symbols(symbols.reshape(-1, model.M)[order], stds, L)
     rec = blocks.from_blocks(canvas[1:, 1:-1], height, width)
+    if gray:
+        rec = to_gray(rec)
     header = format.Header(
         width=width,
         height=height,
@@ -69,12 +97,14 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         weights_sha256=weights.prefix,
         image_digest=format.image_digest(rec.tobytes()),
         model_id=weights.family_id,
+        channels=1 if gray else 3,
     )
     return format.pack(header, payload), rec
 
 
+@_one_blas_thread
 def decode(header: format.Header, payload: bytes, weights: Weights, schedule: str = "wavefront") -> np.ndarray:
-    """Header + payload (from format.unpack) -> HxWx3 uint8 image, digest-checked."""
+    """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked."""
     model = weights.model
     qp = model.quality(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
@@ -90,6 +120,8 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
     img = blocks.from_blocks(canvas[1:, 1:-1], header.height, header.width)
+    if header.channels == 1:
+        img = to_gray(img)
     if format.image_digest(img.tobytes()) != header.image_digest:
         raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file or non-exact decoder")
     return img

@@ -3,7 +3,7 @@
     offset size field
     0      4    magic            8B 42 42 43 ("\\x8bBBC")
     4      1    version          1
-    5      1    channels         3 (RGB)
+    5      1    channels         3 (RGB) or 1 (grayscale)
     6      2    quality_x256     u16, quality * 256, 256..2048
     8      4    width            u32, 1..65535
     12     4    height           u32, 1..65535
@@ -31,9 +31,9 @@ HEADER = struct.Struct("<4sBBHII8s8sIHH")
 HEADER_SIZE = HEADER.size  # 40
 TRAILER_SIZE = 4
 MAX_SIDE = 65535
-MAX_PIXELS = 1 << 28  # 268 megapixels; the decoder refuses larger files before allocating
+MAX_PIXELS = 1 << 26  # 67 megapixels (8192 x 8192); refused before anything is allocated
 MAX_PAYLOAD = 1 << 31
-CHANNELS = (3,)
+CHANNELS = (1, 3)  # grayscale is coded as RGB and decoded back to one channel
 
 
 class FormatError(ValueError):

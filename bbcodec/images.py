@@ -23,6 +23,7 @@ def open_image(data: bytes, name: str = "input") -> Image.Image:
     """Open image bytes with Pillow, checking the size before decoding pixels."""
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)")
+    Image.MAX_IMAGE_PIXELS = None  # our own limit (checked below, before decoding) replaces Pillow's
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -41,23 +42,36 @@ def open_image(data: bytes, name: str = "input") -> Image.Image:
     return im
 
 
-def to_rgb(im: Image.Image, name: str = "input") -> np.ndarray:
-    """Any Pillow image -> HxWx3 uint8 RGB, upright (EXIF orientation applied).
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
-    Transparent images are refused: the codec has no alpha channel and dropping it
-    would silently change what the user sees. 16-bit images keep their top 8 bits.
+
+def to_array(im: Image.Image, name: str = "input") -> np.ndarray:
+    """Any Pillow image -> HxWx3 uint8 RGB, or HxW uint8 for grayscale; upright.
+
+    EXIF orientation is applied. Transparent images are refused: the codec has no
+    alpha channel and dropping it would silently change what the user sees (fully
+    opaque alpha is dropped). 16-bit images are scaled to 8 bits (x / 257); palette,
+    CMYK and other colour modes are converted to RGB by Pillow; an animation gives its
+    first frame.
     """
     im = ImageOps.exif_transpose(im) or im
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
         alpha = np.asarray(im.convert("RGBA"))[..., 3]
         if alpha.min() < 255:
             raise ImageError(f"{name} has transparency, which bbcodec cannot store; flatten it first")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.int64)
+    if im.mode in GRAY_MODES:
+        if im.mode in ("1", "L", "LA", "La"):
+            return np.ascontiguousarray(np.asarray(im.convert("L"), dtype=np.uint8))
+        arr = np.asarray(im, dtype=np.float64)
         scale = 257.0 if arr.max(initial=0) > 255 else 1.0
-        gray = np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def to_rgb(im: Image.Image, name: str = "input") -> np.ndarray:
+    """Like to_array, but grayscale is repeated into three channels."""
+    arr = to_array(im, name)
+    return np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr
 
 
 def png_bytes(img: np.ndarray) -> bytes:
