@@ -23,6 +23,10 @@ if TYPE_CHECKING:  # numpy and Pillow load lazily, so the CLI can set BLAS threa
 __version__ = "0.1.0"
 __all__ = ["encode", "decode", "read_info", "__version__"]
 
+from . import pillow_plugin  # noqa: E402 - registers .bbc with Pillow on import
+
+pillow_plugin.register()
+
 
 def encode(image: Image.Image | np.ndarray, quality: float = 4) -> bytes:
     """Compress a Pillow image, or an HxWx3 / HxW (grayscale) uint8 array, to .bbc bytes.

@@ -7,10 +7,7 @@ a temporary file beside the target and renamed into place only on success.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -29,56 +26,10 @@ class Failure(click.ClickException):
         click.echo(f"bbcodec: error: {self.message}", err=True)
 
 
-def read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    if p.is_dir():
-        raise Failure(f"{path} is a directory, not a file")
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise Failure(f"{path}: no such file") from None
-    except OSError as e:
-        raise Failure(f"cannot read {path}: {e.strerror or e}") from None
+def _errors() -> tuple[type[Exception], ...]:
+    from .files import FileError, codec_errors
 
-
-def write_output(path: str, data: bytes, src: str) -> None:
-    """Write atomically: temp file in the target folder, then rename over the target."""
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    out = Path(path)
-    if src != "-" and out.exists() and os.path.samefile(src, out):
-        raise Failure(f"refusing to write the output over the input {src}")
-    if out.is_dir():
-        raise Failure(f"{path} is a directory")
-    folder = out.parent if str(out.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as e:
-        raise Failure(f"cannot write to {folder}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise Failure(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-
-
-def _errors():
-    """Map the codec's own exceptions to one-line failures."""
-    from .codec import DecodeError
-    from .entropy import EntropyError
-    from .format import FormatError
-    from .images import ImageError
-    from .weights import WeightsError
-
-    return (DecodeError, EntropyError, FormatError, ImageError, WeightsError)
+    return (FileError, *codec_errors())
 
 
 @click.group(
@@ -96,61 +47,125 @@ def cli() -> None:
     """bbcodec: learned block-based image compression (8x8 blocks, bit-exact decoding)."""
 
 
-@cli.command(epilog=EXIT_CODES)
+def _report_single(summary: dict, as_json: bool, quiet: bool, line: str) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        click.echo(line, err=True)
+
+
+def _folder(kind: str, src: Path, dst: str, opts, jobs: int, as_json: bool, quiet: bool) -> None:  # noqa: ANN001
+    """Encode or decode every file of a folder, continuing after errors."""
+    from . import files
+
+    if dst == "-":
+        raise click.UsageError("a folder input needs an output folder, not '-'")
+    out = Path(dst)
+    if out.exists() and not out.is_dir():
+        raise Failure(f"{dst} exists and is not a folder")
+    pairs = files.folder_jobs(src, out, decode=(kind == "decode"))
+    if not pairs:
+        raise Failure(f"no {'.bbc files' if kind == 'decode' else 'files'} in {src}")
+    out.mkdir(parents=True, exist_ok=True)
+    with click.progressbar(length=len(pairs), label=kind, show_eta=True, file=sys.stderr,
+                           hidden=quiet or as_json or not sys.stderr.isatty()) as bar:
+        results = list(files.run_folder(kind, pairs, opts, jobs, bar.update))
+    done = [r for r in results if "error" not in r]
+    failed = [r for r in results if "error" in r]
+    before, after = sum(r["input_bytes"] for r in done), sum(r["bytes"] for r in done)
+    pixels = sum(r["width"] * r["height"] for r in done)
+    total = {"files": len(results), "done": len(done), "failed": len(failed), "bytes_before": before,
+             "bytes_after": after, "mean_bpp": float(sum(r["bpp"] for r in done) / len(done)) if done else None,
+             "bpp_overall": 8 * (after if kind == "encode" else before) / pixels if pixels else None}
+    if as_json:
+        click.echo(json.dumps({"summary": total, "files": results}, indent=2))
+    else:
+        for r in failed:
+            click.echo(f"bbcodec: skipped {r['input']}: {r['error']}", err=True)
+        if not quiet or failed:
+            mean = f", mean {total['mean_bpp']:.4f} bpp" if done else ""
+            click.echo(f"{kind}d {len(done)} of {len(results)} files: {before} -> {after} bytes{mean}"
+                       + (f"; {len(failed)} failed" if failed else ""), err=True)
+    if failed:
+        sys.exit(1)
+
+
+@cli.command(epilog=EXIT_CODES + """
+\b
+Examples:
+  bbcodec encode photo.png photo.bbc -q 6
+  bbcodec encode photo.png photo.bbc --target-bpp 0.5
+  bbcodec encode photos/ compressed/ -q 4 --jobs 2""")
 @click.argument("src", metavar="IN")
 @click.argument("dst", metavar="OUT")
-@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=4, show_default=True,
-              help="1 (smallest) .. 8 (best); fractions step between qualities.")
+@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=None,
+              help="1 (smallest) .. 8 (best); fractions step between qualities.  [default: 4]")
+@click.option("--target-bpp", type=click.FloatRange(0, min_open=True), default=None,
+              help="Pick the quality giving the largest file not above this many bits per pixel.")
+@click.option("--target-psnr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Pick the quality giving the smallest file with at least this PSNR (dB).")
 @click.option("--schedule", type=click.Choice(["wavefront", "raster"]), default="wavefront",
               show_default=True, help="Block order of the encoder (same bytes either way).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Parallel processes when IN is a folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image.")
-def encode(src: str, dst: str, quality: float, schedule: str, quiet: bool, verbose: bool) -> None:
-    """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout)."""
-    import numpy as np
+def encode(src: str, dst: str, quality: float | None, target_bpp: float | None, target_psnr: float | None,
+           schedule: str, jobs: int, as_json: bool, quiet: bool, verbose: bool) -> None:
+    """Compress image IN (PNG, JPEG, ...; '-' = stdin; a folder = every image in it)
+    to OUT ('-' = stdout; a folder for a folder)."""
+    from .files import EncodeOptions, encode_file
 
-    from . import codec, images, weights
-
-    data = read_input(src)
+    if sum(v is not None for v in (quality, target_bpp, target_psnr)) > 1:
+        raise click.UsageError("give only one of --quality, --target-bpp, --target-psnr")
+    if as_json and dst == "-":
+        raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
+    opts = EncodeOptions(4.0 if quality is None else quality, target_bpp, target_psnr, schedule, verbose or as_json)
+    if src != "-" and Path(src).is_dir():
+        _folder("encode", Path(src), dst, opts, jobs, as_json, quiet)
+        return
     try:
-        arr = images.to_array(images.open_image(data, src), src)
-        w = weights.default()
-        t0 = time.perf_counter()
-        out, rec = codec.encode(arr, quality, w, schedule)
-        secs = time.perf_counter() - t0
+        r = encode_file(src, dst, opts)
     except _errors() as e:
         raise Failure(str(e)) from None
-    write_output(dst, out, src)
-    if not quiet:
-        h, wd = arr.shape[:2]
-        msg = f"{dst}: {wd}x{h}{' gray' if arr.ndim == 2 else ''}, quality {quality:g}, {len(out)} bytes, {8 * len(out) / (h * wd):.4f} bpp, {secs:.2f} s"
-        if verbose:
-            mse = float(np.mean((arr.astype(np.float64) - rec) ** 2))
-            psnr = 10 * np.log10(255**2 / mse) if mse else float("inf")
-            msg += f", PSNR {psnr:.2f} dB, weights {w.path.name}"
-        click.echo(msg, err=True)
+    line = (f"{dst}: {r['width']}x{r['height']}{' gray' if r['channels'] == 1 else ''}, quality {r['quality']:g}, "
+            f"{r['bytes']} bytes, {r['bpp']:.4f} bpp, {r['seconds']:.2f} s")
+    if "psnr" in r:
+        line += f", PSNR {r['psnr']:.2f} dB"
+    if "target_met" in r and not r["target_met"]:
+        line += " (target not reachable: nearest quality used)"
+    if verbose:
+        line += f", weights {r['weights']}"
+    _report_single(r, as_json, quiet, line)
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(epilog=EXIT_CODES + """
+\b
+Examples:
+  bbcodec decode photo.bbc photo.png
+  bbcodec decode compressed/ decoded/ --jobs 2""")
 @click.argument("src", metavar="IN")
 @click.argument("dst", metavar="OUT")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Parallel processes when IN is a folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
-def decode(src: str, dst: str, quiet: bool) -> None:
-    """Decompress IN.bbc ('-' = stdin) to the PNG image OUT ('-' = stdout)."""
-    from . import codec, format, images, weights
+def decode(src: str, dst: str, jobs: int, as_json: bool, quiet: bool) -> None:
+    """Decompress IN.bbc ('-' = stdin; a folder = every .bbc in it) to the PNG image OUT
+    ('-' = stdout; a folder for a folder)."""
+    from .files import decode_file
 
-    data = read_input(src)
+    if as_json and dst == "-":
+        raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
+    if src != "-" and Path(src).is_dir():
+        _folder("decode", Path(src), dst, None, jobs, as_json, quiet)
+        return
     try:
-        header, payload = format.unpack(data)
-        w = weights.find(header.weights_sha256)
-        t0 = time.perf_counter()
-        img = codec.decode(header, payload, w)
-        secs = time.perf_counter() - t0
+        r = decode_file(src, dst)
     except _errors() as e:
         raise Failure(str(e)) from None
-    write_output(dst, images.png_bytes(img), src)
-    if not quiet:
-        click.echo(f"{dst}: {header.width}x{header.height}, decoded in {secs:.2f} s", err=True)
+    _report_single(r, as_json, quiet, f"{dst}: {r['width']}x{r['height']}, decoded in {r['seconds']:.2f} s")
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -159,6 +174,7 @@ def decode(src: str, dst: str, quiet: bool) -> None:
 def info(src: str, as_json: bool) -> None:
     """Print the header of IN.bbc: size, quality, model, bpp, checksums."""
     from . import read_info, weights
+    from .files import read_input
 
     try:
         fields = read_info(read_input(src))
@@ -226,7 +242,8 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
         paths, _ = b.list_images(folder, limit)
         usable, _ = b.available_baselines(codecs)
         total = sum(len(paths) * (len(qualities) if c == "bbcodec" else len(b.BASELINES[c].qualities)) for c in usable)
-        with click.progressbar(length=total, label="bench", show_eta=True, file=sys.stderr) as bar:
+        with click.progressbar(length=total, label="bench", show_eta=True, file=sys.stderr,
+                               hidden=not sys.stderr.isatty()) as bar:
             result = b.run(folder, out_dir, qualities, codecs, jobs or b.default_jobs(), limit, bar.update)
     except (b.BenchError, *_errors()) as e:
         raise Failure(str(e)) from None

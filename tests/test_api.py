@@ -25,3 +25,34 @@ def test_api_round_trip_from_array_and_from_pillow():
     info = bbcodec.read_info(data)
     assert info["quality"] == 6.0 and info["file_bytes"] == len(data)
     assert np.asarray(img).shape == (19, 23, 3)
+
+
+def test_pillow_plugin_round_trips_through_open_and_save(tmp_path):
+    import doctest as dt
+
+    from bbcodec import pillow_plugin
+
+    assert dt.testmod(pillow_plugin).failed == 0
+    arr = random_image(21, 18, seed=6)
+    path = tmp_path / "x.bbc"
+    Image.fromarray(arr).save(path, quality=3)  # format chosen from the extension
+    with Image.open(path) as im:
+        assert im.format == "BBC" and im.size == (18, 21) and im.info["quality"] == 3.0
+        pixels = np.asarray(im)
+    assert np.array_equal(pixels, np.asarray(bbcodec.decode(path.read_bytes())))
+    gray = tmp_path / "g.bbc"
+    Image.fromarray(arr[..., 0]).save(gray)
+    with Image.open(gray) as im:
+        assert im.mode == "L"
+
+
+def test_pillow_refuses_a_corrupt_bbc_file_as_unidentified(tmp_path):
+    import pytest
+    from PIL import UnidentifiedImageError
+
+    path = tmp_path / "bad.bbc"
+    data = bytearray(bbcodec.encode(random_image(8, 8), 4))
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(path)

@@ -110,7 +110,6 @@ def test_bad_inputs_get_one_clear_line(tmp_path, png):
     assert "empty" in one_error_line(run("encode", str(empty), str(tmp_path / "a.bbc")))
     assert "not an image" in one_error_line(run("encode", str(text), str(tmp_path / "a.bbc")))
     assert "no such file" in one_error_line(run("encode", str(tmp_path / "nope.png"), str(tmp_path / "a.bbc")))
-    assert "directory" in one_error_line(run("encode", str(tmp_path), str(tmp_path / "a.bbc")))
     assert "not a .bbc" in one_error_line(run("decode", str(png), str(tmp_path / "b.png")))
     assert "over the input" in one_error_line(run("encode", str(png), str(png)))
     assert not (tmp_path / "a.bbc").exists()
@@ -139,3 +138,41 @@ def test_help_and_version():
     assert b"Exit codes" in run("encode", "--help").stdout
     assert run("--version").stdout.decode().startswith("bbcodec, version")
     assert run("encode", "a", "b", "-q", "9").returncode == 2
+
+
+def test_a_folder_encodes_every_image_and_reports_the_bad_one(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(random_image(12 + i, 20, seed=i)).save(src / f"p{i}.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    proc = run("encode", str(src), str(out), "-q", "5", "--jobs", "2")
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "skipped" in err and "broken.png" in err and "encoded 3 of 4 files" in err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.bbc", "p1.bbc", "p2.bbc"]
+    back = tmp_path / "back"
+    proc = run("decode", str(out), str(back), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["done"] == 3 and report["summary"]["failed"] == 0
+    with Image.open(back / "p2.png") as im:
+        assert im.size == (20, 14)
+
+
+def test_encode_json_summary_and_rate_targets(png, tmp_path):
+    import numpy as np
+
+    proc = run("encode", str(png), str(tmp_path / "a.bbc"), "--json")
+    summary = json.loads(proc.stdout)
+    assert summary["bytes"] == (tmp_path / "a.bbc").stat().st_size and "psnr" in summary
+    low = json.loads(run("encode", str(png), str(tmp_path / "b.bbc"), "--json", "-q", "1").stdout)
+    high = json.loads(run("encode", str(png), str(tmp_path / "c.bbc"), "--json", "-q", "8").stdout)
+    target = float(np.sqrt(low["bpp"] * high["bpp"]))
+    hit = json.loads(run("encode", str(png), str(tmp_path / "d.bbc"), "--json", "--target-bpp", str(target)).stdout)
+    assert hit["target_met"] and hit["bpp"] <= target and low["quality"] < hit["quality"] < high["quality"]
+    goal = (low["psnr"] + high["psnr"]) / 2
+    hit = json.loads(run("encode", str(png), str(tmp_path / "e.bbc"), "--json", "--target-psnr", str(goal)).stdout)
+    assert hit["target_met"] and hit["psnr"] >= goal
+    assert run("encode", str(png), str(tmp_path / "f.bbc"), "-q", "3", "--target-bpp", "1").returncode == 2

@@ -1,0 +1,79 @@
+"""Pick the quality that meets a size or PSNR target, like cwebp's -size / -psnr.
+
+Qualities step in 1/256 (the file's quality field); bpp and PSNR grow with quality, so
+a bisection down to 1/32 of a quality step (at most ten real encodes) finds the best
+one: the largest file not above a bpp target, or the smallest file reaching a PSNR
+target. When no quality meets the target the nearest end
+(1 or 8) is returned and met is False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import codec
+from .weights import Weights
+
+
+@dataclass
+class RateResult:
+    data: bytes
+    reconstruction: np.ndarray
+    quality: float
+    bpp: float
+    psnr: float
+    met: bool  # whether the target was reached
+    probes: int  # encodes spent
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None = None,
+                     target_psnr: float | None = None) -> RateResult:
+    """Encode img at the quality that best meets exactly one of the two targets."""
+    if (target_bpp is None) == (target_psnr is None):
+        raise ValueError("give exactly one of target_bpp and target_psnr")
+    pixels = img.shape[0] * img.shape[1]
+    cache: dict[int, RateResult] = {}
+
+    def probe(q256: int) -> RateResult:
+        if q256 not in cache:
+            data, rec = codec.encode(img, q256 / 256, weights)
+            cache[q256] = RateResult(data, rec, q256 / 256, 8 * len(data) / pixels, psnr(img, rec), False, 0)
+        return cache[q256]
+
+    ok: Callable[[RateResult], bool]
+    if target_bpp is not None:
+        ok = lambda r: r.bpp <= target_bpp  # noqa: E731 - feasible = not above the size
+    else:
+        ok = lambda r: r.psnr >= target_psnr  # noqa: E731
+    lo, hi = 256, 2048
+    # Invariant for bpp: best feasible is at or above lo; for PSNR: at or below hi.
+    if target_bpp is not None:
+        if not ok(probe(lo)):
+            best, met = probe(lo), False
+        elif ok(probe(hi)):
+            best, met = probe(hi), True
+        else:
+            while hi - lo > 8:  # 1/32 of a quality step is as fine as it is worth
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if ok(probe(mid)) else (lo, mid)
+            best, met = probe(lo), True
+    else:
+        if not ok(probe(hi)):
+            best, met = probe(hi), False
+        elif ok(probe(lo)):
+            best, met = probe(lo), True
+        else:
+            while hi - lo > 8:  # 1/32 of a quality step is as fine as it is worth
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if ok(probe(mid)) else (mid, hi)
+            best, met = probe(hi), True
+    best.met, best.probes = met, len(cache)
+    return best
