@@ -11,7 +11,7 @@ QUALITY     ?= 4
 # The CPU build of torch and its matching torchvision (compressai needs torchvision).
 TORCH_PINS  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench clean install install-dev
+.PHONY: demo test lint bench clean install install-dev pack
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) benchmarks/kodak_rd.py
+
+# The training data packed into one file (<= 60 MB) to carry to a GPU machine.
+pack: $(VENV)/.dev
+	$(PY) -m bbcodec.train.data ../shared/data/train .pack/train.npz
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -251,6 +251,18 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
     click.echo(f"wrote {out_dir}/: " + ", ".join(f"{n}.json" for n in result["curves"]) + ", per_image.csv, rd.png")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+             add_help_option=False)
+@click.pass_context
+def train(ctx: click.Context) -> None:
+    """Train a model (needs torch: pip install -e '.[train]'); --help lists the options."""
+    try:
+        from .train import train as trainer
+    except ImportError as e:
+        raise Failure(f"training needs torch ({e}); install with: pip install -e '.[train]'") from None
+    trainer.main(ctx.args)
+
+
 def main() -> None:
     """Entry point: run the CLI, turning any unexpected crash into one line."""
     try:

@@ -43,3 +43,65 @@ class BlockMaskedConv2d(nn.Conv2d):
     def neighbour_matrix(self) -> torch.Tensor:
         """Weight as (out, 4*in) for a gathered [UL, U, UR, L] neighbour vector."""
         return torch.cat([self.weight[:, :, ky, kx] for ky, kx in NEIGHBOUR_TAPS], dim=1)
+
+
+class _LowerBoundGrad(torch.autograd.Function):
+    """max(x, bound) whose gradient still flows where it would push x up from the bound."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x, bound)
+        return torch.max(x, bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        x, bound = ctx.saved_tensors
+        keep = (x >= bound) | (grad < 0)
+        return grad * keep.to(grad.dtype), None
+
+
+class LowerBound(nn.Module):
+    def __init__(self, bound: float) -> None:
+        super().__init__()
+        self.register_buffer("bound", torch.tensor([float(bound)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _LowerBoundGrad.apply(x, self.bound)
+
+
+class NonNegative(nn.Module):
+    """Parametrise v >= minimum as v = max(p, sqrt(minimum + eps^2))^2 - eps^2 (Balle 2016)."""
+
+    def __init__(self, minimum: float = 0.0, offset: float = 2.0**-18) -> None:
+        super().__init__()
+        self.register_buffer("pedestal", torch.tensor([offset**2]))
+        self.lower_bound = LowerBound((minimum + offset**2) ** 0.5)
+
+    def init(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(torch.max(v + self.pedestal, self.pedestal))
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        return self.lower_bound(p) ** 2 - self.pedestal
+
+
+class GDN(nn.Module):
+    """Generalised divisive normalisation (Balle et al. 2016), or its inverse:
+    y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)  (inverse: multiply instead).
+
+    Parameters and buffers are laid out as CompressAI's GDN (same state-dict keys), so
+    checkpoints move between the two; ours needs no compressai import, which keeps
+    training runnable on machines that only have torch.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.beta_reparam = NonNegative(minimum=beta_min)
+        self.beta = nn.Parameter(self.beta_reparam.init(torch.ones(channels)))
+        self.gamma_reparam = NonNegative()
+        self.gamma = nn.Parameter(self.gamma_reparam.init(gamma_init * torch.eye(channels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        norm = F.conv2d(x * x, self.gamma_reparam(self.gamma).reshape(c, c, 1, 1), self.beta_reparam(self.beta))
+        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))

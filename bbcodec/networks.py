@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import BlockMaskedConv2d
+from .layers import GDN, BlockMaskedConv2d
 
 BLOCK = 8  # block side in pixels
 BLOCK_CH = 3 * BLOCK * BLOCK  # 192 values per block after space-to-depth
@@ -119,8 +119,6 @@ class _Stack(nn.Module):
 def _activation(kind: str, ch: int) -> nn.Module:
     if kind == "leaky":
         return nn.LeakyReLU(LEAKY_SLOPE)
-    from compressai.layers import GDN  # training-only dependency
-
     return GDN(ch, inverse=(kind == "igdn"))
 
 

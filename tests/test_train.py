@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import random_image
 from PIL import Image
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("compressai")
 
 from bbcodec import codec, format, weights  # noqa: E402
 from bbcodec.networks import BlockCodecNet, ModelConfig  # noqa: E402
@@ -23,8 +24,11 @@ def tiny_run(tmp_path_factory):
     for i in range(3):
         Image.fromarray(random_image(80, 96, seed=i)).save(data / f"im{i}.png")
     out = root / "run"
+    val = root / "val"
+    val.mkdir()
+    Image.fromarray(random_image(24, 32, seed=7)).save(val / "v.png")
     args = ["--data", str(data), "--out", str(out), "--N", "16", "--M", "8", "--crop", "64", "--batch", "2",
-            "--threads", "1", "--ckpt-every", "2", "--acl", "1"]
+            "--threads", "1", "--ckpt-every", "2", "--acl", "1", "--val", str(val), "--val-every", "4"]
     train.main([*args, "--steps", "2"])
     train.main([*args, "--steps", "4"])  # resumes from the step-2 checkpoint
     return root, out
@@ -36,6 +40,34 @@ def test_training_writes_a_checkpoint_and_resumes(tiny_run):
     assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8}
     log = (out / "train.log").read_text()
     assert "resumed at step 2" in log and "done step=4" in log
+    val = [line for line in log.splitlines() if line.startswith("val step 4 ")]
+    assert len(val) == 1 and "q4:" in val[0]  # the real codec ran on the validation image
+
+
+def test_training_runs_under_torchrun_with_two_processes(tmp_path):
+    """DistributedDataParallel on CPU (gloo): the same code path a GPU cluster takes."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
+        pytest.skip("torchrun not installed")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(random_image(70, 70, seed=i)).save(data / f"im{i}.png")
+    packed = tmp_path / "train.npz"
+    from bbcodec.train.data import pack_folder
+
+    assert pack_folder(data, packed) > 0
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bbcodec.train.train",
+           "--data", str(packed), "--out", str(out), "--N", "16", "--M", "8", "--crop", "64", "--batch", "1",
+           "--threads", "1", "--steps", "2", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (out / "train.log").read_text()
+    assert "world=2" in log and "done step=2" in log
 
 
 def test_frozen_integer_model_codes_like_the_float_model(tiny_run):

@@ -12,6 +12,7 @@ NAME-<sha256[:8]>.npz (CompressAI's convention) and its hash goes into every .bb
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -31,7 +32,7 @@ from ..networks import (
     space_to_depth,
     to_net,
 )
-from .data import CropSampler, load_folder
+from .data import CropSampler, load_images
 
 W_MAX = 2**15 - 1  # largest integer weight
 MAX_SYMBOL = 2047  # symbols are clipped to [-MAX_SYMBOL, MAX_SYMBOL]
@@ -138,8 +139,11 @@ def freeze_stack(
 
 
 def freeze(model: BlockCodecNet, crops: torch.Tensor, name: str, info: dict) -> dict[str, np.ndarray]:
-    """All arrays of a weights file for model (see exact.load_frozen for the layout)."""
-    model = model.double().eval()
+    """All arrays of a weights file for model (see exact.load_frozen for the layout).
+
+    Works on a float64 CPU copy, so a model still training is left as it was.
+    """
+    model = copy.deepcopy(model).cpu().double().eval()
     crops = crops.double()
     peaks = calibrate(model, crops)
     f_latent = exponent_for(MARGIN * peaks["latent"][0], ACT_MAX)
@@ -181,7 +185,7 @@ def write_weights(arrays: dict[str, np.ndarray], folder: Path, name: str) -> Pat
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ckpt", type=Path)
-    p.add_argument("--calib", type=Path, required=True, help="folder of calibration images (not Kodak)")
+    p.add_argument("--calib", type=Path, required=True, help="calibration images, folder or packed .npz (not Kodak)")
     p.add_argument("--name", required=True, help="model name, e.g. bb8-n192m48")
     p.add_argument("--out", type=Path, default=Path("weights"))
     p.add_argument("--crops", type=int, default=16)
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     model = BlockCodecNet(ModelConfig(**ck["cfg"]))
     model.load_state_dict(ck["model"])
-    crops = CropSampler(load_folder(args.calib, 256), 256, seed=1234).batch(args.crops)
+    crops = CropSampler(load_images(args.calib, 256), 256, seed=1234).batch(args.crops)
     arrays = freeze(model, crops, args.name, {"train_steps": int(ck["step"])})
     final = write_weights(arrays, args.out, args.name)
     print(f"{final} sha256={hashlib.sha256(final.read_bytes()).hexdigest()}")

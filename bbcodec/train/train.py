@@ -1,21 +1,26 @@
 """Train the variable-rate block codec: open loop, then asymptotic closed-loop (ACL) steps.
 
     python -m bbcodec.train.train --data ../shared/data/train --out runs/n192 --steps 20000
+    torchrun --nproc-per-node 4 -m bbcodec.train.train --data train.npz --out runs/big ...
 
-Loss per sample = bpp + lambda(q) * MSE (pixels on the 0..1 scale) with q drawn in [1, 8]. With
---acl K > 0 the neighbour image of each batch is regenerated K times by the current
-model (hard rounding, 8-bit pixels) before the step, which approximates the
+Loss per sample = bpp + lambda(q) * MSE (pixels on the 0..1 scale) with q drawn in
+[1, 8]. With --acl K > 0 the neighbour image of each batch is regenerated K times by the
+current model (hard rounding, 8-bit pixels) before the step, which approximates the
 reconstruction the real sequential decoder will see (the paper's ACL rounds, done
 online instead of by regenerating a stored data set).
 
 Resumable: the run folder keeps ckpt.pt (model, optimiser, step, RNG states) and
-train.log; running the same command again continues where it stopped.
+train.log; running the same command again continues where it stopped. --val runs the
+real codec (frozen integer networks, range coder, bpp from bytes) on a few images every
+--val-every steps. Under torchrun each process samples its own crops
+(DistributedDataParallel averages the gradients); rank 0 logs and saves.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -23,17 +28,18 @@ import numpy as np
 import torch
 
 from ..networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
-from .data import CropSampler, load_folder, load_packed
+from .data import CropSampler, load_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="bbcodec train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="image folder or packed .npz")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log)")
     p.add_argument("--N", type=int, default=192, help="first hidden width")
     p.add_argument("--M", type=int, default=48, help="latents per block")
     p.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="crops per step (per process)")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--lr-final", type=float, default=2e-5, help="cosine decay target")
@@ -46,7 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--minutes", type=float, default=0, help="stop (and save) after this long; 0 = no limit")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model")
+    p.add_argument("--val", type=Path, default=None, help="folder of validation images (e.g. Kodak)")
+    p.add_argument("--val-every", type=int, default=2000)
+    p.add_argument("--val-images", type=int, default=4)
+    p.add_argument("--val-qualities", default="1,4,8")
     return p.parse_args(argv)
 
 
@@ -63,18 +74,51 @@ def lr_at(step: int, args: argparse.Namespace) -> float:
     return warm * (args.lr_final + (args.lr - args.lr_final) * cos)
 
 
+def validate(model: BlockCodecNet, calib: torch.Tensor, folder: Path, n_images: int, qualities: list[float]) -> str:
+    """Real codec on the first n images of folder: 'q:bpp/PSNR' per quality, averaged."""
+    from PIL import Image
+
+    from .. import codec, exact, weights
+    from .freeze import freeze
+
+    frozen = exact.load_frozen(freeze(model, calib, "val", {}))
+    w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:n_images]
+    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    parts = []
+    for q in qualities:
+        bpp, psnr = [], []
+        for img in imgs:
+            data, rec = codec.encode(img, q, w)
+            bpp.append(8 * len(data) / img.shape[0] / img.shape[1])
+            psnr.append(10 * np.log10(255**2 / np.mean((img.astype(np.float64) - rec) ** 2)))
+        parts.append(f"q{q:g}:{np.mean(bpp):.4f}/{np.mean(psnr):.2f}")
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = open(args.out / "train.log", "a", buffering=1)
     dev = torch.device(args.device)
+    if world > 1:
+        import torch.distributed as dist
 
-    images = load_packed(args.data) if args.data.suffix == ".npz" else load_folder(args.data, args.crop)
-    sampler = CropSampler(images, args.crop, args.seed)
-    qrng = np.random.default_rng(args.seed + 1)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    torch.manual_seed(args.seed)
+    main_proc = rank == 0
+    if main_proc:
+        args.out.mkdir(parents=True, exist_ok=True)
+    log = open(args.out / "train.log", "a", buffering=1) if main_proc else open(os.devnull, "w")
+
+    images = load_images(args.data, args.crop)
+    sampler = CropSampler(images, args.crop, args.seed + 1000 * rank)
+    qrng = np.random.default_rng(args.seed + 1 + 1000 * rank)
     cfg = ModelConfig(N=args.N, M=args.M)
     model = BlockCodecNet(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -85,16 +129,23 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
-        sampler.rng.bit_generator.state = ck["sampler_rng"]
-        qrng.bit_generator.state = ck["q_rng"]
-        torch.set_rng_state(ck["torch_rng"])
+        if world == 1:  # RNG streams are per process; a resumed multi-process run reseeds
+            sampler.rng.bit_generator.state = ck["sampler_rng"]
+            qrng.bit_generator.state = ck["q_rng"]
+            torch.set_rng_state(ck["torch_rng"])
         print(f"resumed at step {step}", file=log)
     elif args.init is not None:
         model.load_state_dict(torch.load(args.init, map_location=dev, weights_only=False)["model"])
         print(f"initialised from {args.init}", file=log)
-    print(f"start step={step} args={vars(args)} images={len(images)}", file=log)
+    print(f"start step={step} world={world} args={vars(args)} images={len(images)}", file=log)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    calib = CropSampler(images, args.crop, seed=1234).batch(8)  # activation ranges for --val
 
     def save() -> None:
+        if not main_proc:
+            return
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(
             {
@@ -113,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from tqdm import tqdm
 
-    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not main_proc)
     t0, run = time.time(), {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
     model.train()
     while step < args.steps:
@@ -126,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.acl):
                 nb = model.reconstruct(x, nb, q)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp and dev.type == "cuda"):
-            out = model(x, nb, q)
+            out = net(x, nb, q)
         bpp = out.bits.float() / (x.shape[2] * x.shape[3])
         loss = (bpp + lambda_of(q) * out.mse.float() / 255.0**2).mean()
         opt.zero_grad(set_to_none=True)
@@ -136,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         run["loss"] += loss.item()
         run["bpp"] += bpp.mean().item()
-        run["psnr"] += (10 * torch.log10(255.0**2 / out.mse.detach().clamp(min=1e-6))).mean().item()
+        run["psnr"] += (10 * torch.log10(255.0**2 / out.mse.detach().float().clamp(min=1e-6))).mean().item()
         run["n"] += 1
         bar.update(1)
         if step % 50 == 0 or step == args.steps:
@@ -148,10 +199,20 @@ def main(argv: list[str] | None = None) -> None:
             bar.set_postfix_str(msg.split(" ", 2)[2])
             print(msg, file=log)
             run = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
-        if step % args.ckpt_every == 0 or step == args.steps:
+        out_of_time = args.minutes and time.time() - t0 > 60 * args.minutes
+        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
             save()
+        if main_proc and args.val and (step % args.val_every == 0 or step == args.steps or out_of_time):
+            qs = [float(v) for v in args.val_qualities.split(",")]
+            print(f"val step {step} {validate(model, calib, args.val, args.val_images, qs)}", file=log)
+            model.train()
+        if out_of_time:
+            print(f"stopping: --minutes {args.minutes} reached", file=log)
+            break
     bar.close()
     print(f"done step={step} seconds={time.time() - t0:.0f}", file=log)
+    if world > 1:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

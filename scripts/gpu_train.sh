@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command for a CUDA machine (torch only; no compressai or constriction needed):
+# train from the packed data file, freeze to integer weights, write both to OUT.
+#
+#   make pack                                      # here: .pack/train.npz (<= 60 MB)
+#   bash scripts/gpu_train.sh "$OUT" --minutes 20  # there, with .pack carried along
+#
+# Extra arguments go to bbcodec.train.train (e.g. --N 384 --M 64 --steps 40000).
+# OUT receives run/ckpt.pt, run/train.log and NAME-<sha8>.npz.
+set -euo pipefail
+out=${1:?usage: scripts/gpu_train.sh OUT_DIR [train args]}
+shift
+name=${BBCODEC_NAME:-bb8-n192m48}
+data=${BBCODEC_DATA:-.pack/train.npz}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+PYTHONUNBUFFERED=1 python -m bbcodec.train.train --data "$data" --out "$out/run" --amp --batch 16 \
+    --lr 3e-4 --lr-final 1e-5 --acl 2 --acl-from 4000 --ckpt-every 500 "$@"
+python -m bbcodec.train.freeze "$out/run/ckpt.pt" --calib "$data" --name "$name" --out "$out"
