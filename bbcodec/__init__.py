@@ -53,7 +53,7 @@ def decode(data: bytes) -> Image.Image:
     from . import codec, format, weights
 
     header, payload = format.unpack(data)
-    return Image.fromarray(codec.decode(header, payload, weights.find(header.weights_sha256)))
+    return Image.fromarray(codec.decode(header, payload, weights.for_header(header)))
 
 
 def read_info(data: bytes) -> dict[str, Any]:

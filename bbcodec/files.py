@@ -122,7 +122,7 @@ def decode_file(src: str, dst: str) -> dict:
     data = read_input(src)
     try:
         header, payload = format.unpack(data)
-        w = weights.find(header.weights_sha256)
+        w = weights.for_header(header)
         t0 = time.perf_counter()
         img = codec.decode(header, payload, w)
         secs = time.perf_counter() - t0

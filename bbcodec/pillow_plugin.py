@@ -49,7 +49,7 @@ class BbcImageFile(ImageFile.ImageFile):
         if not self._decoded:
             from . import codec, weights
 
-            pixels = codec.decode(self._header, self._payload, weights.find(self._header.weights_sha256))
+            pixels = codec.decode(self._header, self._payload, weights.for_header(self._header))
             self.fp = io.BytesIO(pixels.tobytes())
             tile = getattr(ImageFile, "_Tile", None)  # a NamedTuple since Pillow 11
             args = ("raw", (0, 0, *self.size), 0, self.mode)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .exact import FrozenModel, load_frozen
+from .format import Header
 
 # Network family ids written into .bbc headers.
 MODEL_FAMILIES = {1: "bb8-v9"}
@@ -105,6 +106,17 @@ def default() -> Weights:
     if not files:
         raise WeightsError(f"no weights found (looked in: {', '.join(map(str, search_dirs())) or 'nowhere'})")
     return load(files[0])
+
+
+def for_header(header: Header) -> Weights:
+    """The weights a .bbc header asks for: a known model family and an installed hash."""
+    if header.model_id not in MODEL_FAMILIES:
+        known = ", ".join(f"{k} = {v}" for k, v in MODEL_FAMILIES.items())
+        raise WeightsError(f"unknown model id {header.model_id} (this decoder knows {known})")
+    w = find(header.weights_sha256)
+    if w.family_id != header.model_id:
+        raise WeightsError(f"weights {w.path.name} are of model id {w.family_id}, the file says {header.model_id}")
+    return w
 
 
 def find(prefix: bytes) -> Weights:

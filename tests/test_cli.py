@@ -176,3 +176,14 @@ def test_encode_json_summary_and_rate_targets(png, tmp_path):
     hit = json.loads(run("encode", str(png), str(tmp_path / "e.bbc"), "--json", "--target-psnr", str(goal)).stdout)
     assert hit["target_met"] and hit["psnr"] >= goal
     assert run("encode", str(png), str(tmp_path / "f.bbc"), "-q", "3", "--target-bpp", "1").returncode == 2
+
+
+def test_an_unknown_model_id_is_refused_by_name(bbc, tmp_path):
+    import struct
+    import zlib
+
+    data = bytearray(bbc.read_bytes()[:-4])
+    struct.pack_into("<H", data, 36, 7)
+    bad = tmp_path / "model7.bbc"
+    bad.write_bytes(bytes(data) + struct.pack("<I", zlib.crc32(bytes(data))))
+    assert "unknown model id 7" in one_error_line(run("decode", str(bad), str(tmp_path / "o.png")))
