@@ -161,6 +161,30 @@ class FrozenModel:
         return np.clip(np.rint(np.ldexp(out, PIXEL_EXP)), -128, 127).astype(np.int16)
 
 
+EXACT_LIMIT = 2.0**53  # integers up to here are exact in float64
+
+
+def check_exact(model: FrozenModel) -> None:
+    """Refuse weights whose worst-case partial sums could leave the exact integer range.
+
+    With |inputs| bounded (pixels by 128, activations by ACT_MAX), a dot product's partial
+    sums are bounded by sum |w| * bound + |bias|; every one must stay below 2^53 for the
+    result to be the same in any summation order.
+    """
+    for name, st in model.stacks().items():
+        worst = 128 * np.abs(st.W_nb).sum(1) + np.abs(st.qbias).max(0)
+        if st.W_cur is not None:
+            cur_max = 128 if name == "ga" else ACT_MAX
+            worst = worst + cur_max * np.abs(st.W_cur).sum(1)
+        bounds = [worst.max()]
+        for act, layer in zip(st.acts, st.layers, strict=True):
+            bounds.append((ACT_MAX * np.abs(layer.W).sum(1) + np.abs(layer.b)).max())
+            if act.G is not None and act.B is not None:
+                bounds.append((ACT_MAX**2 * act.G.sum(1) + act.B).max())
+        if max(bounds) >= EXACT_LIMIT:
+            raise ValueError(f"weights of {name} could exceed exact float64 integers")
+
+
 def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
     """Build a FrozenModel from the arrays of a weights .npz (see bbcodec.train.freeze)."""
     meta = json.loads(bytes(arrays["meta"]).decode())
@@ -192,7 +216,7 @@ def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
             layers=layers,
         )
 
-    return FrozenModel(
+    model = FrozenModel(
         meta=meta,
         ga=stack("ga", 4, ["gdn"] * 3),
         gs=stack("gs", 4, ["igdn"] * 3),
@@ -204,3 +228,5 @@ def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
         scale_bounds=f64("scale_bounds"),
         f_latent=int(arrays["f_latent"]),
     )
+    check_exact(model)
+    return model

@@ -133,3 +133,17 @@ def test_integer_networks_match_the_float_networks(tiny_run):
     got_ga = fm.ga.run(src[r, c].astype(np.float64), nb, qp.bias["ga"])
     for ref, got in ((ref_he, got_he), (ref_ga, got_ga)):
         assert np.abs(ref - got).max() <= 1e-3 * np.abs(ref).max() + 1e-4
+
+
+def test_weights_that_could_leave_the_exact_range_are_refused(tiny_run):
+    from bbcodec import exact
+
+    root, _ = tiny_run
+    path = next((root / "w").glob("tiny-*.npz"))
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    exact.load_frozen(arrays)  # as frozen: fine
+    arrays["gs.2.b"] = arrays["gs.2.b"].copy()
+    arrays["gs.2.b"][0] = 2**53
+    with pytest.raises(ValueError, match="exact"):
+        exact.load_frozen(arrays)

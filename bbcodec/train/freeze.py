@@ -35,6 +35,7 @@ from ..networks import (
 from .data import CropSampler, load_images
 
 W_MAX = 2**15 - 1  # largest integer weight
+SUM_LIMIT = 2.0**50  # worst-case partial sums stay 8x below 2^53 (see exact.check_exact)
 MAX_SYMBOL = 2047  # symbols are clipped to [-MAX_SYMBOL, MAX_SYMBOL]
 SCALE_LEVELS = 64  # CompressAI's scale table: 64 log-spaced scales from 0.11 to 256
 SCALE_MAX = 256.0
@@ -52,6 +53,15 @@ def _per_channel_exp(w: torch.Tensor, limit: float, base: int, cap: int) -> np.n
     """Exponent per output row so that |w| * 2^(e - base) <= limit, capped."""
     m = w.abs().flatten(1).max(1).values.double().numpy()
     e = np.array([base + exponent_for(v, limit) if v > 0 else base for v in m], dtype=np.int64)
+    return np.minimum(e, cap)
+
+
+def _cap_for_sums(e: np.ndarray, worst_real: np.ndarray) -> np.ndarray:
+    """Lower exponents where the worst-case accumulator, worst_real * 2^e, passes SUM_LIMIT.
+
+    worst_real: per output channel, max over inputs of |sum w x + b| in real units.
+    """
+    cap = np.floor(np.log2(SUM_LIMIT / np.maximum(worst_real, 1e-300))).astype(np.int64)
     return np.minimum(e, cap)
 
 
@@ -103,14 +113,20 @@ def freeze_stack(
 ) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     Wnb = st.nb.neighbour_matrix().detach()
+    qb = st.qbias.detach().double() + st.nb.bias.detach().double()[None]
+    bias_max = qb.abs().max(0).values.numpy()
     # First layer: both inputs must land on one accumulator exponent per channel.
     e0 = _per_channel_exp(Wnb, W_MAX, PIXEL_EXP, cap=PIXEL_EXP + 40)
+    worst = Wnb.abs().sum(1).double().numpy() + bias_max  # pixel inputs are within [-1, 1)
     if st.cur is not None:
         Wc = st.cur.weight.detach()[:, :, 0, 0]
         e0 = np.minimum(e0, _per_channel_exp(Wc, W_MAX, f_cur, cap=f_cur + 40))
+        cur_max = 1.0 if name == "ga" else ACT_MAX * 2.0**-f_cur
+        worst = worst + cur_max * Wc.abs().sum(1).double().numpy()
+    e0 = _cap_for_sums(e0, worst)
+    if st.cur is not None:
         out[f"{name}.0.Wcur"] = _ints(Wc, e0 - f_cur).astype(np.int16)
     out[f"{name}.0.Wnb"] = _ints(Wnb, e0 - PIXEL_EXP).astype(np.int16)
-    qb = st.qbias.detach().double() + st.nb.bias.detach().double()[None]
     out[f"{name}.0.qbias"] = np.rint(np.ldexp(qb.numpy(), e0[None, :])).astype(np.int64)
     out[f"{name}.0.e"] = e0
     out[f"{name}.0.fcur"] = np.array(f_cur)
@@ -132,6 +148,8 @@ def freeze_stack(
             out[p + "fg"] = np.array(fg)
         W = conv.weight.detach()[:, :, 0, 0]
         e = _per_channel_exp(W, W_MAX, fh, cap=fh + 40)
+        worst = ACT_MAX * 2.0**-fh * W.abs().sum(1).double().numpy() + conv.bias.detach().abs().double().numpy()
+        e = _cap_for_sums(e, worst)
         out[p + "W"] = _ints(W, e - fh).astype(np.int16)
         out[p + "b"] = _ints(conv.bias.detach(), e).astype(np.int64)
         out[p + "e"] = e
