@@ -19,6 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import blocks, entropy, format
+from .exact import BlockContext
 from .weights import Weights
 
 Schedule = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
@@ -74,15 +75,17 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     src = blocks.to_blocks(blocks.pad_to_blocks(img))
     rows, cols = src.shape[:2]
     canvas = blocks.new_canvas(rows, cols)
+    ctx = BlockContext(rows, cols)
     symbols = np.zeros((rows, cols, model.M), dtype=np.int32)
     scale_idx = np.zeros((rows, cols, model.M), dtype=np.int64)
     L = model.max_symbol
     for r, c in SCHEDULES[schedule](rows, cols):
         nb = blocks.gather_neighbours(canvas, r, c)
-        mean, idx = model.entropy_params(nb, qp)
-        y = model.analyse(src[r, c].astype(np.float64), nb, qp)
+        ctx.at(r, c)
+        mean, idx = model.entropy_params(nb, qp, ctx)
+        y = model.analyse(src[r, c].astype(np.float64), nb, qp, ctx)
         sym = np.clip(np.rint(y - mean), -L, L)
-        canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp)
+        canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
         symbols[r, c], scale_idx[r, c] = sym, idx
     order = np.argsort(blocks.wavefront_rank(rows, cols).ravel(), kind="stable")
     stds = model.scale_table[scale_idx.reshape(-1, model.M)[order]]
@@ -109,13 +112,15 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
     qp = model.quality(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
     canvas = blocks.new_canvas(rows, cols)
+    ctx = BlockContext(rows, cols)
     dec = entropy.SymbolDecoder(payload, model.max_symbol)
     try:
         for r, c in DECODE_SCHEDULES[schedule](rows, cols):
             nb = blocks.gather_neighbours(canvas, r, c)
-            mean, idx = model.entropy_params(nb, qp)
+            ctx.at(r, c)
+            mean, idx = model.entropy_params(nb, qp, ctx)
             sym = dec.decode(model.scale_table[idx]).astype(np.float64)
-            canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp)
+            canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
         dec.finish()
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None

@@ -35,12 +35,14 @@ def requantise(acc: np.ndarray, exp_from: np.ndarray | int, exp_to: int) -> np.n
 
 @dataclass
 class Layer:
-    """One 1x1 layer: integer weights W (out, in), bias in accumulator units, and the
+    """One layer: integer weights W (out, in) -- for kernel 3, (out, 5 in) on the
+    [UL, U, UR, L, centre] hidden features --, bias in accumulator units, and the
     accumulator's per-channel exponent."""
 
     W: np.ndarray
     b: np.ndarray
     e: np.ndarray
+    k: int = 1
 
 
 @dataclass
@@ -79,16 +81,48 @@ class Stack:
     acts: list[Activation]
     layers: list[Layer]
 
-    def run(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """Integer inputs -> output accumulator as exact real values (B, out)."""
+    def run(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray, ctx: BlockContext | None = None) -> np.ndarray:
+        """Integer inputs -> output accumulator as exact real values (B, out).
+
+        ctx (where blocks are, and the feature canvases) is needed only by kernel-3
+        layers, which read the hidden features of the causal neighbours.
+        """
         acc = nb @ self.W_nb.T + bias
         if self.W_cur is not None:
             acc += cur @ self.W_cur.T
         e = self.e0
-        for act, layer in zip(self.acts, self.layers, strict=True):
-            acc = act(acc, e) @ layer.W.T + layer.b
+        for i, (act, layer) in enumerate(zip(self.acts, self.layers, strict=True)):
+            h = act(acc, e)
+            if layer.k == 3:
+                assert ctx is not None, "a kernel-3 layer needs the block context"
+                h = ctx.with_neighbours(self, i, h)
+            acc = h @ layer.W.T + layer.b
             e = layer.e
         return np.ldexp(acc, -e.astype(np.int64))
+
+
+class BlockContext:
+    """Where the current blocks are, and the hidden features of blocks already done
+    (one int16 canvas per kernel-3 layer, bordered like the pixel canvas)."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        self.r = self.c = np.zeros(0, dtype=np.int64)
+        self._features: dict[tuple[int, int], np.ndarray] = {}
+
+    def at(self, r: np.ndarray, c: np.ndarray) -> BlockContext:
+        self.r, self.c = r, c
+        return self
+
+    def with_neighbours(self, stack: Stack, layer: int, h: np.ndarray) -> np.ndarray:
+        """Store h for the current blocks; return [UL, U, UR, L, h] (B, 5 C)."""
+        key = (id(stack), layer)
+        if key not in self._features:
+            self._features[key] = np.zeros((self.rows + 1, self.cols + 2, h.shape[1]), dtype=np.int16)
+        canvas = self._features[key]
+        canvas[self.r + 1, self.c + 1] = h
+        r, c = self.r, self.c
+        return np.concatenate([canvas[r, c], canvas[r, c + 1], canvas[r, c + 2], canvas[r + 1, c], h], axis=1).astype(np.float64)
 
 
 @dataclass
@@ -142,22 +176,23 @@ class FrozenModel:
     def stacks(self) -> dict[str, Stack]:
         return {"ga": self.ga, "gs": self.gs, "he": self.he}
 
-    def entropy_params(self, nb: np.ndarray, qp: QualityParams) -> tuple[np.ndarray, np.ndarray]:
+    def entropy_params(self, nb: np.ndarray, qp: QualityParams, ctx: BlockContext | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Neighbours -> (means in the gained latent domain, scale-table indices)."""
-        out = self.he.run(None, nb, qp.bias["he"])
+        out = self.he.run(None, nb, qp.bias["he"], ctx)
         mean = out[:, : self.M] * qp.gain
         log_scale = out[:, self.M :] + qp.log_gain
         return mean, np.searchsorted(self.scale_bounds, log_scale, side="right")
 
-    def analyse(self, block: np.ndarray, nb: np.ndarray, qp: QualityParams) -> np.ndarray:
+    def analyse(self, block: np.ndarray, nb: np.ndarray, qp: QualityParams, ctx: BlockContext | None = None) -> np.ndarray:
         """Centred block pixels (B, 192) + neighbours -> gained latents (B, M)."""
-        return self.ga.run(block, nb, qp.bias["ga"]) * qp.gain
+        return self.ga.run(block, nb, qp.bias["ga"], ctx) * qp.gain
 
-    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, qp: QualityParams) -> np.ndarray:
+    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, qp: QualityParams,
+                   ctx: BlockContext | None = None) -> np.ndarray:
         """Symbols around the mean -> centred reconstructed block pixels (B, 192) int16."""
         y_hat = (symbols + mean) * qp.inv_gain
         cur = np.clip(np.rint(np.ldexp(y_hat, self.f_latent)), -ACT_MAX, ACT_MAX)
-        out = self.gs.run(cur, nb, qp.bias["gs"])
+        out = self.gs.run(cur, nb, qp.bias["gs"], ctx)
         return np.clip(np.rint(np.ldexp(out, PIXEL_EXP)), -128, 127).astype(np.int16)
 
 
@@ -204,7 +239,8 @@ def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
                 acts.append(Activation(kind, fa, fh))
             else:
                 acts.append(Activation(kind, fa, fh, f64(p + "G"), f64(p + "B"), int(arrays[p + "fg"])))
-            layers.append(Layer(f64(p + "W"), f64(p + "b"), np.asarray(arrays[p + "e"], dtype=np.int64)))
+            k = int(arrays[p + "k"]) if p + "k" in arrays else 1
+            layers.append(Layer(f64(p + "W"), f64(p + "b"), np.asarray(arrays[p + "e"], dtype=np.int64), k))
         cur = f"{s}.0.Wcur"
         return Stack(
             W_nb=f64(f"{s}.0.Wnb"),

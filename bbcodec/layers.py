@@ -10,6 +10,9 @@ block, never the block itself nor anything not yet decoded::
 
 Each network adds a 1x1 convolution on the current block's own input (the block for
 analysis, its latents for synthesis) to this masked convolution on the reconstruction.
+A later layer with kernel 3 (the paper's high-rate model, kernels [3,3,1,1]) uses mask
+"B", which also keeps the centre: it sees the hidden features of the block and of its
+four causal neighbours.
 """
 
 from __future__ import annotations
@@ -20,29 +23,34 @@ from torch import nn
 
 # Kernel taps that mask A keeps, in the order the codec gathers neighbours: UL, U, UR, L.
 NEIGHBOUR_TAPS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (0, 2), (1, 0))
+CENTRE_TAP = (1, 1)
 
 
-def mask_a() -> torch.Tensor:
-    """3x3 mask with ones at the causal neighbour taps."""
+def block_mask(centre: bool) -> torch.Tensor:
+    """3x3 mask with ones at the causal neighbour taps (and the centre for mask B)."""
     m = torch.zeros(3, 3)
-    for ky, kx in NEIGHBOUR_TAPS:
+    for ky, kx in NEIGHBOUR_TAPS + ((CENTRE_TAP,) if centre else ()):
         m[ky, kx] = 1.0
     return m
 
 
 class BlockMaskedConv2d(nn.Conv2d):
-    """3x3 conv over the block grid that sees only UL, U, UR and L (zero outside the image)."""
+    """3x3 conv over the block grid that sees only UL, U, UR and L (mask A), or those
+    and the block itself (mask B); zero outside the image."""
 
-    def __init__(self, in_ch: int, out_ch: int, bias: bool = True) -> None:
+    def __init__(self, in_ch: int, out_ch: int, bias: bool = True, centre: bool = False) -> None:
         super().__init__(in_ch, out_ch, kernel_size=3, padding=1, bias=bias)
-        self.register_buffer("mask", mask_a(), persistent=False)
+        self.centre = centre
+        self.register_buffer("mask", block_mask(centre), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.mask, self.bias, padding=1)
 
     def neighbour_matrix(self) -> torch.Tensor:
-        """Weight as (out, 4*in) for a gathered [UL, U, UR, L] neighbour vector."""
-        return torch.cat([self.weight[:, :, ky, kx] for ky, kx in NEIGHBOUR_TAPS], dim=1)
+        """Weight as (out, 4*in) for [UL, U, UR, L] vectors, or (out, 5*in) with the centre
+        last for mask B: the layout the codec gathers."""
+        taps = NEIGHBOUR_TAPS + ((CENTRE_TAP,) if self.centre else ())
+        return torch.cat([self.weight[:, :, ky, kx] for ky, kx in taps], dim=1)
 
 
 class _LowerBoundGrad(torch.autograd.Function):

@@ -43,6 +43,14 @@ class ModelConfig:
 
     N: int = 192  # width of the first hidden layer
     M: int = 48  # latents per 8x8 block
+    # Kernel of each of the four layers of every network: the first is the masked 3x3
+    # on the reconstruction; a later 3 is a mask-B conv on hidden features (high rate:
+    # (3, 3, 1, 1)); 1 is a per-block 1x1.
+    kernels: tuple[int, ...] = (3, 1, 1, 1)
+
+    def __post_init__(self) -> None:
+        if len(self.kernels) != 4 or self.kernels[0] != 3 or any(k not in (1, 3) for k in self.kernels):
+            raise ValueError(f"kernels must be 4 values, the first 3, the others 1 or 3: {self.kernels}")
 
     @property
     def widths(self) -> list[int]:
@@ -54,8 +62,14 @@ class ModelConfig:
         """Hidden widths of the entropy net: 12N/8, 10N/8, 8N/8."""
         return [12 * self.N // 8, 10 * self.N // 8, self.N]
 
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kernels"] = list(self.kernels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return cls(**{**d, "kernels": tuple(d.get("kernels", (3, 1, 1, 1)))})
 
 
 def quality_weights(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,7 +109,7 @@ class _Stack(nn.Module):
     """First layer = 1x1 on the block's own input (optional) + masked 3x3 on neighbours
     + a per-quality bias; then nonlinearity / 1x1 conv pairs."""
 
-    def __init__(self, cur_ch: int, widths: list[int], out_ch: int, act: str) -> None:
+    def __init__(self, cur_ch: int, widths: list[int], out_ch: int, act: str, kernels: tuple[int, ...] = (3, 1, 1, 1)) -> None:
         super().__init__()
         self.cur = nn.Conv2d(cur_ch, widths[0], 1, bias=False) if cur_ch else None
         self.nb = BlockMaskedConv2d(BLOCK_CH, widths[0])
@@ -103,9 +117,9 @@ class _Stack(nn.Module):
         self.acts = nn.ModuleList()
         self.convs = nn.ModuleList()
         chans = [*widths, out_ch]
-        for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
+        for c_in, c_out, k in zip(chans[:-1], chans[1:], kernels[1:], strict=True):
             self.acts.append(_activation(act, c_in))
-            self.convs.append(nn.Conv2d(c_in, c_out, 1))
+            self.convs.append(BlockMaskedConv2d(c_in, c_out, centre=True) if k == 3 else nn.Conv2d(c_in, c_out, 1))
 
     def forward(self, cur: torch.Tensor | None, nb: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         h = self.nb(nb) + lerp_table(self.qbias, q)[:, :, None, None]
@@ -139,9 +153,10 @@ class BlockCodecNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.widths
-        self.g_a = _Stack(BLOCK_CH, w, cfg.M, "gdn")
-        self.g_s = _Stack(cfg.M, w[::-1], BLOCK_CH, "igdn")
-        self.h_e = _Stack(0, cfg.entropy_widths, 2 * cfg.M, "leaky")
+        k = cfg.kernels
+        self.g_a = _Stack(BLOCK_CH, w, cfg.M, "gdn", k)
+        self.g_s = _Stack(cfg.M, w[::-1], BLOCK_CH, "igdn", k)
+        self.h_e = _Stack(0, cfg.entropy_widths, 2 * cfg.M, "leaky", k)
         # log gains: higher quality -> larger gain -> finer effective quantiser.
         init = torch.tensor([0.35 * (k - 3.5) for k in range(NUM_QUALITIES)])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, cfg.M))

@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
     args = p.parse_args()
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
-    model = BlockCodecNet(ModelConfig(**ck["cfg"]))
+    model = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))
     model.load_state_dict(ck["model"])
     model = model.double().eval()
     w = weights.load(args.weights.resolve())

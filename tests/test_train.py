@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory):
 def test_training_writes_a_checkpoint_and_resumes(tiny_run):
     _, out = tiny_run
     ck = torch.load(out / "ckpt.pt", weights_only=False)
-    assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8}
+    assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8, "kernels": [3, 1, 1, 1]}
     log = (out / "train.log").read_text()
     assert "resumed at step 2" in log and "done step=4" in log
     val = [line for line in log.splitlines() if line.startswith("val step 4 ")]
@@ -73,7 +73,7 @@ def test_training_runs_under_torchrun_with_two_processes(tmp_path):
 def test_frozen_integer_model_codes_like_the_float_model(tiny_run):
     root, out = tiny_run
     ck = torch.load(out / "ckpt.pt", weights_only=False)
-    model = BlockCodecNet(ModelConfig(**ck["cfg"]))
+    model = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))
     model.load_state_dict(ck["model"])
     img = random_image(32, 40, seed=9)
     crops = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
@@ -111,7 +111,7 @@ def test_integer_networks_match_the_float_networks(tiny_run):
 
     root, out = tiny_run
     ck = torch.load(out / "ckpt.pt", weights_only=False)
-    model = BlockCodecNet(ModelConfig(**ck["cfg"])).double().eval()
+    model = BlockCodecNet(ModelConfig.from_dict(ck["cfg"])).double().eval()
     model.load_state_dict(ck["model"])
     img = random_image(32, 48, seed=4)
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].double()
@@ -147,3 +147,47 @@ def test_weights_that_could_leave_the_exact_range_are_refused(tiny_run):
     arrays["gs.2.b"][0] = 2**53
     with pytest.raises(ValueError, match="exact"):
         exact.load_frozen(arrays)
+
+
+def test_high_rate_kernels_match_the_float_network_and_code_exactly(tmp_path):
+    """Kernels (3,3,1,1): a mask-B layer on hidden features, as the paper's high-rate model."""
+    from bbcodec import blocks
+    from bbcodec.exact import BlockContext
+    from bbcodec.networks import space_to_depth, to_net
+
+    torch.manual_seed(3)
+    model = BlockCodecNet(ModelConfig(N=16, M=8, kernels=(3, 3, 1, 1))).double().eval()
+    with torch.no_grad():  # give the 3x3 layers' off-centre taps real weight
+        for st in (model.g_a, model.h_e):
+            st.convs[0].weight.mul_(3.0)
+    img = random_image(40, 56, seed=5)
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].double()
+    path = freeze.write_weights(freeze.freeze(model, x, "hr", {}), tmp_path, "hr")
+    w = weights.load(path)
+    fm = w.model
+    # Open loop, block by block in wavefront order, against the float convolutions.
+    src = blocks.to_blocks(img)
+    rows, cols = src.shape[:2]
+    canvas = blocks.new_canvas(rows, cols)
+    canvas[1:, 1:-1] = src
+    ctx = BlockContext(rows, cols)
+    qp = fm.quality(6 * 256)
+    got_he = np.zeros((rows, cols, 16))
+    got_ga = np.zeros((rows, cols, 8))
+    for r, c in blocks.wavefronts(rows, cols):
+        nb = blocks.gather_neighbours(canvas, r, c)
+        ctx.at(r, c)
+        got_he[r, c] = fm.he.run(None, nb, qp.bias["he"], ctx)
+        got_ga[r, c] = fm.ga.run(src[r, c].astype(np.float64), nb, qp.bias["ga"], ctx)
+    xs = space_to_depth(to_net(x))
+    q = torch.tensor([6.0], dtype=torch.float64)
+    with torch.no_grad():
+        ref_he = model.h_e(None, xs, q)[0].permute(1, 2, 0).numpy()
+        ref_ga = model.g_a(xs, xs, q)[0].permute(1, 2, 0).numpy()
+    for ref, got in ((ref_he, got_he), (ref_ga, got_ga)):
+        assert np.abs(ref - got).max() <= 1e-3 * np.abs(ref).max() + 1e-4
+    # Closed loop: raster and wavefront encoders agree, the decoder reproduces the image.
+    data, rec = codec.encode(img, 6, w, "raster")
+    assert codec.encode(img, 6, w, "wavefront")[0] == data
+    header, payload = format.unpack(data)
+    assert np.array_equal(codec.decode(header, payload, w, "sequential"), rec)

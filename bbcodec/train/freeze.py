@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..exact import ACT_MAX, PIXEL_EXP, WEIGHTS_FORMAT, WEIGHTS_VERSION
+from ..layers import BlockMaskedConv2d
 from ..networks import (
     NUM_QUALITIES,
     SCALE_MIN,
@@ -146,7 +147,10 @@ def freeze_stack(
             out[p + "G"] = _ints(gamma, fg).astype(np.int64)
             out[p + "B"] = np.maximum(1.0, _ints(beta, fg + 2 * fa)).astype(np.int64)
             out[p + "fg"] = np.array(fg)
-        W = conv.weight.detach()[:, :, 0, 0]
+        # A mask-B 3x3 layer becomes one matrix on [UL, U, UR, L, centre] features.
+        k = 3 if isinstance(conv, BlockMaskedConv2d) else 1
+        W = conv.neighbour_matrix().detach() if k == 3 else conv.weight.detach()[:, :, 0, 0]
+        out[p + "k"] = np.array(k)
         e = _per_channel_exp(W, W_MAX, fh, cap=fh + 40)
         worst = ACT_MAX * 2.0**-fh * W.abs().sum(1).double().numpy() + conv.bias.detach().abs().double().numpy()
         e = _cap_for_sums(e, worst)
@@ -182,6 +186,7 @@ def freeze(model: BlockCodecNet, crops: torch.Tensor, name: str, info: dict) -> 
         "name": name,
         "N": model.cfg.N,
         "M": model.cfg.M,
+        "kernels": list(model.cfg.kernels),
         "max_symbol": MAX_SYMBOL,
         **info,
     }
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crops", type=int, default=16)
     args = p.parse_args(argv)
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
-    model = BlockCodecNet(ModelConfig(**ck["cfg"]))
+    model = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))
     model.load_state_dict(ck["model"])
     crops = CropSampler(load_images(args.calib, 256), 256, seed=1234).batch(args.crops)
     arrays = freeze(model, crops, args.name, {"train_steps": int(ck["step"])})

@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log)")
     p.add_argument("--N", type=int, default=192, help="first hidden width")
     p.add_argument("--M", type=int, default=48, help="latents per block")
+    p.add_argument("--kernels", default="3,1,1,1", help="kernel of each layer (high rate: 3,3,1,1)")
     p.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
     p.add_argument("--batch", type=int, default=8, help="crops per step (per process)")
     p.add_argument("--crop", type=int, default=256)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     images = load_images(args.data, args.crop)
     sampler = CropSampler(images, args.crop, args.seed + 1000 * rank)
     qrng = np.random.default_rng(args.seed + 1 + 1000 * rank)
-    cfg = ModelConfig(N=args.N, M=args.M)
+    cfg = ModelConfig(N=args.N, M=args.M, kernels=tuple(int(k) for k in args.kernels.split(",")))
     model = BlockCodecNet(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = 0
