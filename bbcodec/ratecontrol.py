@@ -48,32 +48,22 @@ def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None
             cache[q256] = RateResult(data, rec, q256 / 256, 8 * len(data) / pixels, psnr(img, rec), False, 0)
         return cache[q256]
 
-    ok: Callable[[RateResult], bool]
+    # Feasible qualities are a prefix of [1, 8] for a size target (smaller is fine) and a
+    # suffix for a PSNR target. Walk from the end that is feasible if anything is.
     if target_bpp is not None:
-        ok = lambda r: r.bpp <= target_bpp  # noqa: E731 - feasible = not above the size
+        first, last = 256, 2048
+        ok: Callable[[RateResult], bool] = lambda r: r.bpp <= target_bpp  # noqa: E731
     else:
+        first, last = 2048, 256
         ok = lambda r: r.psnr >= target_psnr  # noqa: E731
-    lo, hi = 256, 2048
-    # Invariant for bpp: best feasible is at or above lo; for PSNR: at or below hi.
-    if target_bpp is not None:
-        if not ok(probe(lo)):
-            best, met = probe(lo), False
-        elif ok(probe(hi)):
-            best, met = probe(hi), True
-        else:
-            while hi - lo > 8:  # 1/32 of a quality step is as fine as it is worth
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if ok(probe(mid)) else (lo, mid)
-            best, met = probe(lo), True
-    else:
-        if not ok(probe(hi)):
-            best, met = probe(hi), False
-        elif ok(probe(lo)):
-            best, met = probe(lo), True
-        else:
-            while hi - lo > 8:  # 1/32 of a quality step is as fine as it is worth
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if ok(probe(mid)) else (mid, hi)
-            best, met = probe(hi), True
+    if not ok(probe(first)):
+        best, met = probe(first), False
+    elif ok(probe(last)):
+        best, met = probe(last), True
+    else:  # invariant: first feasible, last not
+        while abs(last - first) > 8:  # 1/32 of a quality step is as fine as it is worth
+            mid = (first + last) // 2
+            first, last = (mid, last) if ok(probe(mid)) else (first, mid)
+        best, met = probe(first), True
     best.met, best.probes = met, len(cache)
     return best
