@@ -25,8 +25,6 @@ import numpy as np
 
 from . import rd
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
 # Kamisli 2022, 8x8 blocks, Kodak, as published (the paper's Fig. / table values).
 PAPER_8X8 = {
     "bpp": [0.117, 0.197, 0.307, 0.468, 0.66, 0.915, 1.235, 1.629],
@@ -92,7 +90,7 @@ def available_baselines(names: list[str]) -> tuple[list[str], list[str]]:
 
 def list_images(folder: Path, limit: int | None) -> tuple[list[Path], list[str]]:
     """Readable RGB-able images in folder (sorted), and notes on the files skipped."""
-    from .images import ImageError, open_image, to_rgb
+    from .images import IMAGE_SUFFIXES, ImageError, open_image, to_rgb
 
     if not folder.is_dir():
         raise BenchError(f"{folder} is not a folder")
@@ -117,11 +115,6 @@ def _load(path: Path) -> np.ndarray:
     from .images import open_image, to_rgb
 
     return to_rgb(open_image(path.read_bytes(), path.name), path.name)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -174,7 +167,7 @@ def run_one(task: tuple[str, str, float]) -> dict:
         "quality": quality,
         "bytes": len(data),
         "bpp": 8 * len(data) / (h * w_),
-        "psnr": psnr(img, out),
+        "psnr": rd.psnr(img, out),
         "ms_ssim": ms_ssim(img, out),
         "enc_s": t1 - t0,
         "dec_s": t2 - t1,

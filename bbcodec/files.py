@@ -16,8 +16,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
-
 
 class FileError(Exception):
     """One file could not be processed; the message is one line for the user."""
@@ -86,7 +84,7 @@ class EncodeOptions:
 
 def encode_file(src: str, dst: str, opts: EncodeOptions) -> dict:
     """Encode one image file (or '-') to dst (or '-'); returns a summary."""
-    from . import codec, images, ratecontrol, weights
+    from . import codec, images, ratecontrol, rd, weights
 
     data = read_input(src)
     try:
@@ -111,7 +109,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions) -> dict:
         "seconds": secs, "weights": w.path.name, **extra,
     }
     if opts.measure_psnr or extra:
-        summary["psnr"] = ratecontrol.psnr(arr, rec)
+        summary["psnr"] = rd.psnr(arr, rec)
     return summary
 
 

@@ -14,6 +14,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .format import FormatError, check_dimensions
 
+# File endings taken as images when a folder is scanned (bench, training data).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"})
+
 
 class ImageError(ValueError):
     """The input is not an image the codec can take."""

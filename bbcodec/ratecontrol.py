@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import codec
+from .rd import psnr
 from .weights import Weights
 
 
@@ -27,11 +28,6 @@ class RateResult:
     psnr: float
     met: bool  # whether the target was reached
     probes: int  # encodes spent
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None = None,

@@ -12,6 +12,12 @@ from pathlib import Path
 import numpy as np
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two 8-bit images (inf when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
 def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
     from scipy.interpolate import PchipInterpolator
 

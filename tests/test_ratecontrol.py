@@ -11,7 +11,7 @@ import pytest
 from conftest import KODAK
 from PIL import Image
 
-from bbcodec import codec, format, ratecontrol
+from bbcodec import codec, format, ratecontrol, rd
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def test_bpp_target_is_met_from_below_within_ten_percent(photo, weights, fractio
 
 @pytest.mark.parametrize("fraction", [0.3, 0.7])
 def test_psnr_target_is_reached_with_at_most_a_small_overshoot(photo, weights, fraction):
-    p1 = ratecontrol.psnr(photo, codec.encode(photo, 1, weights)[1])
-    p8 = ratecontrol.psnr(photo, codec.encode(photo, 8, weights)[1])
+    p1 = rd.psnr(photo, codec.encode(photo, 1, weights)[1])
+    p8 = rd.psnr(photo, codec.encode(photo, 8, weights)[1])
     target = p1 + fraction * (p8 - p1)
     r = ratecontrol.encode_to_target(photo, weights, target_psnr=target)
     assert r.met and target <= r.psnr <= target + 0.3

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+from ..images import IMAGE_SUFFIXES
 
 
 def load_folder(folder: Path, min_side: int) -> list[np.ndarray]:
