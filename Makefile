@@ -41,7 +41,7 @@ test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.dev
-	$(PY) benchmarks/kodak_rd.py
+	$(VENV)/bin/bbcodec bench ../shared/data/kodak --out report
 
 # The training data packed into one file (<= 60 MB) to carry to a GPU machine.
 pack: $(VENV)/.dev
