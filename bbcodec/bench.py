@@ -54,7 +54,6 @@ BASELINES = {
     "jxl": Baseline("jxl", "JXL", (10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
                     lambda q: {"quality": q, "effort": 7}, plugin="pillow_jxl", description="libjxl via pillow-jxl-plugin, effort 7"),
 }
-CODECS = ("bbcodec", *BASELINES)
 
 
 class BenchError(ValueError):

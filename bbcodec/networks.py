@@ -19,7 +19,7 @@ runs the frozen integer version of these networks (exact.py) and never imports t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +143,6 @@ class Output:
     x_hat: torch.Tensor  # reconstruction, 0..255 float (not rounded)
     bits: torch.Tensor  # estimated bits for the latents
     mse: torch.Tensor  # mean squared error on the 0..255 scale
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class BlockCodecNet(nn.Module):
