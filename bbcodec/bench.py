@@ -17,13 +17,13 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import rd
+from .parallel import map_jobs
 
 # Kamisli 2022, 8x8 blocks, Kodak, as published (the paper's Fig. / table values).
 PAPER_8X8 = {
@@ -237,28 +237,31 @@ def plot(cur: dict[str, dict], path: Path, title: str) -> bool:
     return True
 
 
-def run(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int,
-        limit: int | None, progress: Callable[[int], None] | None = None) -> dict:
-    """The whole benchmark; returns {"rows", "curves", "bd", "notes"} and writes out_dir."""
+@dataclass
+class Plan:
+    """What a bench run will do: the images, the (codec, image, quality) tasks, notes."""
+
+    folder: Path
+    paths: list[Path]
+    tasks: list[tuple[str, str, float]]
+    notes: list[str]
+
+
+def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None) -> Plan:
+    """Check the folder and the codecs once, and list every task."""
     paths, notes = list_images(folder, limit)
     usable, skipped = available_baselines(codecs)
-    notes += skipped
     tasks = []
     for name in usable:
         qs = qualities if name == "bbcodec" else BASELINES[name].qualities
         tasks += [(name, str(p), float(q)) for q in qs for p in paths]
-    rows = []
-    if jobs <= 1:
-        for t in tasks:
-            rows.append(run_one(t))
-            if progress:
-                progress(1)
-    else:
-        with ProcessPoolExecutor(jobs) as ex:
-            for r in ex.map(run_one, tasks, chunksize=1):
-                rows.append(r)
-                if progress:
-                    progress(1)
+    return Plan(folder, paths, tasks, notes + skipped)
+
+
+def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None) -> dict:
+    """Run a plan; returns {"rows", "curves", "bd", "notes", ...} and writes out_dir."""
+    rows = list(map_jobs(run_one, p.tasks, jobs, progress))
+    notes = list(p.notes)
     cur = curves(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, c in cur.items():
@@ -268,9 +271,9 @@ def run(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], 
         wr.writeheader()
         wr.writerows(rows)
     bd = bd_table(cur)
-    if not plot(cur, out_dir / "rd.png", f"{folder.name}: {len(paths)} images"):
+    if not plot(cur, out_dir / "rd.png", f"{p.folder.name}: {len(p.paths)} images"):
         notes.append("plot skipped: install matplotlib")
-    return {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(paths), "tasks": len(tasks)}
+    return {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(p.paths), "tasks": len(p.tasks)}
 
 
 def format_report(result: dict) -> str:

@@ -67,7 +67,8 @@ def new_canvas(rows: int, cols: int) -> np.ndarray:
 
 
 def gather_neighbours(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(B, 4*192) float64 vectors [UL, U, UR, L] for blocks at (rows, cols)."""
+    """(B, 4*C) float64 vectors [UL, U, UR, L] for blocks at (rows, cols) of a canvas
+    of C channels (pixels, or hidden features of a kernel-3 layer)."""
     parts = (
         canvas[rows, cols],  # UL
         canvas[rows, cols + 1],  # U

@@ -239,12 +239,10 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
     if any(not 1 <= q <= 8 for q in qualities):
         raise click.BadParameter("qualities must be within 1..8", param_hint="--qualities")
     try:
-        paths, _ = b.list_images(folder, limit)
-        usable, _ = b.available_baselines(codecs)
-        total = sum(len(paths) * (len(qualities) if c == "bbcodec" else len(b.BASELINES[c].qualities)) for c in usable)
-        with click.progressbar(length=total, label="bench", show_eta=True, file=sys.stderr,
+        todo = b.plan(folder, qualities, codecs, limit)
+        with click.progressbar(length=len(todo.tasks), label="bench", show_eta=True, file=sys.stderr,
                                hidden=not sys.stderr.isatty()) as bar:
-            result = b.run(folder, out_dir, qualities, codecs, jobs or b.default_jobs(), limit, bar.update)
+            result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update)
     except (b.BenchError, *_errors()) as e:
         raise Failure(str(e)) from None
     click.echo(b.format_report(result))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blocks import gather_neighbours
+
 ACT_MAX = 2**15 - 1  # activations are clipped to +-ACT_MAX after every requantisation
 PIXEL_EXP = 7  # network input (pixel - 128) / 128 = integer (pixel - 128) at scale 2^-7
 WEIGHTS_FORMAT = "bbcodec-weights"
@@ -121,8 +123,7 @@ class BlockContext:
             self._features[key] = np.zeros((self.rows + 1, self.cols + 2, h.shape[1]), dtype=np.int16)
         canvas = self._features[key]
         canvas[self.r + 1, self.c + 1] = h
-        r, c = self.r, self.c
-        return np.concatenate([canvas[r, c], canvas[r, c + 1], canvas[r, c + 2], canvas[r + 1, c], h], axis=1).astype(np.float64)
+        return np.concatenate([gather_neighbours(canvas, self.r, self.c), h], axis=1)
 
 
 @dataclass

@@ -12,9 +12,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from .parallel import map_jobs
 
 
 class FileError(Exception):
@@ -163,16 +164,4 @@ def _run_one(job: tuple[str, str, str, EncodeOptions | None]) -> dict:
 def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | None, jobs: int,
                progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Process every pair, continuing after errors; yields summaries (or {"error"})."""
-    tasks = [(kind, s, d, opts) for s, d in pairs]
-    if jobs <= 1:
-        results: Iterator[dict] = map(_run_one, tasks)
-        for r in results:
-            if progress:
-                progress(1)
-            yield r
-        return
-    with ProcessPoolExecutor(jobs) as ex:
-        for r in ex.map(_run_one, tasks, chunksize=1):
-            if progress:
-                progress(1)
-            yield r
+    return map_jobs(_run_one, [(kind, s, d, opts) for s, d in pairs], jobs, progress)

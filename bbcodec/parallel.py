@@ -1,0 +1,27 @@
+"""Map a function over tasks in order, in worker processes when jobs > 1, with progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
+             progress: Callable[[int], None] | None = None) -> Iterator[R]:
+    """fn over tasks, results in task order; progress(1) after each. fn must be picklable."""
+    if jobs <= 1:
+        for t in tasks:
+            r = fn(t)
+            if progress:
+                progress(1)
+            yield r
+        return
+    with ProcessPoolExecutor(jobs) as ex:
+        for r in ex.map(fn, tasks, chunksize=1):
+            if progress:
+                progress(1)
+            yield r
