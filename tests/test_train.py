@@ -191,3 +191,33 @@ def test_high_rate_kernels_match_the_float_network_and_code_exactly(tmp_path):
     assert codec.encode(img, 6, w, "wavefront")[0] == data
     header, payload = format.unpack(data)
     assert np.array_equal(codec.decode(header, payload, w, "sequential"), rec)
+
+
+def test_growing_the_latents_keeps_what_the_model_learnt(tiny_run, tmp_path):
+    """--init from a checkpoint with fewer latents: old weights are kept, the new latents
+    barely touch the reconstruction at first, and training goes on from there."""
+    from bbcodec.train.grow import grow_latents
+
+    root, out = tiny_run
+    state = torch.load(out / "ckpt.pt", weights_only=False)["model"]
+    small = BlockCodecNet(ModelConfig(N=16, M=8))
+    small.load_state_dict(state)
+    big = BlockCodecNet(ModelConfig(N=16, M=12))
+    big.load_state_dict(grow_latents(state, 12))
+    assert torch.equal(big.g_a.convs[2].weight[:8], small.g_a.convs[2].weight)
+    assert torch.equal(big.h_e.convs[2].weight[12:20], small.h_e.convs[2].weight[8:])  # log-scales
+    x = torch.tensor(random_image(32, 48, seed=3)).permute(2, 0, 1)[None].float()
+    q = torch.tensor([6.0])
+    with torch.no_grad():
+        a, b = small(x, x, q, noise=False), big(x, x, q, noise=False)
+    assert (a.x_hat - b.x_hat).abs().max() < 0.5  # the new decoder columns start near zero
+    # ... but not at zero on either side, or the new latents would never learn
+    assert big.g_s.cur.weight[:, 8:].abs().min() > 0 and big.g_a.convs[2].weight[8:].abs().min() > 0
+    with pytest.raises(ValueError, match="cannot shrink"):
+        grow_latents(state, 4)
+
+    run = tmp_path / "grown"
+    train.main(["--data", str(root / "data"), "--out", str(run), "--N", "16", "--M", "12", "--crop", "64",
+                "--batch", "2", "--threads", "1", "--steps", "2", "--init", str(out / "ckpt.pt")])
+    assert torch.load(run / "ckpt.pt", weights_only=False)["cfg"]["M"] == 12
+    assert "latents 8 -> 12" in (run / "train.log").read_text()

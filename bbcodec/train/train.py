@@ -29,6 +29,7 @@ import torch
 
 from ..networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
 from .data import CropSampler, load_images
+from .grow import grow_latents
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--minutes", type=float, default=0, help="stop (and save) after this long; 0 = no limit")
-    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model")
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model (its M may be smaller: latents are added)")
     p.add_argument("--val", type=Path, default=None, help="folder of validation images (e.g. Kodak)")
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=4)
@@ -136,8 +137,9 @@ def main(argv: list[str] | None = None) -> None:
             torch.set_rng_state(ck["torch_rng"])
         print(f"resumed at step {step}", file=log)
     elif args.init is not None:
-        model.load_state_dict(torch.load(args.init, map_location=dev, weights_only=False)["model"])
-        print(f"initialised from {args.init}", file=log)
+        state = torch.load(args.init, map_location="cpu", weights_only=False)["model"]
+        model.load_state_dict(grow_latents(state, cfg.M, args.seed))
+        print(f"initialised from {args.init} (latents {state['log_gain'].shape[1]} -> {cfg.M})", file=log)
     print(f"start step={step} world={world} args={vars(args)} images={len(images)}", file=log)
     net = model
     if world > 1:
