@@ -198,12 +198,37 @@ def curves(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def bd_table(cur: dict[str, dict]) -> list[tuple[str, float, float]]:
-    """(anchor, BD-rate %, BD-PSNR dB) of bbcodec against every other curve and the paper."""
+def load_anchors(folder: Path) -> tuple[dict[str, dict], list[str]]:
+    """Stored curves to compare against without re-running those codecs: every
+    CompressAI-layout JSON in folder with PSNR, as {"<file stem> (stored)": results}."""
+    if not folder.is_dir():
+        raise BenchError(f"{folder}: not a folder of result JSON files")
+    out, notes = {}, []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            results = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BenchError(f"{path}: not a CompressAI results file ({type(e).__name__}: {e})") from None
+        if "psnr-rgb" not in results:
+            notes.append(f"{path.name}: no psnr-rgb curve, not compared")
+            continue
+        _, bpp, psnr = rd.load_curve(path)
+        if len(bpp) < 2 or len(bpp) != len(psnr):
+            raise BenchError(f"{path}: needs at least two (bpp, psnr-rgb) points")
+        out[f"{path.stem} (stored)"] = {"bpp": bpp.tolist(), "psnr-rgb": psnr.tolist()}
+    if not out:
+        raise BenchError(f"{folder}: no result JSON files with psnr-rgb")
+    return out, notes
+
+
+def bd_table(cur: dict[str, dict], stored: dict[str, dict] | None = None) -> list[tuple[str, float, float]]:
+    """(anchor, BD-rate %, BD-PSNR dB) of bbcodec against every measured curve, the
+    stored ones and the paper."""
     if "bbcodec" not in cur:
         return []
     ours = cur["bbcodec"]["results"]
     anchors = {k: v["results"] for k, v in cur.items() if k != "bbcodec"}
+    anchors.update(stored or {})
     anchors["paper 8x8 (Kamisli 2022)"] = PAPER_8X8
     return [
         (name, rd.bd_rate(a["bpp"], a["psnr-rgb"], ours["bpp"], ours["psnr-rgb"]),
@@ -212,7 +237,7 @@ def bd_table(cur: dict[str, dict]) -> list[tuple[str, float, float]]:
     ]
 
 
-def plot(cur: dict[str, dict], path: Path, title: str) -> bool:
+def plot(cur: dict[str, dict], stored: dict[str, dict], path: Path, title: str) -> bool:
     try:
         import matplotlib
 
@@ -224,6 +249,8 @@ def plot(cur: dict[str, dict], path: Path, title: str) -> bool:
     for name, c in cur.items():
         r = c["results"]
         ax.plot(r["bpp"], r["psnr-rgb"], marker="o", ms=3, lw=2 if name == "bbcodec" else 1.2, label=name)
+    for name, r in stored.items():
+        ax.plot(r["bpp"], r["psnr-rgb"], ls=":", marker=".", ms=3, lw=1, label=name)
     ax.plot(PAPER_8X8["bpp"], PAPER_8X8["psnr-rgb"], "k--", marker="x", ms=4, lw=1, label="paper 8x8 (published, Kodak)")
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR RGB (dB)")
@@ -239,23 +266,27 @@ def plot(cur: dict[str, dict], path: Path, title: str) -> bool:
 
 @dataclass
 class Plan:
-    """What a bench run will do: the images, the (codec, image, quality) tasks, notes."""
+    """What a bench run will do: the images, the (codec, image, quality) tasks, notes,
+    and stored curves to compare with."""
 
     folder: Path
     paths: list[Path]
     tasks: list[tuple[str, str, float]]
     notes: list[str]
+    stored: dict[str, dict]
 
 
-def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None) -> Plan:
-    """Check the folder and the codecs once, and list every task."""
+def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None,
+         anchors: Path | None = None) -> Plan:
+    """Check the folder, the codecs and the stored curves once, and list every task."""
+    stored, anchor_notes = load_anchors(anchors) if anchors is not None else ({}, [])
     paths, notes = list_images(folder, limit)
     usable, skipped = available_baselines(codecs)
     tasks = []
     for name in usable:
         qs = qualities if name == "bbcodec" else BASELINES[name].qualities
         tasks += [(name, str(p), float(q)) for q in qs for p in paths]
-    return Plan(folder, paths, tasks, notes + skipped)
+    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored)
 
 
 def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None) -> dict:
@@ -270,8 +301,8 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
         wr.writeheader()
         wr.writerows(rows)
-    bd = bd_table(cur)
-    if not plot(cur, out_dir / "rd.png", f"{p.folder.name}: {len(p.paths)} images"):
+    bd = bd_table(cur, p.stored)
+    if not plot(cur, p.stored, out_dir / "rd.png", f"{p.folder.name}: {len(p.paths)} images"):
         notes.append("plot skipped: install matplotlib")
     return {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(p.paths), "tasks": len(p.tasks)}
 

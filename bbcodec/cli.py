@@ -227,19 +227,23 @@ def _csv(kind: type, allowed: tuple | None = None):
               callback=_csv(str, ("bbcodec", "jpeg", "webp", "avif", "jxl")), help="Codecs to run.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel processes [default: cores].")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
-def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int | None, limit: int | None) -> None:
+@click.option("--anchors", type=click.Path(path_type=Path), default=None,
+              help="Folder of stored curves (CompressAI-layout JSON) to compare with, not re-run.")
+def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int | None,
+          limit: int | None, anchors: Path | None) -> None:
     """Rate-distortion and speed of bbcodec against JPEG, WebP, AVIF, JPEG XL on FOLDER.
 
     \b
     Example:
       bbcodec bench ../shared/data/kodak --out report/
+      bbcodec bench ../shared/data/kodak --codecs bbcodec --anchors ../shared/anchors/kodak
     """
     from . import bench as b
 
     if any(not 1 <= q <= 8 for q in qualities):
         raise click.BadParameter("qualities must be within 1..8", param_hint="--qualities")
     try:
-        todo = b.plan(folder, qualities, codecs, limit)
+        todo = b.plan(folder, qualities, codecs, limit, anchors)
         with click.progressbar(length=len(todo.tasks), label="bench", show_eta=True, file=sys.stderr,
                                hidden=not sys.stderr.isatty()) as bar:
             result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update)

@@ -84,3 +84,44 @@ def test_a_folder_without_images_gets_one_clear_line(tmp_path, content):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "no readable images" in proc.stderr
+
+
+def test_stored_curves_are_compared_without_rerunning_their_codecs(report, tmp_path):
+    """--anchors: a stored copy of a measured curve gives the same BD-rate as measuring it."""
+    _, out, stdout = report
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    for name in ("bbcodec", "jpeg"):
+        (anchors / f"{name}.json").write_text((out / f"{name}.json").read_text())
+    (anchors / "ssim-only.json").write_text(json.dumps({"name": "x", "results": {"bpp": [0.1, 0.2], "ms-ssim-rgb": [0.9, 0.95]}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bbcodec.cli", "bench", str(out.parent / "imgs"), "--out", str(tmp_path / "r"),
+         "--qualities", "2,5", "--codecs", "bbcodec", "--anchors", str(anchors), "--jobs", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    def bd_line(text: str, name: str) -> str:
+        table = text.split("bbcodec against")[1].splitlines()
+        return next(line.strip()[len(name):].strip() for line in table if line.strip().startswith(name + " "))
+
+    assert bd_line(proc.stdout, "jpeg (stored)") == bd_line(stdout, "jpeg")
+    assert bd_line(proc.stdout, "bbcodec (stored)").split()[0] in ("+0.0", "-0.0")
+    assert "ssim-only.json: no psnr-rgb curve" in proc.stdout
+    assert not (tmp_path / "r" / "jpeg.json").exists()  # jpeg was not re-run
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"results": {"bpp": [1.0], "psnr-rgb": [30.0]}}', None])
+def test_bad_stored_curves_get_one_clear_line(tmp_path, kodak_crop, content):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(kodak_crop).save(folder / "a.png")
+    anchors = tmp_path / "anchors"
+    if content is not None:
+        anchors.mkdir()
+        (anchors / "bad.json").write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "bbcodec.cli", "bench", str(folder), "--codecs", "bbcodec",
+                           "--anchors", str(anchors), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "anchors" in proc.stderr and not (tmp_path / "r").exists()
