@@ -42,7 +42,7 @@ class ModelConfig:
     """Sizes of the networks; the paper's low-rate model is N=768, M=96."""
 
     N: int = 192  # width of the first hidden layer
-    M: int = 48  # latents per 8x8 block
+    M: int = 128  # latents per 8x8 block (48 caps PSNR near 34 dB, see train/grow.py)
     # Kernel of each of the four layers of every network: the first is the masked 3x3
     # on the reconstruction; a later 3 is a mask-B conv on hidden features (high rate:
     # (3, 3, 1, 1)); 1 is a per-block 1x1.

@@ -10,7 +10,7 @@
 set -euo pipefail
 out=${1:?usage: scripts/gpu_train.sh OUT_DIR [train args]}
 shift
-name=${BBCODEC_NAME:-bb8-n192m48}
+name=${BBCODEC_NAME:-bb8-n192m128}
 data=${BBCODEC_DATA:-.pack/train.npz}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 PYTHONUNBUFFERED=1 python -m bbcodec.train.train --data "$data" --out "$out/run" --amp --batch 16 \

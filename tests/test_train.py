@@ -38,6 +38,7 @@ def test_training_writes_a_checkpoint_and_resumes(tiny_run):
     _, out = tiny_run
     ck = torch.load(out / "ckpt.pt", weights_only=False)
     assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8, "kernels": [3, 1, 1, 1]}
+    assert ck["elapsed"] > 0  # training time carried over resumes (for --minutes)
     log = (out / "train.log").read_text()
     assert "resumed at step 2" in log and "done step=4" in log
     val = [line for line in log.splitlines() if line.startswith("val step 4 ")]
@@ -221,3 +222,15 @@ def test_growing_the_latents_keeps_what_the_model_learnt(tiny_run, tmp_path):
                 "--batch", "2", "--threads", "1", "--steps", "2", "--init", str(out / "ckpt.pt")])
     assert torch.load(run / "ckpt.pt", weights_only=False)["cfg"]["M"] == 12
     assert "latents 8 -> 12" in (run / "train.log").read_text()
+
+
+def test_the_learning_rate_decays_over_steps_or_time_whichever_ends_first():
+    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "1000", "--lr", "1e-3", "--lr-final", "1e-5"])
+    mid = 1e-5 + (1e-3 - 1e-5) * 0.5
+    assert train.lr_at(500, args, elapsed=1e9) == pytest.approx(mid)  # no time budget: steps only
+    assert train.lr_at(1000, args) == pytest.approx(1e-5)
+    args.minutes = 10
+    assert train.lr_at(500, args, elapsed=60.0) == pytest.approx(mid)  # steps ahead of time
+    assert train.lr_at(250, args, elapsed=300.0) == pytest.approx(mid)  # time ahead of steps
+    assert train.lr_at(250, args, elapsed=600.0) == pytest.approx(1e-5)
+    assert train.lr_at(0, args) == pytest.approx(1e-3 / 200)  # warm-up

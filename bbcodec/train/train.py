@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, required=True, help="image folder or packed .npz")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log)")
     p.add_argument("--N", type=int, default=192, help="first hidden width")
-    p.add_argument("--M", type=int, default=48, help="latents per block")
+    p.add_argument("--M", type=int, default=128, help="latents per block")
     p.add_argument("--kernels", default="3,1,1,1", help="kernel of each layer (high rate: 3,3,1,1)")
     p.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
     p.add_argument("--batch", type=int, default=8, help="crops per step (per process)")
@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--ckpt-every", type=int, default=250)
-    p.add_argument("--minutes", type=float, default=0, help="stop (and save) after this long; 0 = no limit")
+    p.add_argument("--minutes", type=float, default=0,
+                   help="training time budget over all resumes: the learning rate decays to --lr-final by then "
+                        "(or by --steps, whichever comes first) and the run stops; 0 = no limit")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model (its M may be smaller: latents are added)")
     p.add_argument("--val", type=Path, default=None, help="folder of validation images (e.g. Kodak)")
     p.add_argument("--val-every", type=int, default=2000)
@@ -70,9 +72,14 @@ def sample_qualities(n: int, integer_share: float, rng: np.random.Generator) -> 
     return torch.from_numpy(q).float()
 
 
-def lr_at(step: int, args: argparse.Namespace) -> float:
+def lr_at(step: int, args: argparse.Namespace, elapsed: float = 0.0) -> float:
+    """Warm-up, then cosine decay over the steps or the time budget, whichever ends first:
+    a run cut by --minutes still ends with its low-learning-rate phase."""
     warm = min(1.0, (step + 1) / 200)
-    cos = 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps))
+    done = step / args.steps
+    if args.minutes:
+        done = max(done, elapsed / (60 * args.minutes))
+    cos = 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
     return warm * (args.lr_final + (args.lr - args.lr_final) * cos)
 
 
@@ -124,13 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = ModelConfig(N=args.N, M=args.M, kernels=tuple(int(k) for k in args.kernels.split(",")))
     model = BlockCodecNet(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step = 0
+    step, trained_s = 0, 0.0  # trained_s: training seconds of earlier invocations
     ckpt_path = args.out / "ckpt.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
+        trained_s = ck.get("elapsed", 0.0)
         if world == 1:  # RNG streams are per process; a resumed multi-process run reseeds
             sampler.rng.bit_generator.state = ck["sampler_rng"]
             qrng.bit_generator.state = ck["q_rng"]
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 "model": model.state_dict(),
                 "opt": opt.state_dict(),
                 "step": step,
+                "elapsed": elapsed(),
                 "cfg": cfg.to_dict(),
                 "sampler_rng": sampler.rng.bit_generator.state,
                 "q_rng": qrng.bit_generator.state,
@@ -169,10 +178,25 @@ def main(argv: list[str] | None = None) -> None:
 
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not main_proc)
     t0, run = time.time(), {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+
+    def elapsed() -> float:
+        return trained_s + time.time() - t0
+
+    def synced_elapsed() -> float:
+        """Rank 0's clock on every process, so that all use the same learning rate and
+        stop on the same step (one process stopping alone would hang the others)."""
+        now = elapsed()
+        if world > 1:
+            t = torch.tensor([now], dtype=torch.float64, device=dev)
+            torch.distributed.broadcast(t, src=0)
+            now = float(t.item())
+        return now
+
     model.train()
     while step < args.steps:
+        now = synced_elapsed()
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
+            group["lr"] = lr_at(step, args, now)
         x = sampler.batch(args.batch).to(dev)
         q = sample_qualities(args.batch, args.integer_q, qrng).to(dev)
         nb = x
@@ -197,12 +221,12 @@ def main(argv: list[str] | None = None) -> None:
             n = run["n"]
             msg = (
                 f"step {step} loss {run['loss'] / n:.4f} bpp {run['bpp'] / n:.4f} "
-                f"psnr {run['psnr'] / n:.2f} lr {lr_at(step, args):.2e} {time.time() - t0:.0f}s"
+                f"psnr {run['psnr'] / n:.2f} lr {lr_at(step, args, elapsed()):.2e} {elapsed():.0f}s"
             )
             bar.set_postfix_str(msg.split(" ", 2)[2])
             print(msg, file=log)
             run = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
-        out_of_time = args.minutes and time.time() - t0 > 60 * args.minutes
+        out_of_time = args.minutes and now > 60 * args.minutes
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
             save()
         if main_proc and args.val and (step % args.val_every == 0 or step == args.steps or out_of_time):
@@ -213,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"stopping: --minutes {args.minutes} reached", file=log)
             break
     bar.close()
-    print(f"done step={step} seconds={time.time() - t0:.0f}", file=log)
+    print(f"done step={step} seconds={elapsed():.0f}", file=log)
     if world > 1:
         torch.distributed.destroy_process_group()
 
