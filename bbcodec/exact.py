@@ -26,7 +26,9 @@ from .blocks import gather_neighbours
 ACT_MAX = 2**15 - 1  # activations are clipped to +-ACT_MAX after every requantisation
 PIXEL_EXP = 7  # network input (pixel - 128) / 128 = integer (pixel - 128) at scale 2^-7
 WEIGHTS_FORMAT = "bbcodec-weights"
-WEIGHTS_VERSION = 1
+WEIGHTS_VERSIONS = (1, 2)  # 2: the auto-encoder stacks may have a linear shortcut
+FAMILY_V9 = 1  # network family ids, written into .bbc headers (see weights.py)
+FAMILY_SKIP = 2  # v9 + linear shortcut from each auto-encoder input to its output
 
 
 def requantise(acc: np.ndarray, exp_from: np.ndarray | int, exp_to: int) -> np.ndarray:
@@ -82,6 +84,7 @@ class Stack:
     f_cur: int  # exponent of the own-input integers
     acts: list[Activation]
     layers: list[Layer]
+    W_skip: np.ndarray | None = None  # (out, cin) shortcut on the own input, at the last exponent
 
     def run(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray, ctx: BlockContext | None = None) -> np.ndarray:
         """Integer inputs -> output accumulator as exact real values (B, out).
@@ -100,6 +103,8 @@ class Stack:
                 h = ctx.with_neighbours(self, i, h)
             acc = h @ layer.W.T + layer.b
             e = layer.e
+        if self.W_skip is not None:
+            acc += cur @ self.W_skip.T
         return np.ldexp(acc, -e.astype(np.int64))
 
 
@@ -151,6 +156,11 @@ class FrozenModel:
     scale_table: np.ndarray  # (S,) Gaussian scales the coder may use
     scale_bounds: np.ndarray  # (S-1,) log-scale thresholds between table entries
     f_latent: int  # exponent of the synthesis input integers
+
+    @property
+    def family(self) -> int:
+        """Network family id for .bbc headers: 1 = v9, 2 = v9 with linear shortcuts."""
+        return int(self.meta.get("family", FAMILY_V9))
 
     @property
     def M(self) -> int:
@@ -213,8 +223,11 @@ def check_exact(model: FrozenModel) -> None:
             cur_max = 128 if name == "ga" else ACT_MAX
             worst = worst + cur_max * np.abs(st.W_cur).sum(1)
         bounds = [worst.max()]
-        for act, layer in zip(st.acts, st.layers, strict=True):
-            bounds.append((ACT_MAX * np.abs(layer.W).sum(1) + np.abs(layer.b)).max())
+        for i, (act, layer) in enumerate(zip(st.acts, st.layers, strict=True)):
+            worst = ACT_MAX * np.abs(layer.W).sum(1) + np.abs(layer.b)
+            if i == len(st.layers) - 1 and st.W_skip is not None:
+                worst = worst + (128 if name == "ga" else ACT_MAX) * np.abs(st.W_skip).sum(1)
+            bounds.append(worst.max())
             if act.G is not None and act.B is not None:
                 bounds.append((ACT_MAX**2 * act.G.sum(1) + act.B).max())
         if max(bounds) >= EXACT_LIMIT:
@@ -224,7 +237,7 @@ def check_exact(model: FrozenModel) -> None:
 def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
     """Build a FrozenModel from the arrays of a weights .npz (see bbcodec.train.freeze)."""
     meta = json.loads(bytes(arrays["meta"]).decode())
-    if meta.get("format") != WEIGHTS_FORMAT or meta.get("version") != WEIGHTS_VERSION:
+    if meta.get("format") != WEIGHTS_FORMAT or meta.get("version") not in WEIGHTS_VERSIONS:
         raise ValueError("not a bbcodec weights file of a supported version")
 
     def f64(name: str) -> np.ndarray:
@@ -243,6 +256,7 @@ def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
             k = int(arrays[p + "k"]) if p + "k" in arrays else 1
             layers.append(Layer(f64(p + "W"), f64(p + "b"), np.asarray(arrays[p + "e"], dtype=np.int64), k))
         cur = f"{s}.0.Wcur"
+        skip = f"{s}.{n_layers - 1}.Wskip"
         return Stack(
             W_nb=f64(f"{s}.0.Wnb"),
             W_cur=f64(cur) if cur in arrays else None,
@@ -251,6 +265,7 @@ def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
             f_cur=int(arrays[f"{s}.0.fcur"]),
             acts=acts,
             layers=layers,
+            W_skip=f64(skip) if skip in arrays else None,
         )
 
     model = FrozenModel(
@@ -265,5 +280,8 @@ def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
         scale_bounds=f64("scale_bounds"),
         f_latent=int(arrays["f_latent"]),
     )
+    skips = {model.ga.W_skip is not None, model.gs.W_skip is not None, model.family == FAMILY_SKIP}
+    if model.family not in (FAMILY_V9, FAMILY_SKIP) or len(skips) != 1:
+        raise ValueError(f"network family {model.family} does not match the arrays of the file")
     check_exact(model)
     return model

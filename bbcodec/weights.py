@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .exact import FrozenModel, load_frozen
+from .exact import FAMILY_SKIP, FAMILY_V9, FrozenModel, load_frozen
 from .format import Header
 
 # Network family ids written into .bbc headers.
-MODEL_FAMILIES = {1: "bb8-v9"}
+MODEL_FAMILIES = {FAMILY_V9: "bb8-v9", FAMILY_SKIP: "bb8-v9s"}
 
 SUMS = "SHA256SUMS"
 ENV_DIR = "BBCODEC_WEIGHTS"
@@ -98,7 +98,7 @@ def load(path: Path) -> Weights:
             model = load_frozen({k: z[k] for k in z.files})
     except (ValueError, KeyError, OSError) as e:
         raise WeightsError(f"weights {path.name} are unreadable: {e}") from None
-    return Weights(name=model.meta["name"], path=path, sha256=digest, model=model)
+    return Weights(name=model.meta["name"], path=path, sha256=digest, model=model, family_id=model.family)
 
 
 def default() -> Weights:

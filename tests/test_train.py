@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory):
 def test_training_writes_a_checkpoint_and_resumes(tiny_run):
     _, out = tiny_run
     ck = torch.load(out / "ckpt.pt", weights_only=False)
-    assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8, "kernels": [3, 1, 1, 1]}
+    assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8, "kernels": [3, 1, 1, 1], "skip": False}
     assert ck["elapsed"] > 0  # training time carried over resumes (for --minutes)
     log = (out / "train.log").read_text()
     assert "resumed at step 2" in log and "done step=4" in log
@@ -219,9 +219,9 @@ def test_growing_the_latents_keeps_what_the_model_learnt(tiny_run, tmp_path):
 
     run = tmp_path / "grown"
     train.main(["--data", str(root / "data"), "--out", str(run), "--N", "16", "--M", "12", "--crop", "64",
-                "--batch", "2", "--threads", "1", "--steps", "2", "--init", str(out / "ckpt.pt")])
-    assert torch.load(run / "ckpt.pt", weights_only=False)["cfg"]["M"] == 12
-    assert "latents 8 -> 12" in (run / "train.log").read_text()
+                "--batch", "2", "--threads", "1", "--steps", "2", "--init", str(out / "ckpt.pt"), "--skip"])
+    assert torch.load(run / "ckpt.pt", weights_only=False)["cfg"] == {"N": 16, "M": 12, "kernels": [3, 1, 1, 1], "skip": True}
+    assert "latents 8 -> 12, zero shortcuts added" in (run / "train.log").read_text()
 
 
 def test_the_learning_rate_decays_over_steps_or_time_whichever_ends_first():
@@ -234,3 +234,49 @@ def test_the_learning_rate_decays_over_steps_or_time_whichever_ends_first():
     assert train.lr_at(250, args, elapsed=300.0) == pytest.approx(mid)  # time ahead of steps
     assert train.lr_at(250, args, elapsed=600.0) == pytest.approx(1e-5)
     assert train.lr_at(0, args) == pytest.approx(1e-3 / 200)  # warm-up
+
+
+def test_linear_shortcuts_freeze_match_the_float_network_and_code_exactly(tmp_path):
+    """--skip: the shortcut adds into the last integer accumulator; files name family 2."""
+    from bbcodec import blocks
+    from bbcodec.networks import space_to_depth, to_net
+
+    torch.manual_seed(4)
+    model = BlockCodecNet(ModelConfig(N=16, M=8, skip=True)).double().eval()
+    with torch.no_grad():  # a trained shortcut carries real weight
+        model.g_a.skip.weight.normal_(0.0, 0.3)
+        model.g_s.skip.weight.normal_(0.0, 0.3)
+    img = random_image(40, 56, seed=6)
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].double()
+    w = weights.load(freeze.write_weights(freeze.freeze(model, x, "sk", {}), tmp_path, "sk"))
+    fm = w.model
+    assert w.family_id == 2 and fm.ga.W_skip is not None and fm.gs.W_skip is not None
+    src = blocks.to_blocks(img)
+    rows, cols = src.shape[:2]
+    canvas = blocks.new_canvas(rows, cols)
+    canvas[1:, 1:-1] = src
+    r, c = (a.ravel() for a in np.mgrid[0:rows, 0:cols])
+    nb = blocks.gather_neighbours(canvas, r, c)
+    q = torch.tensor([6.0], dtype=torch.float64)
+    qp = fm.quality(6 * 256)
+    xs = space_to_depth(to_net(x))
+    lat = np.clip(np.rint(np.random.default_rng(0).normal(0, 2.0**fm.f_latent, (rows * cols, 8))), -2**15 + 1, 2**15 - 1)
+    lat_t = torch.from_numpy(np.ldexp(lat, -fm.f_latent).T.reshape(1, 8, rows, cols).copy())
+    with torch.no_grad():
+        ref_ga = model.g_a(xs, xs, q)[0].permute(1, 2, 0).reshape(rows * cols, -1).numpy()
+        ref_gs = model.g_s(lat_t, xs, q)[0].permute(1, 2, 0).reshape(rows * cols, -1).numpy()
+    got_ga = fm.ga.run(src[r, c].astype(np.float64), nb, qp.bias["ga"])
+    got_gs = fm.gs.run(lat, nb, qp.bias["gs"])
+    for ref, got in ((ref_ga, got_ga), (ref_gs, got_gs)):
+        assert np.abs(ref - got).max() <= 1e-3 * np.abs(ref).max() + 1e-4
+    data, rec = codec.encode(img, 6, w)
+    header, payload = format.unpack(data)
+    assert header.model_id == 2
+    assert np.array_equal(codec.decode(header, payload, w, "sequential"), rec)
+    # A file without shortcuts claiming family 2 (or the reverse) is refused.
+    with np.load(w.path) as z:
+        arrays = {k: z[k] for k in z.files if k != "gs.3.Wskip"}
+    from bbcodec import exact
+
+    with pytest.raises(ValueError, match="family"):
+        exact.load_frozen(arrays)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..exact import ACT_MAX, PIXEL_EXP, WEIGHTS_FORMAT, WEIGHTS_VERSION
+from ..exact import ACT_MAX, FAMILY_SKIP, FAMILY_V9, PIXEL_EXP, WEIGHTS_FORMAT
 from ..layers import BlockMaskedConv2d
 from ..networks import (
     NUM_QUALITIES,
@@ -93,7 +93,7 @@ def calibrate(model: BlockCodecNet, crops: torch.Tensor) -> dict[str, list[float
             h = act(h)
             track(name + ".post", i, h)
             h = conv(h)
-        return h
+        return h if st.skip is None else h + st.skip(cur)
 
     for k in range(NUM_QUALITIES):
         q = torch.full((crops.shape[0],), float(k + 1))
@@ -118,11 +118,11 @@ def freeze_stack(
     bias_max = qb.abs().max(0).values.numpy()
     # First layer: both inputs must land on one accumulator exponent per channel.
     e0 = _per_channel_exp(Wnb, W_MAX, PIXEL_EXP, cap=PIXEL_EXP + 40)
+    cur_max = 1.0 if name == "ga" else ACT_MAX * 2.0**-f_cur  # largest |own input|, real units
     worst = Wnb.abs().sum(1).double().numpy() + bias_max  # pixel inputs are within [-1, 1)
     if st.cur is not None:
         Wc = st.cur.weight.detach()[:, :, 0, 0]
         e0 = np.minimum(e0, _per_channel_exp(Wc, W_MAX, f_cur, cap=f_cur + 40))
-        cur_max = 1.0 if name == "ga" else ACT_MAX * 2.0**-f_cur
         worst = worst + cur_max * Wc.abs().sum(1).double().numpy()
     e0 = _cap_for_sums(e0, worst)
     if st.cur is not None:
@@ -131,6 +131,7 @@ def freeze_stack(
     out[f"{name}.0.qbias"] = np.rint(np.ldexp(qb.numpy(), e0[None, :])).astype(np.int64)
     out[f"{name}.0.e"] = e0
     out[f"{name}.0.fcur"] = np.array(f_cur)
+    last = len(st.convs) - 1
     for i, (act, conv) in enumerate(zip(st.acts, st.convs, strict=True)):
         p = f"{name}.{i + 1}."
         kind = kinds[i]
@@ -153,7 +154,13 @@ def freeze_stack(
         out[p + "k"] = np.array(k)
         e = _per_channel_exp(W, W_MAX, fh, cap=fh + 40)
         worst = ACT_MAX * 2.0**-fh * W.abs().sum(1).double().numpy() + conv.bias.detach().abs().double().numpy()
+        if i == last and st.skip is not None:  # the shortcut adds into the same accumulator
+            Ws = st.skip.weight.detach()[:, :, 0, 0]
+            e = np.minimum(e, _per_channel_exp(Ws, W_MAX, f_cur, cap=f_cur + 40))
+            worst = worst + cur_max * Ws.abs().sum(1).double().numpy()
         e = _cap_for_sums(e, worst)
+        if i == last and st.skip is not None:
+            out[p + "Wskip"] = _ints(Ws, e - f_cur).astype(np.int16)
         out[p + "W"] = _ints(W, e - fh).astype(np.int16)
         out[p + "b"] = _ints(conv.bias.detach(), e).astype(np.int64)
         out[p + "e"] = e
@@ -182,11 +189,13 @@ def freeze(model: BlockCodecNet, crops: torch.Tensor, name: str, info: dict) -> 
     arrays["f_latent"] = np.array(f_latent)
     meta = {
         "format": WEIGHTS_FORMAT,
-        "version": WEIGHTS_VERSION,
+        "version": 2 if model.cfg.skip else 1,  # 1: no shortcuts (read by every decoder)
         "name": name,
         "N": model.cfg.N,
         "M": model.cfg.M,
         "kernels": list(model.cfg.kernels),
+        "skip": model.cfg.skip,
+        "family": FAMILY_SKIP if model.cfg.skip else FAMILY_V9,
         "max_symbol": MAX_SYMBOL,
         **info,
     }

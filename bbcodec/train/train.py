@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--N", type=int, default=192, help="first hidden width")
     p.add_argument("--M", type=int, default=128, help="latents per block")
     p.add_argument("--kernels", default="3,1,1,1", help="kernel of each layer (high rate: 3,3,1,1)")
+    p.add_argument("--skip", action="store_true", help="linear shortcut from each auto-encoder input to its output")
     p.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
     p.add_argument("--batch", type=int, default=8, help="crops per step (per process)")
     p.add_argument("--crop", type=int, default=256)
@@ -91,7 +92,7 @@ def validate(model: BlockCodecNet, calib: torch.Tensor, folder: Path, n_images: 
     from .freeze import freeze
 
     frozen = exact.load_frozen(freeze(model, calib, "val", {}))
-    w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen)
+    w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen, family_id=frozen.family)
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:n_images]
     imgs = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     parts = []
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     images = load_images(args.data, args.crop)
     sampler = CropSampler(images, args.crop, args.seed + 1000 * rank)
     qrng = np.random.default_rng(args.seed + 1 + 1000 * rank)
-    cfg = ModelConfig(N=args.N, M=args.M, kernels=tuple(int(k) for k in args.kernels.split(",")))
+    cfg = ModelConfig(N=args.N, M=args.M, kernels=tuple(int(k) for k in args.kernels.split(",")), skip=args.skip)
     model = BlockCodecNet(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained_s = 0, 0.0  # trained_s: training seconds of earlier invocations
@@ -146,8 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resumed at step {step}", file=log)
     elif args.init is not None:
         state = torch.load(args.init, map_location="cpu", weights_only=False)["model"]
-        model.load_state_dict(grow_latents(state, cfg.M, args.seed))
-        print(f"initialised from {args.init} (latents {state['log_gain'].shape[1]} -> {cfg.M})", file=log)
+        missing, unexpected = model.load_state_dict(grow_latents(state, cfg.M, args.seed), strict=False)
+        if unexpected or any(".skip." not in k for k in missing):
+            raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, unexpected {unexpected}")
+        added = ", zero shortcuts added" if missing else ""
+        print(f"initialised from {args.init} (latents {state['log_gain'].shape[1]} -> {cfg.M}{added})", file=log)
     print(f"start step={step} world={world} args={vars(args)} images={len(images)}", file=log)
     net = model
     if world > 1:
