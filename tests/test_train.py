@@ -280,3 +280,48 @@ def test_linear_shortcuts_freeze_match_the_float_network_and_code_exactly(tmp_pa
 
     with pytest.raises(ValueError, match="family"):
         exact.load_frozen(arrays)
+
+
+def test_unfreezing_a_weights_file_gives_back_the_float_model(tmp_path):
+    """Shipped .npz -> training checkpoint (for --init): the same networks up to the
+    15-bit rounding of freezing, for every layer kind (GDN, mask-B 3x3, shortcuts)."""
+    from bbcodec.train import unfreeze
+
+    torch.manual_seed(5)
+    model = BlockCodecNet(ModelConfig(N=16, M=8, kernels=(3, 3, 1, 1), skip=True)).double().eval()
+    with torch.no_grad():  # trained-looking values where initialisation leaves zeros or identities
+        for st in (model.g_a, model.g_s, model.h_e):
+            st.qbias.normal_(0.0, 0.1)
+            st.nb.bias.normal_(0.0, 0.1)
+        for st in (model.g_a, model.g_s):
+            st.skip.weight.normal_(0.0, 0.2)
+            for act in st.acts:
+                act.gamma.add_(0.05 * torch.rand_like(act.gamma))
+                act.beta.mul_(1.0 + torch.rand_like(act.beta))
+        model.log_gain.add_(0.1 * torch.randn_like(model.log_gain))
+    img = random_image(40, 56, seed=8)
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].double()
+    path = freeze.write_weights(freeze.freeze(model, x, "uf", {"train_steps": 7}), tmp_path, "uf")
+    out = tmp_path / "init.pt"
+    unfreeze.main([str(path), str(out)])
+    ck = torch.load(out, weights_only=False)
+    assert ck["cfg"] == model.cfg.to_dict() and ck["step"] == 7
+    back = BlockCodecNet(ModelConfig.from_dict(ck["cfg"])).double().eval()
+    back.load_state_dict(ck["model"])
+    with torch.no_grad():
+        for q in (1.0, 4.5, 8.0):
+            qt = torch.tensor([q], dtype=torch.float64)
+            a, b = model(x, x, qt, noise=False), back(x, x, qt, noise=False)
+            # Rounding of the latents may flip where the frozen weights moved y by ~1e-4.
+            assert (a.x_hat - b.x_hat).abs().mean() < 0.05
+            assert abs(a.bits.item() - b.bits.item()) <= 0.01 * a.bits.item() + 1.0
+        g = model.g_s.acts[1]
+        assert torch.allclose(g.gamma_reparam(g.gamma), back.g_s.acts[1].gamma_reparam(back.g_s.acts[1].gamma), rtol=1e-3, atol=1e-6)
+    # ... and it is a training checkpoint --init accepts, growing the latents on the way.
+    root = tmp_path / "data"
+    root.mkdir()
+    Image.fromarray(random_image(80, 96, seed=1)).save(root / "a.png")
+    run = tmp_path / "run"
+    train.main(["--data", str(root), "--out", str(run), "--N", "16", "--M", "10", "--kernels", "3,3,1,1", "--skip",
+                "--crop", "64", "--batch", "1", "--threads", "1", "--steps", "1", "--init", str(out)])
+    assert "latents 8 -> 10" in (run / "train.log").read_text()

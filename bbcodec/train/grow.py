@@ -19,6 +19,7 @@ _ENC_OUT = ("g_a.convs.2.weight", "g_a.convs.2.bias")  # rows = latents
 _DEC_IN = "g_s.cur.weight"  # columns = latents
 _ENTROPY_OUT = ("h_e.convs.2.weight", "h_e.convs.2.bias")  # rows = [means | log-scales]
 _GAINS = ("log_gain", "log_inv_gain")  # (qualities, latents)
+_SKIPS = (("g_a.skip.weight", 0), ("g_s.skip.weight", 1))  # linear shortcuts: (name, latent axis)
 NEW_LOG_SCALE = -2.0  # log of the new latents' initial scale: ~0.5 after the q8 gain
 
 
@@ -51,6 +52,13 @@ def grow_latents(state: dict[str, torch.Tensor], m_new: int, seed: int = 0) -> d
     out[_ENTROPY_OUT[1]] = torch.cat(
         [bm, torch.zeros(extra, dtype=b.dtype), bs, torch.full((extra,), NEW_LOG_SCALE, dtype=b.dtype)]
     )
+
+    for k, axis in _SKIPS:  # new latents start outside the shortcuts
+        if k in state:
+            s = state[k]
+            shape = list(s.shape)
+            shape[axis] = extra
+            out[k] = torch.cat([s, torch.zeros(shape, dtype=s.dtype)], dim=axis)
 
     for k in _GAINS:
         g = state[k]
