@@ -6,6 +6,8 @@
 #   bash scripts/gpu_train.sh "$OUT" --minutes 20  # there, with .pack carried along
 #
 # Extra arguments go to bbcodec.train.train (e.g. --N 384 --M 64 --steps 40000).
+# BBCODEC_INIT=weights/NAME-<sha8>.npz continues from shipped weights (unfrozen to a
+# checkpoint; a larger --M grows the latents) instead of starting from scratch.
 # OUT receives run/ckpt.pt, run/train.log and NAME-<sha8>.npz.
 set -euo pipefail
 out=${1:?usage: scripts/gpu_train.sh OUT_DIR [train args]}
@@ -13,6 +15,11 @@ shift
 name=${BBCODEC_NAME:-bb8-n192m128}
 data=${BBCODEC_DATA:-.pack/train.npz}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+init=()
+if [ -n "${BBCODEC_INIT:-}" ]; then
+    python -m bbcodec.train.unfreeze "$BBCODEC_INIT" "$out/init.pt"
+    init=(--init "$out/init.pt")
+fi
 PYTHONUNBUFFERED=1 python -m bbcodec.train.train --data "$data" --out "$out/run" --amp --batch 16 \
-    --lr 3e-4 --lr-final 1e-5 --acl 2 --acl-from 4000 --ckpt-every 500 "$@"
+    --lr 3e-4 --lr-final 1e-5 --acl 2 --acl-from 4000 --ckpt-every 500 "${init[@]}" "$@"
 python -m bbcodec.train.freeze "$out/run/ckpt.pt" --calib "$data" --name "$name" --out "$out"
