@@ -1,6 +1,7 @@
-"""A committed .bbc file must keep decoding to its committed checksum.
+"""Committed .bbc files must keep decoding to their committed checksums: one per shipped
+weights file, so files written with earlier default weights stay readable.
 
-Regenerate (after shipping new weights, and review the diff) with
+Add the golden file of new weights (after shipping them; review the diff) with
     BBCODEC_REGEN=1 python -m pytest tests/test_golden.py
 """
 
@@ -12,12 +13,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bbcodec import codec, format, weights
 
 DATA = Path(__file__).parent / "data"
-GOLDEN = DATA / "golden-q4.bbc"
-EXPECTED = DATA / "golden-q4.json"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 def golden_image() -> np.ndarray:
@@ -29,20 +30,42 @@ def golden_image() -> np.ndarray:
     return np.stack([r, g, b], axis=2).astype(np.uint8)
 
 
-def test_golden_file_decodes_to_the_committed_checksum_and_re_encodes_identically():
-    w = weights.default()
+def golden_paths(name: str) -> tuple[Path, Path]:
+    """The .bbc and .json of one weights file (NAME-<sha8>.npz)."""
+    stem = "golden-q4-" + name.removesuffix(".npz")
+    return DATA / f"{stem}.bbc", DATA / f"{stem}.json"
+
+
+SHIPPED = list(weights.registered(WEIGHTS_DIR))
+
+
+def test_every_shipped_weights_file_has_a_golden_file():
+    assert SHIPPED, "no weights listed in weights/SHA256SUMS"
     if os.environ.get("BBCODEC_REGEN"):
+        return
+    missing = [n for n in SHIPPED if not golden_paths(n)[0].exists()]
+    assert not missing, f"no golden file for {missing}: run with BBCODEC_REGEN=1"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_golden_file_decodes_to_the_committed_checksum_and_re_encodes_identically(name):
+    w = weights.load(WEIGHTS_DIR / name)
+    golden, expected_path = golden_paths(name)
+    if os.environ.get("BBCODEC_REGEN") and not golden.exists():
         data, rec = codec.encode(golden_image(), 4, w)
-        GOLDEN.write_bytes(data)
-        EXPECTED.write_text(json.dumps({
-            "weights": w.path.name,
+        golden.write_bytes(data)
+        expected_path.write_text(json.dumps({
+            "weights": name,
             "file_sha256": hashlib.sha256(data).hexdigest(),
             "pixels_sha256": hashlib.sha256(rec.tobytes()).hexdigest(),
         }, indent=1) + "\n")
-    expected = json.loads(EXPECTED.read_text())
-    data = GOLDEN.read_bytes()
+    expected = json.loads(expected_path.read_text())
+    assert expected["weights"] == name
+    data = golden.read_bytes()
     assert hashlib.sha256(data).hexdigest() == expected["file_sha256"]
     header, payload = format.unpack(data)
-    img = codec.decode(header, payload, weights.for_header(header))
+    found = weights.for_header(header)  # the decoder finds these weights from the header alone
+    assert found.path.name == name
+    img = codec.decode(header, payload, found)
     assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
     assert codec.encode(golden_image(), 4, w)[0] == data
