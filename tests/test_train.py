@@ -325,3 +325,12 @@ def test_unfreezing_a_weights_file_gives_back_the_float_model(tmp_path):
     train.main(["--data", str(root), "--out", str(run), "--N", "16", "--M", "10", "--kernels", "3,3,1,1", "--skip",
                 "--crop", "64", "--batch", "1", "--threads", "1", "--steps", "1", "--init", str(out)])
     assert "latents 8 -> 10" in (run / "train.log").read_text()
+
+
+def test_the_progress_bar_ends_where_the_time_budget_does():
+    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "10000"])
+    assert train.projected_steps(100, 2.0, args, elapsed=50.0) == 10000  # no budget: --steps
+    args.minutes = 10
+    assert train.projected_steps(100, 2.0, args, elapsed=50.0) == 100 + 2 * 550  # 550 s left at 2 steps/s
+    assert train.projected_steps(100, 50.0, args, elapsed=50.0) == 10000  # --steps comes first
+    assert train.projected_steps(100, 2.0, args, elapsed=900.0) == 100  # budget spent

@@ -84,6 +84,15 @@ def lr_at(step: int, args: argparse.Namespace, elapsed: float = 0.0) -> float:
     return warm * (args.lr_final + (args.lr - args.lr_final) * cos)
 
 
+def projected_steps(step: int, steps_per_s: float, args: argparse.Namespace, elapsed: float) -> int:
+    """Where the run will stop: --steps, or earlier where --minutes runs out at the
+    current pace (the progress bar's total, so that its ETA is the real end)."""
+    if not args.minutes or steps_per_s <= 0:
+        return args.steps
+    left = max(0.0, 60 * args.minutes - elapsed)
+    return min(args.steps, step + int(steps_per_s * left))
+
+
 def validate(model: BlockCodecNet, calib: torch.Tensor, folder: Path, n_images: int, qualities: list[float]) -> str:
     """Real codec on the first n images of folder: 'q:bpp/PSNR' per quality, averaged."""
     from PIL import Image
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not main_proc)
-    t0, run = time.time(), {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+    t0, step0, run = time.time(), step, {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
 
     def elapsed() -> float:
         return trained_s + time.time() - t0
@@ -227,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"step {step} loss {run['loss'] / n:.4f} bpp {run['bpp'] / n:.4f} "
                 f"psnr {run['psnr'] / n:.2f} lr {lr_at(step, args, elapsed()):.2e} {elapsed():.0f}s"
             )
+            bar.total = projected_steps(step, (step - step0) / (time.time() - t0), args, elapsed())
             bar.set_postfix_str(msg.split(" ", 2)[2])
             print(msg, file=log)
             run = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
