@@ -182,8 +182,9 @@ class BlockCodecNet(nn.Module):
         training, an earlier reconstruction in closed-loop rounds.
         """
         xs, ns = space_to_depth(to_net(x)), space_to_depth(to_net(nb))
-        y = self.g_a(xs, ns, q)
-        params = self.h_e(None, ns, q)
+        # Under autocast the stacks may run in bfloat16; quantisation and rates stay fp32.
+        y = _full(self.g_a(xs, ns, q))
+        params = _full(self.h_e(None, ns, q))
         mu, log_s = params.chunk(2, dim=1)
         g = torch.exp(lerp_table(self.log_gain, q))[:, :, None, None]
         ig = torch.exp(lerp_table(self.log_inv_gain, q))[:, :, None, None]
@@ -196,7 +197,7 @@ class BlockCodecNet(nn.Module):
         bits = _gaussian_bits(y_rate - mu, scale).flatten(1).sum(1)
         # Straight-through rounding around the mean, as the coder does (Minnen 2020).
         y_hat = mu + (y - mu) + (torch.round(y - mu) - (y - mu)).detach()
-        xs_hat = self.g_s(y_hat * ig, ns, q)
+        xs_hat = _full(self.g_s(y_hat * ig, ns, q))
         x_hat = depth_to_space(xs_hat) * 128.0 + 128.0
         mse = (x_hat - x).pow(2).flatten(1).mean(1)
         return Output(x_hat=x_hat, bits=bits, mse=mse)
@@ -207,6 +208,11 @@ class BlockCodecNet(nn.Module):
         neighbours (one asymptotic-closed-loop step)."""
         out = self.forward(x, nb, q, noise=False)
         return out.x_hat.round().clamp(0, 255)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision autocast output -> fp32 (fp32 and fp64 pass unchanged)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 def _gaussian_bits(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

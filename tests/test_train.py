@@ -334,3 +334,22 @@ def test_the_progress_bar_ends_where_the_time_budget_does():
     assert train.projected_steps(100, 2.0, args, elapsed=50.0) == 100 + 2 * 550  # 550 s left at 2 steps/s
     assert train.projected_steps(100, 50.0, args, elapsed=50.0) == 10000  # --steps comes first
     assert train.projected_steps(100, 2.0, args, elapsed=900.0) == 100  # budget spent
+
+
+def test_bf16_autocast_trains_on_the_cpu_with_fp32_rates(tiny_run, tmp_path):
+    """--amp on the CPU: the stacks run in bfloat16, but latents, rates and the loss are fp32."""
+    root, out = tiny_run
+    model = BlockCodecNet(ModelConfig(N=16, M=8))
+    model.load_state_dict(torch.load(out / "ckpt.pt", weights_only=False)["model"])
+    x = torch.tensor(random_image(32, 48, seed=3)).permute(2, 0, 1)[None].float()
+    q = torch.tensor([4.0])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model(x, x, q, noise=False)
+    full = model(x, x, q, noise=False)
+    assert half.bits.dtype == torch.float32 and half.x_hat.dtype == torch.float32
+    assert abs(half.bits.item() - full.bits.item()) < 0.05 * full.bits.item() + 2
+    run = tmp_path / "amp"
+    train.main(["--data", str(root / "data"), "--out", str(run), "--N", "16", "--M", "8", "--crop", "64",
+                "--batch", "2", "--threads", "1", "--steps", "2", "--acl", "1", "--amp", "--device", "cpu"])
+    log = (run / "train.log").read_text()
+    assert "'amp': True" in log and "done step=2" in log and "nan" not in log

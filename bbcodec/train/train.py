@@ -53,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 autocast (CUDA, or a CPU with bf16 instructions: 2x faster on AVX512-BF16); "
+                        "rates and quantisation stay fp32")
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--minutes", type=float, default=0,
                    help="training time budget over all resumes: the learning rate decays to --lr-final by then "
@@ -213,10 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         x = sampler.batch(args.batch).to(dev)
         q = sample_qualities(args.batch, args.integer_q, qrng).to(dev)
         nb = x
-        if args.acl and step >= args.acl_from:
-            for _ in range(args.acl):
-                nb = model.reconstruct(x, nb, q)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp and dev.type == "cuda"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp):
+            if args.acl and step >= args.acl_from:
+                for _ in range(args.acl):
+                    nb = model.reconstruct(x, nb, q)
             out = net(x, nb, q)
         bpp = out.bits.float() / (x.shape[2] * x.shape[3])
         loss = (bpp + lambda_of(q) * out.mse.float() / 255.0**2).mean()
