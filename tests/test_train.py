@@ -225,7 +225,8 @@ def test_growing_the_latents_keeps_what_the_model_learnt(tiny_run, tmp_path):
 
 
 def test_the_learning_rate_decays_over_steps_or_time_whichever_ends_first():
-    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "1000", "--lr", "1e-3", "--lr-final", "1e-5"])
+    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "1000", "--lr", "1e-3", "--lr-final", "1e-5",
+                             "--decay", "1"])
     mid = 1e-5 + (1e-3 - 1e-5) * 0.5
     assert train.lr_at(500, args, elapsed=1e9) == pytest.approx(mid)  # no time budget: steps only
     assert train.lr_at(1000, args) == pytest.approx(1e-5)
@@ -234,6 +235,44 @@ def test_the_learning_rate_decays_over_steps_or_time_whichever_ends_first():
     assert train.lr_at(250, args, elapsed=300.0) == pytest.approx(mid)  # time ahead of steps
     assert train.lr_at(250, args, elapsed=600.0) == pytest.approx(1e-5)
     assert train.lr_at(0, args) == pytest.approx(1e-3 / 200)  # warm-up
+
+
+def test_the_learning_rate_is_constant_until_the_final_decay():
+    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "1000", "--lr", "1e-3", "--lr-final", "1e-5",
+                             "--decay", "0.2"])
+    assert train.lr_at(300, args) == train.lr_at(800, args) == pytest.approx(1e-3)
+    assert train.lr_at(900, args) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)  # halfway through the decay
+    assert train.lr_at(1000, args) == pytest.approx(1e-5)
+
+
+def test_the_held_out_split_takes_every_tenth_photo_of_each_group(tmp_path):
+    from bbcodec.train.data import image_paths, split_of
+
+    names = [f"a_{i:02d}.png" for i in range(25)] + [f"b_{i}.jpg" for i in range(9)]
+    split = split_of(names)
+    assert sorted(n for n, part in split.items() if part == "val") == ["a_09.png", "a_19.png"]  # b has < 10
+    for n in ["x_1.png", "x_2.png", "notes.txt"]:
+        (tmp_path / n).write_bytes(b"")
+    assert [p.name for p in image_paths(tmp_path, "all")] == ["x_1.png", "x_2.png"]
+    assert image_paths(tmp_path, "val") == []
+
+
+def test_crops_are_drawn_in_proportion_to_image_area():
+    from bbcodec.train.data import CropSampler
+
+    small = np.zeros((64, 64, 3), np.uint8)
+    big = np.full((128, 256, 3), 255, np.uint8)  # 8x the area
+    crops = CropSampler([small, big], 64, seed=0).batch(900)
+    share_big = float((crops[:, 0, 0, 0] == 255).float().mean())
+    assert 0.84 < share_big < 0.93  # 8/9 = 0.889
+
+
+def test_the_moving_average_is_saved_and_frozen_by_default(tiny_run):
+    _, out = tiny_run
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ck["ema"].keys() == ck["model"].keys()
+    diff = [k for k in ck["model"] if not torch.equal(ck["model"][k], ck["ema"][k])]
+    assert diff  # four steps moved the weights; the average lags behind them
 
 
 def test_linear_shortcuts_freeze_match_the_float_network_and_code_exactly(tmp_path):

@@ -2,6 +2,10 @@
 
 A folder can be packed into one .npz of JPEG (q90, 4:4:4, long side <= 768) bytes to travel to a GPU
 machine: python -m bbcodec.train.data ../shared/data/train .pack/train.npz
+
+One tenth of the training photos is held out for validation (`split_of`): decisions on
+weights are taken on Kodak *and* on those, never on Kodak alone, and training never sees
+them. The rule depends on file names only, so every machine and every pack agrees.
 """
 
 from __future__ import annotations
@@ -16,13 +20,33 @@ from PIL import Image
 
 from ..images import IMAGE_SUFFIXES
 
+VAL_EVERY = 10  # every 10th photo of each source group (name prefix) is held out
+Part = str  # "train" (the default everywhere), "val" (held out) or "all"
 
-def load_folder(folder: Path, min_side: int) -> list[np.ndarray]:
-    """Every readable RGB image in folder (sorted) with both sides >= min_side."""
+
+def split_of(names: list[str]) -> dict[str, str]:
+    """File name -> "train" or "val": within each group (the name up to its first "_",
+    e.g. bsds500, urban100), sorted by name, every VAL_EVERY-th photo (the 10th, 20th...)
+    is held out, so each source is represented in proportion."""
+    groups: dict[str, list[str]] = {}
+    for n in sorted(names):
+        groups.setdefault(n.split("_", 1)[0], []).append(n)
+    return {n: ("val" if i % VAL_EVERY == VAL_EVERY - 1 else "train") for g in groups.values() for i, n in enumerate(g)}
+
+
+def image_paths(folder: Path, part: Part = "train") -> list[Path]:
+    """The image files of one part of a folder, sorted."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if part == "all":
+        return paths
+    split = split_of([p.name for p in paths])
+    return [p for p in paths if split[p.name] == part]
+
+
+def load_folder(folder: Path, min_side: int, part: Part = "train") -> list[np.ndarray]:
+    """Every readable RGB image of one part of folder (sorted) with both sides >= min_side."""
     images = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
+    for path in image_paths(folder, part):
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
         if min(arr.shape[:2]) >= min_side:
@@ -32,9 +56,13 @@ def load_folder(folder: Path, min_side: int) -> list[np.ndarray]:
     return images
 
 
-def load_images(source: Path, min_side: int) -> list[np.ndarray]:
-    """A folder of images or a packed .npz."""
-    return load_packed(source, min_side) if source.suffix == ".npz" else load_folder(source, min_side)
+def load_images(source: Path, min_side: int, part: Part = "train") -> list[np.ndarray]:
+    """A folder of images or a packed .npz (which holds the training part only)."""
+    if source.suffix == ".npz":
+        if part != "train":
+            raise SystemExit(f"{source} is a pack of training images: the {part} part is not in it")
+        return load_packed(source, min_side)
+    return load_folder(source, min_side, part)
 
 
 def load_packed(path: Path, min_side: int = 0) -> list[np.ndarray]:
@@ -50,9 +78,9 @@ def load_packed(path: Path, min_side: int = 0) -> list[np.ndarray]:
 
 
 def pack_folder(folder: Path, out: Path, max_side: int = 768, quality: int = 90) -> int:
-    """Pack a folder into one .npz of JPEG bytes; returns the file size in bytes."""
+    """Pack a folder's training part into one .npz of JPEG bytes; returns the file size in bytes."""
     arrays = {}
-    for i, path in enumerate(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)):
+    for i, path in enumerate(image_paths(folder, "train")):
         with Image.open(path) as im:
             im = im.convert("RGB")
             if max(im.size) > max_side:
@@ -76,18 +104,25 @@ if __name__ == "__main__":
 
 
 class CropSampler:
-    """Random crops with random horizontal/vertical flips, from a fixed-seed generator."""
+    """Random crops with random horizontal/vertical flips, from a fixed-seed generator.
+
+    An image is drawn with probability proportional to its area, so every pixel is as
+    likely to be seen: drawing images uniformly took ~78 % of crops from the small
+    BSDS photos, which hold 55 % of the pixels.
+    """
 
     def __init__(self, images: list[np.ndarray], size: int, seed: int) -> None:
         self.images = images
         self.size = size
         self.rng = np.random.default_rng(seed)
+        area = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
+        self.p = area / area.sum()
 
     def batch(self, n: int) -> torch.Tensor:
         """(n, 3, size, size) float32 pixels 0..255."""
         out = np.empty((n, self.size, self.size, 3), dtype=np.uint8)
         for i in range(n):
-            img = self.images[self.rng.integers(len(self.images))]
+            img = self.images[self.rng.choice(len(self.images), p=self.p)]
             h, w = img.shape[:2]
             y = self.rng.integers(h - self.size + 1)
             x = self.rng.integers(w - self.size + 1)

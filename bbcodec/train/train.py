@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
-from .data import CropSampler, load_images
+from .data import CropSampler, image_paths, load_images
 from .grow import grow_latents
 
 
@@ -45,7 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8, help="crops per step (per process)")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lr-final", type=float, default=2e-5, help="cosine decay target")
+    p.add_argument("--lr-final", type=float, default=2e-5, help="learning rate at the end of the decay")
+    p.add_argument("--decay", type=float, default=0.2,
+                   help="share of the run (steps or --minutes) spent in the final cosine decay; the rate is "
+                        "constant before it, so a run can be continued later without a full schedule (1: all cosine)")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="decay of the exponential moving average of the weights that is validated and frozen (0: off)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
     p.add_argument("--acl", type=int, default=0, help="closed-loop neighbour refinements per step")
     p.add_argument("--acl-from", type=int, default=0, help="step at which --acl starts")
@@ -61,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="training time budget over all resumes: the learning rate decays to --lr-final by then "
                         "(or by --steps, whichever comes first) and the run stops; 0 = no limit")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model (its M may be smaller: latents are added)")
-    p.add_argument("--val", type=Path, default=None, help="folder of validation images (e.g. Kodak)")
+    p.add_argument("--val", type=Path, default=None,
+                   help="folder of validation images, or 'heldout' for the held-out part of --data (see data.split_of)")
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=4)
     p.add_argument("--val-qualities", default="1,4,8")
@@ -76,14 +82,41 @@ def sample_qualities(n: int, integer_share: float, rng: np.random.Generator) -> 
 
 
 def lr_at(step: int, args: argparse.Namespace, elapsed: float = 0.0) -> float:
-    """Warm-up, then cosine decay over the steps or the time budget, whichever ends first:
-    a run cut by --minutes still ends with its low-learning-rate phase."""
+    """Warm-up, constant, then a cosine decay over the last --decay share of the steps or
+    of the time budget, whichever ends first: a run cut by --minutes still ends with its
+    low-learning-rate phase, and one continued later starts from a constant rate."""
     warm = min(1.0, (step + 1) / 200)
     done = step / args.steps
     if args.minutes:
         done = max(done, elapsed / (60 * args.minutes))
-    cos = 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+    decay = min(max(args.decay, 1e-9), 1.0)
+    t = min(max((done - (1.0 - decay)) / decay, 0.0), 1.0)
+    cos = 0.5 * (1 + math.cos(math.pi * t))
     return warm * (args.lr_final + (args.lr - args.lr_final) * cos)
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state: the averaged weights
+    are what is validated and frozen (smoother than the last step's at a constant rate)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+    def model_copy(self, model: BlockCodecNet) -> BlockCodecNet:
+        import copy
+
+        m = copy.deepcopy(model)
+        m.load_state_dict(self.state)
+        return m
 
 
 def projected_steps(step: int, steps_per_s: float, args: argparse.Namespace, elapsed: float) -> int:
@@ -95,17 +128,25 @@ def projected_steps(step: int, steps_per_s: float, args: argparse.Namespace, ela
     return min(args.steps, step + int(steps_per_s * left))
 
 
-def validate(model: BlockCodecNet, calib: torch.Tensor, folder: Path, n_images: int, qualities: list[float]) -> str:
-    """Real codec on the first n images of folder: 'q:bpp/PSNR' per quality, averaged."""
+def validation_images(args: argparse.Namespace) -> list[np.ndarray]:
+    """--val-images images spread evenly over the validation folder or held-out part."""
+    if str(args.val) == "heldout":
+        paths = image_paths(args.data, "val")
+    else:
+        paths = image_paths(args.val, "all")
+    step = max(1, len(paths) // max(1, args.val_images))
     from PIL import Image
 
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths[::step][: args.val_images]]
+
+
+def validate(model: BlockCodecNet, calib: torch.Tensor, imgs: list[np.ndarray], qualities: list[float]) -> str:
+    """Real codec on the images: 'q:bpp/PSNR' per quality, averaged."""
     from .. import codec, exact, weights
     from .freeze import freeze
 
     frozen = exact.load_frozen(freeze(model, calib, "val", {}))
     w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen, family_id=frozen.family)
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:n_images]
-    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     parts = []
     for q in qualities:
         bpp, psnr = [], []
@@ -145,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained_s = 0, 0.0  # trained_s: training seconds of earlier invocations
     ckpt_path = args.out / "ckpt.pt"
+    ck_state: dict = {}
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        ck = ck_state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
@@ -163,11 +205,15 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, unexpected {unexpected}")
         added = ", zero shortcuts added" if missing else ""
         print(f"initialised from {args.init} (latents {state['log_gain'].shape[1]} -> {cfg.M}{added})", file=log)
+    ema = EMA(model, args.ema) if args.ema else None
+    if ema is not None and "ema" in ck_state:
+        ema.state = {k: v.to(dev) for k, v in ck_state["ema"].items()}
     print(f"start step={step} world={world} args={vars(args)} images={len(images)}", file=log)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     calib = CropSampler(images, args.crop, seed=1234).batch(8)  # activation ranges for --val
+    val_images = validation_images(args) if main_proc and args.val else []
 
     def save() -> None:
         if not main_proc:
@@ -176,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.save(
             {
                 "model": model.state_dict(),
+                **({"ema": ema.state} if ema is not None else {}),
                 "opt": opt.state_dict(),
                 "step": step,
                 "elapsed": elapsed(),
@@ -226,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
+        if ema is not None:
+            ema.update(model)
         step += 1
         run["loss"] += loss.item()
         run["bpp"] += bpp.mean().item()
@@ -247,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
             save()
         if main_proc and args.val and (step % args.val_every == 0 or step == args.steps or out_of_time):
             qs = [float(v) for v in args.val_qualities.split(",")]
-            print(f"val step {step} {validate(model, calib, args.val, args.val_images, qs)}", file=log)
+            val_model = model if ema is None else ema.model_copy(model)
+            print(f"val step {step} {validate(val_model, calib, val_images, qs)}", file=log)
             model.train()
         if out_of_time:
             print(f"stopping: --minutes {args.minutes} reached", file=log)
