@@ -1,6 +1,7 @@
 # bbcodec: two commands for a newcomer.
 #   make demo   install, then encode and decode a Kodak image with the shipped weights
-#   make test   install (with the training extras), then run the default test suite
+#   make test   install (with the training extras), then lint (ruff, mypy) and run the
+#               default test suite; make test-slow runs the tests marked slow (training runs)
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -8,10 +9,15 @@ PY          := $(VENV)/bin/python
 DEMO_IMAGE  ?= ../shared/data/kodak/kodim23.png
 DEMO_OUT    ?= demo-out
 QUALITY     ?= 4
-# The CPU build of torch and its matching torchvision (compressai needs torchvision).
+# torch and its matching torchvision (compressai needs torchvision), from the default
+# package index: on Linux that is the CUDA build, which pulls the nvidia-* libraries
+# (several GB to download, about 4.5 GB installed); the tests and CPU training need no
+# GPU. TORCH_INDEX passes pip options for another index (e.g. PyTorch's CPU-only wheels,
+# a few hundred MB); not tried here, where only the default index can be reached.
 TORCH_PINS  ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
 
-.PHONY: demo test lint bench clean install install-dev pack
+.PHONY: demo test test-slow lint bench clean install install-dev pack
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +25,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.base
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PINS)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_INDEX) $(TORCH_PINS)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,bench,dev]'
 	touch $@
 
@@ -36,9 +42,17 @@ a=np.asarray(Image.open(sys.argv[1]).convert('RGB'),float); b=np.asarray(Image.o
 mse=((a-b)**2).mean(); print(f'decoded {sys.argv[2]}: PSNR {10*np.log10(255**2/mse):.2f} dB against {sys.argv[1]}')" \
 	$(DEMO_IMAGE) $(DEMO_OUT)/demo.png
 
-test: $(VENV)/.dev
+lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check bbcodec tests benchmarks
+	$(PY) -m mypy
+
+# The default suite deselects the tests marked slow (pyproject addopts).
+test: lint
 	$(PY) -m pytest -q
+
+# Only the slow tests; pytest's exit code 5 (none collected) is not a failure.
+test-slow: $(VENV)/.dev
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: $(VENV)/.dev
 	$(VENV)/bin/bbcodec bench ../shared/data/kodak --out report
@@ -48,4 +62,4 @@ pack: $(VENV)/.dev
 	$(PY) -m bbcodec.train.data ../shared/data/train .pack/train.npz
 
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache .mypy_cache

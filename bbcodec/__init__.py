@@ -5,33 +5,71 @@ Masked Convolutions and Asymptotic Closed-Loop Training" (arXiv 2203.11686).
 
 >>> import bbcodec
 >>> from PIL import Image
->>> data = bbcodec.encode(Image.new("RGB", (16, 16), "teal"), quality=4)
->>> bbcodec.read_info(data)["width"]
+>>> data = bbcodec.encode(Image.new("RGB", (16, 16), "teal"))
+>>> bbcodec.read_info(data).width
 16
 >>> bbcodec.decode(data).size
 (16, 16)
+
+Every error bbcodec raises on purpose is a bbcodec.Error (bad input or a failed
+operation, with a one-line message); anything else is a bug.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # numpy and Pillow load lazily, so the CLI can set BLAS threads first
+# What `import bbcodec` loads: Pillow and the container modules (format, quality,
+# errors), because the Pillow plugin below registers .bbc with Pillow right away.
+# numpy, constriction, the networks and the weights load on the first encode or
+# decode (the imports inside the functions), so importing stays quick.
+from . import pillow_plugin
+from . import quality as _quality
+from .errors import Error
+from .format import FormatError
+from .quality import QualityError
+
+if TYPE_CHECKING:  # annotations and the lazily exported errors, for type checkers only
     import numpy as np
     from PIL import Image
 
-__version__ = "0.1.0"
-__all__ = ["encode", "decode", "read_info", "__version__"]
+    from .codec import DecodeError
+    from .entropy import EntropyError
+    from .files import FileError
+    from .images import ImageError
+    from .weights import WeightsError
 
-from . import pillow_plugin  # noqa: E402 - registers .bbc with Pillow on import
+__version__ = "0.1.0"
+__all__ = [
+    "encode", "decode", "read_info", "Info", "__version__",
+    "Error", "FormatError", "DecodeError", "EntropyError", "ImageError", "QualityError", "WeightsError", "FileError",
+]
 
 pillow_plugin.register()
 
+# Errors of modules that need numpy: exported here, imported when first asked for.
+_LAZY = {"DecodeError": "codec", "EntropyError": "entropy", "FileError": "files", "ImageError": "images",
+         "WeightsError": "weights"}
 
-def encode(image: Image.Image | np.ndarray, quality: float = 4) -> bytes:
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def encode(image: Image.Image | np.ndarray, quality: float = _quality.DEFAULT) -> bytes:
     """Compress a Pillow image, or an HxWx3 / HxW (grayscale) uint8 array, to .bbc bytes.
 
-    quality: 1 (smallest) .. 8 (best); fractions step between the trained qualities.
+    quality: from quality.MIN (smallest file) to quality.MAX (best image), default
+    quality.DEFAULT (see bbcodec.quality); fractions step between the trained qualities.
     """
     import numpy as np
     from PIL import Image
@@ -56,21 +94,42 @@ def decode(data: bytes) -> Image.Image:
     return Image.fromarray(codec.decode(header, payload, weights.for_header(header)))
 
 
-def read_info(data: bytes) -> dict[str, Any]:
-    """Header fields of .bbc bytes (after checking size and CRC) as a dict."""
+@dataclass(frozen=True)
+class Info:
+    """The header of a .bbc file, and its sizes (what `bbcodec info` prints)."""
+
+    version: int
+    width: int
+    height: int
+    channels: int  # 3 (RGB) or 1 (grayscale)
+    quality: float
+    model_id: int
+    weights_sha256: str  # hex, first 8 bytes of the weights file's SHA-256
+    image_digest: str  # hex, first 8 bytes of SHA-256 of the decoded pixels
+    payload_bytes: int
+    file_bytes: int
+    bpp: float  # bits per pixel of the whole file
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
+        return asdict(self)
+
+
+def read_info(data: bytes) -> Info:
+    """Header fields of .bbc bytes, after checking size and CRC."""
     from . import format
 
     header, payload = format.unpack(data)
-    return {
-        "version": header.version,
-        "width": header.width,
-        "height": header.height,
-        "channels": header.channels,
-        "quality": header.quality,
-        "model_id": header.model_id,
-        "weights_sha256": header.weights_sha256.hex(),
-        "image_digest": header.image_digest.hex(),
-        "payload_bytes": len(payload),
-        "file_bytes": len(data),
-        "bpp": 8 * len(data) / (header.width * header.height),
-    }
+    return Info(
+        version=header.version,
+        width=header.width,
+        height=header.height,
+        channels=header.channels,
+        quality=header.quality_value,
+        model_id=header.model_id,
+        weights_sha256=header.weights_sha256.hex(),
+        image_digest=header.image_digest.hex(),
+        payload_bytes=len(payload),
+        file_bytes=len(data),
+        bpp=8 * len(data) / (header.width * header.height),
+    )

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import quality as Q
 from . import rd
+from .errors import Error
 from .parallel import map_jobs
 
 # Kamisli 2022, 8x8 blocks, Kodak, as published (the paper's Fig. / table values).
@@ -56,7 +58,7 @@ BASELINES = {
 }
 
 
-class BenchError(ValueError):
+class BenchError(Error, ValueError):
     """The folder or the options cannot be benchmarked."""
 
 
@@ -279,6 +281,8 @@ class Plan:
 def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None,
          anchors: Path | None = None) -> Plan:
     """Check the folder, the codecs and the stored curves once, and list every task."""
+    if bad := [q for q in qualities if not Q.MIN <= q <= Q.MAX]:
+        raise BenchError(f"qualities must be within {Q.MIN}..{Q.MAX}, got {', '.join(f'{q:g}' for q in bad)}")
     stored, anchor_notes = load_anchors(anchors) if anchors is not None else ({}, [])
     paths, notes = list_images(folder, limit)
     usable, skipped = available_baselines(codecs)

@@ -21,7 +21,7 @@ The wavefront order is also the order of the symbols in the bitstream (docs/form
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 
 import numpy as np
 
@@ -107,3 +107,27 @@ def wavefront_rank(rows: int, cols: int) -> np.ndarray:
         rank[r, c] = np.arange(k, k + len(r))
         k += len(r)
     return rank
+
+
+class BlockContext:
+    """Where the current blocks are, and the hidden features of blocks already done (one
+    canvas per kernel-3 layer, bordered like the pixel canvas): what a layer that reads
+    its causal neighbours' features needs, in the integer and the float model alike."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        self.r = self.c = np.zeros(0, dtype=np.int64)
+        self._features: dict[Hashable, np.ndarray] = {}
+
+    def at(self, r: np.ndarray, c: np.ndarray) -> BlockContext:
+        self.r, self.c = r, c
+        return self
+
+    def with_neighbours(self, layer: Hashable, h: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """Store h (B, C) for the current blocks under the key `layer`; return
+        [UL, U, UR, L, h] (B, 5 C). The canvas holds dtype (int16 for integer features)."""
+        if layer not in self._features:
+            self._features[layer] = np.zeros((self.rows + 1, self.cols + 2, h.shape[1]), dtype=dtype)
+        canvas = self._features[layer]
+        canvas[self.r + 1, self.c + 1] = h
+        return np.concatenate([gather_neighbours(canvas, self.r, self.c), h], axis=1)

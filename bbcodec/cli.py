@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import quality as Q
+from .errors import Error
 
 EXIT_CODES = """\b
 Exit codes: 0 success, 1 bad input or failed decode, 2 usage error,
@@ -26,17 +28,11 @@ class Failure(click.ClickException):
         click.echo(f"bbcodec: error: {self.message}", err=True)
 
 
-def _errors() -> tuple[type[Exception], ...]:
-    from .files import FileError, codec_errors
-
-    return (FileError, *codec_errors())
-
-
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="""\b
 Examples:
-  bbcodec encode photo.png photo.bbc --quality 4
+  bbcodec encode photo.png photo.bbc --quality 6
   bbcodec decode photo.bbc photo-decoded.png
   bbcodec info photo.bbc
 """
@@ -47,9 +43,9 @@ def cli() -> None:
     """bbcodec: learned block-based image compression (8x8 blocks, bit-exact decoding)."""
 
 
-def _report_single(summary: dict, as_json: bool, quiet: bool, line: str) -> None:
+def _report_single(result, as_json: bool, quiet: bool, line: str) -> None:  # noqa: ANN001 - a files.*Result
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(result.to_dict(), indent=2))
     elif not quiet:
         click.echo(line, err=True)
 
@@ -70,22 +66,17 @@ def _folder(kind: str, src: Path, dst: str, opts, jobs: int, as_json: bool, quie
     with click.progressbar(length=len(pairs), label=kind, show_eta=True, file=sys.stderr,
                            hidden=quiet or as_json or not sys.stderr.isatty()) as bar:
         results = list(files.run_folder(kind, pairs, opts, jobs, bar.update))
-    done = [r for r in results if "error" not in r]
-    failed = [r for r in results if "error" in r]
-    before, after = sum(r["input_bytes"] for r in done), sum(r["bytes"] for r in done)
-    pixels = sum(r["width"] * r["height"] for r in done)
-    total = {"files": len(results), "done": len(done), "failed": len(failed), "bytes_before": before,
-             "bytes_after": after, "mean_bpp": float(sum(r["bpp"] for r in done) / len(done)) if done else None,
-             "bpp_overall": 8 * (after if kind == "encode" else before) / pixels if pixels else None}
+    total = files.summarize(kind, results)
+    failed = [r for r in results if isinstance(r, files.Failed)]
     if as_json:
-        click.echo(json.dumps({"summary": total, "files": results}, indent=2))
+        click.echo(json.dumps({"summary": total.to_dict(), "files": [r.to_dict() for r in results]}, indent=2))
     else:
         for r in failed:
-            click.echo(f"bbcodec: skipped {r['input']}: {r['error']}", err=True)
+            click.echo(f"bbcodec: skipped {r.input}: {r.error}", err=True)
         if not quiet or failed:
-            mean = f", mean {total['mean_bpp']:.4f} bpp" if done else ""
-            click.echo(f"{kind}d {len(done)} of {len(results)} files: {before} -> {after} bytes{mean}"
-                       + (f"; {len(failed)} failed" if failed else ""), err=True)
+            mean = f", mean {total.mean_bpp:.4f} bpp" if total.mean_bpp is not None else ""
+            click.echo(f"{kind}d {total.done} of {total.files} files: {total.bytes_before} -> {total.bytes_after} bytes"
+                       f"{mean}" + (f"; {total.failed} failed" if total.failed else ""), err=True)
     if failed:
         sys.exit(1)
 
@@ -95,11 +86,11 @@ def _folder(kind: str, src: Path, dst: str, opts, jobs: int, as_json: bool, quie
 Examples:
   bbcodec encode photo.png photo.bbc -q 6
   bbcodec encode photo.png photo.bbc --target-bpp 0.5
-  bbcodec encode photos/ compressed/ -q 4 --jobs 2""")
+  bbcodec encode photos/ compressed/ -q 5 --jobs 2""")
 @click.argument("src", metavar="IN")
 @click.argument("dst", metavar="OUT")
-@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=None,
-              help="1 (smallest) .. 8 (best); fractions step between qualities.  [default: 4]")
+@click.option("-q", "--quality", type=click.FloatRange(Q.MIN, Q.MAX), default=None,
+              help=f"{Q.MIN} (smallest) .. {Q.MAX} (best); fractions step between qualities.  [default: {Q.DEFAULT}]")
 @click.option("--target-bpp", type=click.FloatRange(0, min_open=True), default=None,
               help="Pick the quality giving the largest file not above this many bits per pixel.")
 @click.option("--target-psnr", type=click.FloatRange(0, min_open=True), default=None,
@@ -121,22 +112,22 @@ def encode(src: str, dst: str, quality: float | None, target_bpp: float | None, 
         raise click.UsageError("give only one of --quality, --target-bpp, --target-psnr")
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
-    opts = EncodeOptions(4.0 if quality is None else quality, target_bpp, target_psnr, schedule, verbose or as_json)
+    opts = EncodeOptions(Q.DEFAULT if quality is None else quality, target_bpp, target_psnr, schedule, verbose or as_json)
     if src != "-" and Path(src).is_dir():
         _folder("encode", Path(src), dst, opts, jobs, as_json, quiet)
         return
     try:
         r = encode_file(src, dst, opts)
-    except _errors() as e:
+    except Error as e:
         raise Failure(str(e)) from None
-    line = (f"{dst}: {r['width']}x{r['height']}{' gray' if r['channels'] == 1 else ''}, quality {r['quality']:g}, "
-            f"{r['bytes']} bytes, {r['bpp']:.4f} bpp, {r['seconds']:.2f} s")
-    if "psnr" in r:
-        line += f", PSNR {r['psnr']:.2f} dB"
-    if "target_met" in r and not r["target_met"]:
+    line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, quality {r.quality:g}, "
+            f"{r.bytes} bytes, {r.bpp:.4f} bpp, {r.seconds:.2f} s")
+    if r.psnr is not None:
+        line += f", PSNR {r.psnr:.2f} dB"
+    if r.target_met is False:
         line += " (target not reachable: nearest quality used)"
     if verbose:
-        line += f", weights {r['weights']}"
+        line += f", weights {r.weights}"
     _report_single(r, as_json, quiet, line)
 
 
@@ -163,9 +154,9 @@ def decode(src: str, dst: str, jobs: int, as_json: bool, quiet: bool) -> None:
         return
     try:
         r = decode_file(src, dst)
-    except _errors() as e:
+    except Error as e:
         raise Failure(str(e)) from None
-    _report_single(r, as_json, quiet, f"{dst}: {r['width']}x{r['height']}, decoded in {r['seconds']:.2f} s")
+    _report_single(r, as_json, quiet, f"{dst}: {r.width}x{r.height}, decoded in {r.seconds:.2f} s")
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -173,31 +164,30 @@ def decode(src: str, dst: str, jobs: int, as_json: bool, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(src: str, as_json: bool) -> None:
     """Print the header of IN.bbc: size, quality, model, bpp, checksums."""
-    from . import read_info, weights
+    from . import model_io, read_info, weights
     from .files import read_input
 
     try:
-        fields = read_info(read_input(src))
+        i = read_info(read_input(src))
         try:
-            fields["weights"] = weights.find(bytes.fromhex(fields["weights_sha256"])).path.name
+            weights_name = weights.find(bytes.fromhex(i.weights_sha256)).path.name
         except weights.WeightsError:
-            fields["weights"] = None
-    except _errors() as e:
+            weights_name = None
+    except Error as e:
         raise Failure(str(e)) from None
-    fields["model"] = weights.MODEL_FAMILIES.get(fields["model_id"], "unknown")
-    fields["crc32"] = "ok"
+    model = model_io.FAMILIES.get(i.model_id, "unknown")
     if as_json:
-        click.echo(json.dumps(fields, indent=2))
+        click.echo(json.dumps({**i.to_dict(), "weights": weights_name, "model": model, "crc32": "ok"}, indent=2))
         return
     rows = [
-        ("format version", fields["version"]),
-        ("size", f"{fields['width']}x{fields['height']}, {fields['channels']} channels"),
-        ("quality", f"{fields['quality']:g}"),
-        ("model", f"{fields['model']} (id {fields['model_id']})"),
-        ("weights sha256", f"{fields['weights_sha256']}... ({fields['weights'] or 'not installed'})"),
-        ("file size", f"{fields['file_bytes']} bytes ({fields['payload_bytes']} payload)"),
-        ("bits per pixel", f"{fields['bpp']:.4f}"),
-        ("image digest", f"{fields['image_digest']} (sha256 prefix of the decoded pixels)"),
+        ("format version", i.version),
+        ("size", f"{i.width}x{i.height}, {i.channels} channels"),
+        ("quality", f"{i.quality:g}"),
+        ("model", f"{model} (id {i.model_id})"),
+        ("weights sha256", f"{i.weights_sha256}... ({weights_name or 'not installed'})"),
+        ("file size", f"{i.file_bytes} bytes ({i.payload_bytes} payload)"),
+        ("bits per pixel", f"{i.bpp:.4f}"),
+        ("image digest", f"{i.image_digest} (sha256 prefix of the decoded pixels)"),
         ("crc32", "ok"),
     ]
     for k, v in rows:
@@ -221,7 +211,7 @@ def _csv(kind: type, allowed: tuple | None = None):
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               show_default=True, help="Folder for the JSON curves, per-image CSV and rd.png.")
-@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True, callback=_csv(float),
+@click.option("--qualities", default=",".join(map(str, Q.TRAINED)), show_default=True, callback=_csv(float),
               help="bbcodec qualities (baselines sweep their own range).")
 @click.option("--codecs", default="bbcodec,jpeg,webp,avif,jxl", show_default=True,
               callback=_csv(str, ("bbcodec", "jpeg", "webp", "avif", "jxl")), help="Codecs to run.")
@@ -240,14 +230,14 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
     """
     from . import bench as b
 
-    if any(not 1 <= q <= 8 for q in qualities):
-        raise click.BadParameter("qualities must be within 1..8", param_hint="--qualities")
+    if any(not Q.MIN <= q <= Q.MAX for q in qualities):
+        raise click.BadParameter(f"qualities must be within {Q.MIN}..{Q.MAX}", param_hint="--qualities")
     try:
         todo = b.plan(folder, qualities, codecs, limit, anchors)
         with click.progressbar(length=len(todo.tasks), label="bench", show_eta=True, file=sys.stderr,
                                hidden=not sys.stderr.isatty()) as bar:
             result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update)
-    except (b.BenchError, *_errors()) as e:
+    except Error as e:
         raise Failure(str(e)) from None
     click.echo(b.format_report(result))
     click.echo(f"wrote {out_dir}/: " + ", ".join(f"{n}.json" for n in result["curves"]) + ", per_image.csv, rd.png")

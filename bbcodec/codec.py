@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import wraps
+from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import blocks, entropy, format
-from .exact import BlockContext
+from . import blocks, entropy, errors, format
+from . import quality as Q
+from .blocks import BlockContext
+from .images import ImageError
 from .weights import Weights
 
 Schedule = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
@@ -29,7 +32,29 @@ SCHEDULES: dict[str, Schedule] = {"wavefront": blocks.wavefronts, "raster": bloc
 DECODE_SCHEDULES: dict[str, Schedule] = {"wavefront": blocks.wavefronts, "sequential": blocks.sequential}
 
 
-class DecodeError(ValueError):
+class CodingModel(Protocol):
+    """What the loop needs of a model: the integer networks (exact.FrozenModel) for real
+    files, or a float model (networks.FloatCodingModel) to measure what exactness costs.
+
+    Pixels and neighbour vectors are centred integers (pixel - 128) as float64 rows, one
+    per block; `params` is whatever params_at returned for the quality.
+    """
+
+    @property
+    def M(self) -> int: ...
+    @property
+    def max_symbol(self) -> int: ...
+    scale_table: np.ndarray
+    family: int
+
+    def params_at(self, quality_x256: int) -> Any: ...
+    def entropy_params(self, nb: np.ndarray, params: Any, ctx: BlockContext) -> tuple[np.ndarray, np.ndarray]: ...
+    def analyse(self, block: np.ndarray, nb: np.ndarray, params: Any, ctx: BlockContext) -> np.ndarray: ...
+    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, params: Any,
+                   ctx: BlockContext) -> np.ndarray: ...
+
+
+class DecodeError(errors.Error, ValueError):
     """The file is well-formed but does not decode to the image it describes."""
 
 
@@ -43,13 +68,6 @@ def _one_blas_thread(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return inner
-
-
-def quality_to_x256(quality: float) -> int:
-    q = int(round(quality * 256))
-    if not 256 <= q <= 2048:
-        raise ValueError(f"quality must be within 1..8, got {quality}")
-    return q
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -67,11 +85,12 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     if gray:
         img = np.repeat(img[:, :, None], 3, axis=2)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError("encode expects an HxWx3 (RGB) or HxW (grayscale) uint8 array")
+        raise ImageError("encode expects an HxWx3 (RGB) or HxW (grayscale) uint8 array")
     height, width = img.shape[:2]
     format.check_dimensions(width, height)
     model = weights.model
-    qp = model.quality(quality_to_x256(quality))
+    quality_x256 = Q.to_x256(quality)
+    qp = model.params_at(quality_x256)
     src = blocks.to_blocks(blocks.pad_to_blocks(img))
     rows, cols = src.shape[:2]
     canvas = blocks.new_canvas(rows, cols)
@@ -96,7 +115,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     header = format.Header(
         width=width,
         height=height,
-        quality_x256=qp.quality_x256,
+        quality_x256=quality_x256,
         weights_sha256=weights.prefix,
         image_digest=format.image_digest(rec.tobytes()),
         model_id=weights.family_id,
@@ -109,7 +128,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
 def decode(header: format.Header, payload: bytes, weights: Weights, schedule: str = "wavefront") -> np.ndarray:
     """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked."""
     model = weights.model
-    qp = model.quality(header.quality_x256)
+    qp = model.params_at(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
     canvas = blocks.new_canvas(rows, cols)
     ctx = BlockContext(rows, cols)

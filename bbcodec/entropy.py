@@ -12,8 +12,10 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from .errors import Error
 
-class EntropyError(ValueError):
+
+class EntropyError(Error, ValueError):
     """The payload does not decode to the expected symbols."""
 
 

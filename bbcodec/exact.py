@@ -10,25 +10,41 @@ Every network in the coding loop runs on integers carried in float64:
   operations that are correctly rounded everywhere (sqrt, division, multiplication).
 
 So encoder and decoder agree to the bit on any machine, and numpy is enough: no torch
-on the coding path. The frozen file is written by bbcodec.train.freeze; docs/format.md
-describes this arithmetic, since the bitstream depends on it.
+on the coding path. bbcodec.train.freeze builds a FrozenModel from a float model and
+model_io maps it to the arrays of a weights file and back; docs/format.md describes
+this arithmetic, since the bitstream depends on it.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blocks import gather_neighbours
+from . import quality as Q
+from .blocks import BlockContext
 
+# Numbers the bitstream fixes (docs/format.md 4 and 5); the freezer and the float
+# reference model read them from here.
 ACT_MAX = 2**15 - 1  # activations are clipped to +-ACT_MAX after every requantisation
+W_MAX = 2**15 - 1  # integer weights are within +-W_MAX
 PIXEL_EXP = 7  # network input (pixel - 128) / 128 = integer (pixel - 128) at scale 2^-7
-WEIGHTS_FORMAT = "bbcodec-weights"
-WEIGHTS_VERSIONS = (1, 2)  # 2: the auto-encoder stacks may have a linear shortcut
-FAMILY_V9 = 1  # network family ids, written into .bbc headers (see weights.py)
-FAMILY_SKIP = 2  # v9 + linear shortcut from each auto-encoder input to its output
+LEAKY_SHIFT = 7  # leaky ReLU slope 2^-7: a power of two, exact before rounding
+MAX_SYMBOL = 2047  # symbols are clipped to [-MAX_SYMBOL, MAX_SYMBOL]
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # CompressAI's scale table
+EXACT_LIMIT = 2.0**53  # integers up to here are exact in float64
+ACTIVATIONS = {"ga": "gdn", "gs": "igdn", "he": "leaky"}  # the nonlinearity of each network
+
+
+def scale_table() -> np.ndarray:
+    """The Gaussian scales a freezer writes into a weights file (64, log-spaced)."""
+    return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+def scale_bounds(table: np.ndarray) -> np.ndarray:
+    """Log-scale thresholds between table entries: an index is found by comparisons only."""
+    return 0.5 * (np.log(table[:-1]) + np.log(table[1:]))
 
 
 def requantise(acc: np.ndarray, exp_from: np.ndarray | int, exp_to: int) -> np.ndarray:
@@ -62,8 +78,8 @@ class Activation:
 
     def __call__(self, acc: np.ndarray, e: np.ndarray) -> np.ndarray:
         a = requantise(acc, e, self.fa)
-        if self.kind == "leaky":  # slope 1/128: a power of two, exact before rounding
-            return np.where(a >= 0, a, np.rint(np.ldexp(a, -7)))
+        if self.kind == "leaky":
+            return np.where(a >= 0, a, np.rint(np.ldexp(a, -LEAKY_SHIFT)))
         assert self.G is not None and self.B is not None
         s = self.B + (a * a) @ self.G.T  # exact: every term and partial sum < 2^53
         if self.kind == "gdn":  # x / sqrt(beta + gamma x^2)
@@ -75,7 +91,10 @@ class Activation:
 
 @dataclass
 class Stack:
-    """First layer on (own input, neighbours) + per-quality bias, then act/layer pairs."""
+    """First layer on (own input, neighbours) + per-quality bias, then act/layer pairs.
+
+    An integer stack mirrors networks.MaskedStack layer for layer (freeze builds it).
+    """
 
     W_nb: np.ndarray  # (C0, 768) on the gathered [UL, U, UR, L] neighbour pixels
     W_cur: np.ndarray | None  # (C0, cin) on the block's own input, or None (entropy net)
@@ -100,35 +119,12 @@ class Stack:
             h = act(acc, e)
             if layer.k == 3:
                 assert ctx is not None, "a kernel-3 layer needs the block context"
-                h = ctx.with_neighbours(self, i, h)
+                h = ctx.with_neighbours((id(self), i), h, np.int16)
             acc = h @ layer.W.T + layer.b
             e = layer.e
         if self.W_skip is not None:
             acc += cur @ self.W_skip.T
         return np.ldexp(acc, -e.astype(np.int64))
-
-
-class BlockContext:
-    """Where the current blocks are, and the hidden features of blocks already done
-    (one int16 canvas per kernel-3 layer, bordered like the pixel canvas)."""
-
-    def __init__(self, rows: int, cols: int) -> None:
-        self.rows, self.cols = rows, cols
-        self.r = self.c = np.zeros(0, dtype=np.int64)
-        self._features: dict[tuple[int, int], np.ndarray] = {}
-
-    def at(self, r: np.ndarray, c: np.ndarray) -> BlockContext:
-        self.r, self.c = r, c
-        return self
-
-    def with_neighbours(self, stack: Stack, layer: int, h: np.ndarray) -> np.ndarray:
-        """Store h for the current blocks; return [UL, U, UR, L, h] (B, 5 C)."""
-        key = (id(stack), layer)
-        if key not in self._features:
-            self._features[key] = np.zeros((self.rows + 1, self.cols + 2, h.shape[1]), dtype=np.int16)
-        canvas = self._features[key]
-        canvas[self.r + 1, self.c + 1] = h
-        return np.concatenate([gather_neighbours(canvas, self.r, self.c), h], axis=1)
 
 
 @dataclass
@@ -144,9 +140,11 @@ class QualityParams:
 
 @dataclass
 class FrozenModel:
-    """The integer networks and coding constants of one weights file."""
+    """The integer networks and coding constants of one weights file (model_io reads and
+    writes the file; freeze builds one from a float model)."""
 
-    meta: dict
+    name: str
+    family: int  # network family id, written into .bbc headers (model_io.FAMILIES)
     ga: Stack
     gs: Stack
     he: Stack
@@ -156,27 +154,23 @@ class FrozenModel:
     scale_table: np.ndarray  # (S,) Gaussian scales the coder may use
     scale_bounds: np.ndarray  # (S-1,) log-scale thresholds between table entries
     f_latent: int  # exponent of the synthesis input integers
-
-    @property
-    def family(self) -> int:
-        """Network family id for .bbc headers: 1 = v9, 2 = v9 with linear shortcuts."""
-        return int(self.meta.get("family", FAMILY_V9))
+    config: dict = field(default_factory=dict)  # N, M, kernels, skip of the float model
+    info: dict = field(default_factory=dict)  # provenance (train_steps, ...), not used to code
 
     @property
     def M(self) -> int:
-        return int(self.meta["M"])
+        return int(self.gain.shape[1])
 
     @property
     def max_symbol(self) -> int:
-        return int(self.meta["max_symbol"])
+        return MAX_SYMBOL
 
-    def quality(self, quality_x256: int) -> QualityParams:
+    def params_at(self, quality_x256: int) -> QualityParams:
         """Parameters at quality q = quality_x256 / 256, linear between integer qualities.
 
         Only dyadic products and sums: identical on every IEEE machine.
         """
-        k = min((quality_x256 - 256) // 256, 6)
-        t = (quality_x256 - 256 - 256 * k) / 256.0
+        k, t = Q.interpolation(quality_x256)
 
         def lerp(table: np.ndarray) -> np.ndarray:
             return table[k] * (1.0 - t) + table[k + 1] * t
@@ -207,9 +201,6 @@ class FrozenModel:
         return np.clip(np.rint(np.ldexp(out, PIXEL_EXP)), -128, 127).astype(np.int16)
 
 
-EXACT_LIMIT = 2.0**53  # integers up to here are exact in float64
-
-
 def check_exact(model: FrozenModel) -> None:
     """Refuse weights whose worst-case partial sums could leave the exact integer range.
 
@@ -232,56 +223,3 @@ def check_exact(model: FrozenModel) -> None:
                 bounds.append((ACT_MAX**2 * act.G.sum(1) + act.B).max())
         if max(bounds) >= EXACT_LIMIT:
             raise ValueError(f"weights of {name} could exceed exact float64 integers")
-
-
-def load_frozen(arrays: dict[str, np.ndarray]) -> FrozenModel:
-    """Build a FrozenModel from the arrays of a weights .npz (see bbcodec.train.freeze)."""
-    meta = json.loads(bytes(arrays["meta"]).decode())
-    if meta.get("format") != WEIGHTS_FORMAT or meta.get("version") not in WEIGHTS_VERSIONS:
-        raise ValueError("not a bbcodec weights file of a supported version")
-
-    def f64(name: str) -> np.ndarray:
-        return np.asarray(arrays[name], dtype=np.float64)
-
-    def stack(s: str, n_layers: int, kinds: list[str]) -> Stack:
-        acts, layers = [], []
-        for i in range(1, n_layers):
-            p = f"{s}.{i}."
-            kind = kinds[i - 1]
-            fa, fh = (int(v) for v in arrays[p + "f"])
-            if kind == "leaky":
-                acts.append(Activation(kind, fa, fh))
-            else:
-                acts.append(Activation(kind, fa, fh, f64(p + "G"), f64(p + "B"), int(arrays[p + "fg"])))
-            k = int(arrays[p + "k"]) if p + "k" in arrays else 1
-            layers.append(Layer(f64(p + "W"), f64(p + "b"), np.asarray(arrays[p + "e"], dtype=np.int64), k))
-        cur = f"{s}.0.Wcur"
-        skip = f"{s}.{n_layers - 1}.Wskip"
-        return Stack(
-            W_nb=f64(f"{s}.0.Wnb"),
-            W_cur=f64(cur) if cur in arrays else None,
-            qbias=f64(f"{s}.0.qbias"),
-            e0=np.asarray(arrays[f"{s}.0.e"], dtype=np.int64),
-            f_cur=int(arrays[f"{s}.0.fcur"]),
-            acts=acts,
-            layers=layers,
-            W_skip=f64(skip) if skip in arrays else None,
-        )
-
-    model = FrozenModel(
-        meta=meta,
-        ga=stack("ga", 4, ["gdn"] * 3),
-        gs=stack("gs", 4, ["igdn"] * 3),
-        he=stack("he", 4, ["leaky"] * 3),
-        gain=f64("gain"),
-        inv_gain=f64("inv_gain"),
-        log_gain=f64("log_gain"),
-        scale_table=f64("scale_table"),
-        scale_bounds=f64("scale_bounds"),
-        f_latent=int(arrays["f_latent"]),
-    )
-    skips = {model.ga.W_skip is not None, model.gs.W_skip is not None, model.family == FAMILY_SKIP}
-    if model.family not in (FAMILY_V9, FAMILY_SKIP) or len(skips) != 1:
-        raise ValueError(f"network family {model.family} does not match the arrays of the file")
-    check_exact(model)
-    return model

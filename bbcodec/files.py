@@ -2,7 +2,9 @@
 
 Every output is written to a temporary file beside its target and renamed into place
 only on success, so a failure never leaves a partial file or clobbers an existing one.
-Per-file functions return a summary dict or raise FileError with a one-line message.
+Per-file functions return a frozen result (EncodeResult, DecodeResult; to_dict() is the
+--json summary) or raise a bbcodec Error (errors.py) with a one-line message; folder mode
+turns each such error into a Failed entry and goes on.
 """
 
 from __future__ import annotations
@@ -12,25 +14,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from . import quality as Q
+from .errors import Error
 from .parallel import map_jobs
 
 
-class FileError(Exception):
-    """One file could not be processed; the message is one line for the user."""
-
-
-def codec_errors() -> tuple[type[Exception], ...]:
-    """The codec's own exceptions, each meaning 'bad input', never a bug."""
-    from .codec import DecodeError
-    from .entropy import EntropyError
-    from .format import FormatError
-    from .images import ImageError
-    from .weights import WeightsError
-
-    return (DecodeError, EntropyError, FormatError, ImageError, WeightsError)
+class FileError(Error):
+    """A path cannot be read or written; the message is one line for the user."""
 
 
 def read_input(path: str) -> bytes:
@@ -76,62 +70,102 @@ def write_output(path: str, data: bytes, src: str) -> None:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    quality: float = 4.0
+    quality: float = Q.DEFAULT
     target_bpp: float | None = None
     target_psnr: float | None = None
     schedule: str = "wavefront"
     measure_psnr: bool = False
 
 
-def encode_file(src: str, dst: str, opts: EncodeOptions) -> dict:
-    """Encode one image file (or '-') to dst (or '-'); returns a summary."""
+@dataclass(frozen=True)
+class _Result:
+    """What one file became; to_dict() is its --json summary (None optionals left out)."""
+
+    input: str
+    output: str
+    width: int
+    height: int
+    channels: int
+    quality: float
+    input_bytes: int
+    bytes: int  # of the output
+    bpp: float  # bits per pixel of the .bbc file
+    seconds: float  # coding time, without reading and writing files
+
+    def to_dict(self) -> dict[str, Any]:
+        optional = {f.name for f in fields(self) if f.default is None}
+        return {k: v for k, v in asdict(self).items() if not (k in optional and v is None)}
+
+
+@dataclass(frozen=True)
+class EncodeResult(_Result):
+    """One image encoded to a .bbc file."""
+
+    weights: str  # file name of the weights used
+    target_met: bool | None = None  # with a rate target: whether it was met
+    encodes: int | None = None  # with a rate target: encodes tried
+    psnr: float | None = None  # when measured (-v, --json, rate targets)
+
+
+@dataclass(frozen=True)
+class DecodeResult(_Result):
+    """One .bbc file decoded to a PNG (bpp is the .bbc file's, bytes the PNG's)."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A file of a folder run that could not be processed, and why."""
+
+    input: str
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def encode_file(src: str, dst: str, opts: EncodeOptions) -> EncodeResult:
+    """Encode one image file (or '-') to dst (or '-')."""
     from . import codec, images, ratecontrol, rd, weights
 
     data = read_input(src)
-    try:
-        arr = images.to_array(images.open_image(data, src), src)
-        w = weights.default()
-        t0 = time.perf_counter()
-        if opts.target_bpp is not None or opts.target_psnr is not None:
-            r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr)
-            out, rec, quality = r.data, r.reconstruction, r.quality
-            extra = {"target_met": r.met, "encodes": r.probes}
-        else:
-            out, rec = codec.encode(arr, opts.quality, w, opts.schedule)
-            quality, extra = opts.quality, {}
-        secs = time.perf_counter() - t0
-    except codec_errors() as e:
-        raise FileError(str(e)) from None
+    arr = images.to_array(images.open_image(data, src), src)
+    w = weights.default()
+    t0 = time.perf_counter()
+    target_met = encodes = None
+    if opts.target_bpp is not None or opts.target_psnr is not None:
+        r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr)
+        out, rec, quality, target_met, encodes = r.data, r.reconstruction, r.quality, r.met, r.probes
+    else:
+        out, rec = codec.encode(arr, opts.quality, w, opts.schedule)
+        quality = opts.quality
+    secs = time.perf_counter() - t0
     write_output(dst, out, src)
     h, wd = arr.shape[:2]
-    summary = {
-        "input": src, "output": dst, "width": wd, "height": h, "channels": 1 if arr.ndim == 2 else 3,
-        "quality": quality, "input_bytes": len(data), "bytes": len(out), "bpp": 8 * len(out) / (h * wd),
-        "seconds": secs, "weights": w.path.name, **extra,
-    }
-    if opts.measure_psnr or extra:
-        summary["psnr"] = rd.psnr(arr, rec)
-    return summary
+    return EncodeResult(
+        input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=float(quality),
+        input_bytes=len(data), bytes=len(out), bpp=8 * len(out) / (h * wd), seconds=secs, weights=w.path.name,
+        target_met=target_met, encodes=encodes,
+        psnr=rd.psnr(arr, rec) if opts.measure_psnr or target_met is not None else None,
+    )
 
 
-def decode_file(src: str, dst: str) -> dict:
-    """Decode one .bbc file (or '-') to a PNG at dst (or '-'); returns a summary."""
+def decode_file(src: str, dst: str) -> DecodeResult:
+    """Decode one .bbc file (or '-') to a PNG at dst (or '-')."""
     from . import codec, format, images, weights
 
     data = read_input(src)
-    try:
-        header, payload = format.unpack(data)
-        w = weights.for_header(header)
-        t0 = time.perf_counter()
-        img = codec.decode(header, payload, w)
-        secs = time.perf_counter() - t0
-    except codec_errors() as e:
-        raise FileError(str(e)) from None
+    header, payload = format.unpack(data)
+    w = weights.for_header(header)
+    t0 = time.perf_counter()
+    img = codec.decode(header, payload, w)
+    secs = time.perf_counter() - t0
     png = images.png_bytes(img)
     write_output(dst, png, src)
-    return {"input": src, "output": dst, "width": header.width, "height": header.height,
-            "channels": header.channels, "quality": header.quality, "input_bytes": len(data),
-            "bytes": len(png), "bpp": 8 * len(data) / (header.width * header.height), "seconds": secs}
+    return DecodeResult(
+        input=src, output=dst, width=header.width, height=header.height, channels=header.channels,
+        quality=header.quality_value, input_bytes=len(data), bytes=len(png),
+        bpp=8 * len(data) / (header.width * header.height), seconds=secs,
+    )
 
 
 def folder_jobs(src_dir: Path, dst_dir: Path, decode: bool) -> list[tuple[str, str]]:
@@ -153,15 +187,49 @@ def folder_jobs(src_dir: Path, dst_dir: Path, decode: bool) -> list[tuple[str, s
     return pairs
 
 
-def _run_one(job: tuple[str, str, str, EncodeOptions | None]) -> dict:
+Outcome = EncodeResult | DecodeResult | Failed
+
+
+def _run_one(job: tuple[str, str, str, EncodeOptions | None]) -> Outcome:
     kind, src, dst, opts = job
     try:
-        return encode_file(src, dst, opts) if kind == "encode" else decode_file(src, dst)
-    except FileError as e:
-        return {"input": src, "error": str(e)}
+        if kind == "decode":
+            return decode_file(src, dst)
+        return encode_file(src, dst, opts or EncodeOptions())
+    except Error as e:
+        return Failed(src, str(e))
 
 
 def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | None, jobs: int,
-               progress: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Process every pair, continuing after errors; yields summaries (or {"error"})."""
+               progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
+    """Process every pair, continuing after errors; yields a result or a Failed per pair."""
     return map_jobs(_run_one, [(kind, s, d, opts) for s, d in pairs], jobs, progress)
+
+
+@dataclass(frozen=True)
+class FolderSummary:
+    """The totals of a folder run; to_dict() is the "summary" of its --json output."""
+
+    files: int
+    done: int
+    failed: int
+    bytes_before: int
+    bytes_after: int
+    mean_bpp: float | None  # mean over the files done of each .bbc file's bpp
+    bpp_overall: float | None  # all .bbc bytes over all pixels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(kind: str, outcomes: list[Outcome]) -> FolderSummary:
+    """Totals of a folder run of kind "encode" or "decode"."""
+    done = [r for r in outcomes if not isinstance(r, Failed)]
+    before, after = sum(r.input_bytes for r in done), sum(r.bytes for r in done)
+    pixels = sum(r.width * r.height for r in done)
+    bbc_bytes = after if kind == "encode" else before
+    return FolderSummary(
+        files=len(outcomes), done=len(done), failed=len(outcomes) - len(done), bytes_before=before,
+        bytes_after=after, mean_bpp=float(sum(r.bpp for r in done) / len(done)) if done else None,
+        bpp_overall=8 * bbc_bytes / pixels if pixels else None,
+    )

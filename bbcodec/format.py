@@ -25,6 +25,9 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from . import quality as Q
+from .errors import Error
+
 MAGIC = b"\x8bBBC"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHII8s8sIHH")
@@ -32,11 +35,11 @@ HEADER_SIZE = HEADER.size  # 40
 TRAILER_SIZE = 4
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 megapixels (8192 x 8192); refused before anything is allocated
-MAX_PAYLOAD = 1 << 31
+MAX_PAYLOAD = 1 << 31  # payload_length must be below this (2 GiB)
 CHANNELS = (1, 3)  # grayscale is coded as RGB and decoded back to one channel
 
 
-class FormatError(ValueError):
+class FormatError(Error, ValueError):
     """The bytes are not a valid .bbc file of a version this decoder reads."""
 
 
@@ -52,8 +55,9 @@ class Header:
     version: int = VERSION
 
     @property
-    def quality(self) -> float:
-        return self.quality_x256 / 256.0
+    def quality_value(self) -> float:
+        """The quality as a number in [1, 8] (the field stores it times 256)."""
+        return Q.from_x256(self.quality_x256)
 
 
 def image_digest(pixels: bytes) -> bytes:
@@ -71,9 +75,9 @@ def check_dimensions(width: int, height: int) -> None:
 def pack(header: Header, payload: bytes) -> bytes:
     """Header + payload + CRC-32 -> file bytes."""
     check_dimensions(header.width, header.height)
-    if not 256 <= header.quality_x256 <= 2048:
-        raise FormatError(f"quality {header.quality} outside 1..8")
-    if len(payload) % 4 or len(payload) > MAX_PAYLOAD:
+    if not Q.valid_x256(header.quality_x256):
+        raise FormatError(f"quality {header.quality_value} outside {Q.MIN}..{Q.MAX}")
+    if len(payload) % 4 or len(payload) >= MAX_PAYLOAD:
         raise FormatError("payload length must be a multiple of 4 and below 2 GiB")
     head = HEADER.pack(
         MAGIC,
@@ -101,6 +105,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     magic, version, channels, q256, width, height, wsha, digest, n, model_id, reserved = HEADER.unpack_from(data)
     if version != VERSION:
         raise FormatError(f"unsupported .bbc version {version} (this decoder reads version {VERSION})")
+    if n >= MAX_PAYLOAD:
+        raise FormatError(f"payload length {n} is not below the limit of {MAX_PAYLOAD} bytes (2 GiB)")
     expected = HEADER_SIZE + n + TRAILER_SIZE
     if len(data) < expected:
         raise FormatError(f"truncated .bbc file ({len(data)} bytes, header says {expected})")
@@ -111,7 +117,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise FormatError("corrupt .bbc file (CRC-32 mismatch)")
     if channels not in CHANNELS:
         raise FormatError(f"unsupported channel count {channels}")
-    if not 256 <= q256 <= 2048:
+    if not Q.valid_x256(q256):
         raise FormatError(f"invalid quality field {q256}")
     if n % 4 or reserved:
         raise FormatError("invalid payload length or reserved field")

@@ -12,13 +12,14 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import Error
 from .format import FormatError, check_dimensions
 
 # File endings taken as images when a folder is scanned (bench, training data).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"})
 
 
-class ImageError(ValueError):
+class ImageError(Error, ValueError):
     """The input is not an image the codec can take."""
 
 

@@ -38,6 +38,8 @@ class BlockMaskedConv2d(nn.Conv2d):
     """3x3 conv over the block grid that sees only UL, U, UR and L (mask A), or those
     and the block itself (mask B); zero outside the image."""
 
+    mask: torch.Tensor
+
     def __init__(self, in_ch: int, out_ch: int, bias: bool = True, centre: bool = False) -> None:
         super().__init__(in_ch, out_ch, kernel_size=3, padding=1, bias=bias)
         self.centre = centre
@@ -51,6 +53,11 @@ class BlockMaskedConv2d(nn.Conv2d):
         last for mask B: the layout the codec gathers."""
         taps = NEIGHBOUR_TAPS + ((CENTRE_TAP,) if self.centre else ())
         return torch.cat([self.weight[:, :, ky, kx] for ky, kx in taps], dim=1)
+
+    def on_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The same layer on gathered rows (B, 4 in) or (B, 5 in) -> (B, out): the form
+        the coding loop uses, one row per block."""
+        return F.linear(rows, self.neighbour_matrix(), self.bias)
 
 
 class _LowerBoundGrad(torch.autograd.Function):
@@ -69,6 +76,8 @@ class _LowerBoundGrad(torch.autograd.Function):
 
 
 class LowerBound(nn.Module):
+    bound: torch.Tensor
+
     def __init__(self, bound: float) -> None:
         super().__init__()
         self.register_buffer("bound", torch.tensor([float(bound)]))
@@ -79,6 +88,8 @@ class LowerBound(nn.Module):
 
 class NonNegative(nn.Module):
     """Parametrise v >= minimum as v = max(p, sqrt(minimum + eps^2))^2 - eps^2 (Balle 2016)."""
+
+    pedestal: torch.Tensor
 
     def __init__(self, minimum: float = 0.0, offset: float = 2.0**-18) -> None:
         super().__init__()

@@ -12,29 +12,46 @@ al. 2021 "gain units") and a bias on the first layer of each network; the paper
 trains eight models. The entropy net outputs log-scales so that the decoder can pick a
 scale-table entry by comparisons only (see exact.py).
 
-This module is for training (noise, likelihoods). Coding goes through codec.py, which
-runs the frozen integer version of these networks (exact.py) and never imports torch.
+This module owns the float forward pass: training (noise, likelihoods) runs it on
+whole crops as convolutions; FloatCodingModel runs the same stacks on gathered
+neighbour vectors inside the real coding loop (codec.py), which is how the cost of the
+integer networks is measured; freezing calibrates on it through a trace hook. Real
+files go through the frozen integer version of these networks (exact.py), which never
+imports torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import BLOCK, BLOCK_CH, BlockContext
+from .exact import (
+    ACTIVATIONS,
+    LEAKY_SHIFT,
+    MAX_SYMBOL,
+    PIXEL_EXP,
+    SCALE_MIN,
+    scale_bounds,
+    scale_table,
+)
 from .layers import GDN, BlockMaskedConv2d
+from .quality import NUM_QUALITIES
 
-BLOCK = 8  # block side in pixels
-BLOCK_CH = 3 * BLOCK * BLOCK  # 192 values per block after space-to-depth
-NUM_QUALITIES = 8
+# trace(point, layer, value): called with every value that freezing must bound: the
+# input ("pre") and output ("post") of each activation of stack s as point "s.pre" /
+# "s.post", and the synthesis input as "latent" (layer 0).
+Trace = Callable[[str, int, torch.Tensor], None]
 # CompressAI's lambdas x 255^2, one per quality 1..8: loss = bpp + lambda * MSE with the
 # MSE of pixels scaled to 0..1 (= bpp + lambda / 255^2 * MSE on the 0..255 scale).
 LAMBDAS = tuple(255.0**2 * v for v in (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18))
-SCALE_MIN = 0.11  # smallest Gaussian scale, as CompressAI's scale table
-LEAKY_SLOPE = 1.0 / 128  # a power of two, so the integer decoder applies it exactly
+LEAKY_SLOPE = 2.0**-LEAKY_SHIFT  # a power of two, so the integer decoder applies it exactly
 
 
 @dataclass(frozen=True)
@@ -110,13 +127,22 @@ def to_net(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - 128.0) / 128.0
 
 
-class _Stack(nn.Module):
-    """First layer = 1x1 on the block's own input (optional) + masked 3x3 on neighbours
-    + a per-quality bias; then nonlinearity / 1x1 conv pairs."""
+class MaskedStack(nn.Module):
+    """One network: first layer = 1x1 on the block's own input (optional) + masked 3x3
+    on the neighbours + a per-quality bias; then nonlinearity / layer pairs, a layer of
+    kernel 3 being a mask-B conv on hidden features; optionally a linear shortcut from
+    the own input to the output.
 
-    def __init__(self, cur_ch: int, widths: list[int], out_ch: int, act: str, kernels: tuple[int, ...] = (3, 1, 1, 1),
-                 skip: bool = False) -> None:
+    Two forms of the same function: on grids (training: (B, C, H, W) block grids, the
+    neighbour image as a grid) and on gathered rows (the coding loop: (B, C) rows, one
+    per block, the neighbours' pixels as [UL, U, UR, L] vectors and a BlockContext for
+    kernel-3 layers).
+    """
+
+    def __init__(self, name: str, cur_ch: int, widths: list[int], out_ch: int,
+                 kernels: tuple[int, ...] = (3, 1, 1, 1), skip: bool = False) -> None:
         super().__init__()
+        self.name = name  # "ga", "gs" or "he", as in weights files
         self.cur = nn.Conv2d(cur_ch, widths[0], 1, bias=False) if cur_ch else None
         # Zero at first: a model grown from one without it starts where that one was.
         self.skip = nn.Conv2d(cur_ch, out_ch, 1, bias=False) if skip and cur_ch else None
@@ -128,18 +154,35 @@ class _Stack(nn.Module):
         self.convs = nn.ModuleList()
         chans = [*widths, out_ch]
         for c_in, c_out, k in zip(chans[:-1], chans[1:], kernels[1:], strict=True):
-            self.acts.append(_activation(act, c_in))
+            self.acts.append(_activation(ACTIVATIONS[name], c_in))
             self.convs.append(BlockMaskedConv2d(c_in, c_out, centre=True) if k == 3 else nn.Conv2d(c_in, c_out, 1))
 
-    def forward(self, cur: torch.Tensor | None, nb: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        h = self.nb(nb) + lerp_table(self.qbias, q)[:, :, None, None]
+    def forward(self, cur: torch.Tensor | None, nb: torch.Tensor, q: torch.Tensor, trace: Trace | None = None,
+                ctx: BlockContext | None = None) -> torch.Tensor:
+        gathered = nb.dim() == 2
+        bias = lerp_table(self.qbias, q)
+        if gathered:  # rows -> (B, C, 1, 1), so that 1x1 convs and GDN apply unchanged
+            h = (self.nb.on_rows(nb) + bias)[:, :, None, None]
+            cur = None if cur is None else cur[:, :, None, None]
+        else:
+            h = self.nb(nb) + bias[:, :, None, None]
         if self.cur is not None:
             h = h + self.cur(cur)
-        for act, conv in zip(self.acts, self.convs, strict=True):
-            h = conv(act(h))
+        for i, (act, conv) in enumerate(zip(self.acts, self.convs, strict=True)):
+            if trace is not None:
+                trace(self.name + ".pre", i, h)
+            h = act(h)
+            if trace is not None:
+                trace(self.name + ".post", i, h)
+            if gathered and isinstance(conv, BlockMaskedConv2d):
+                assert ctx is not None, "a kernel-3 layer needs the block context"
+                rows = torch.from_numpy(ctx.with_neighbours((id(self), i), h[:, :, 0, 0].numpy()))
+                h = conv.on_rows(rows.to(h.dtype))[:, :, None, None]
+            else:
+                h = conv(h)
         if self.skip is not None:
             h = h + self.skip(cur)
-        return h
+        return h[:, :, 0, 0] if gathered else h
 
 
 def _activation(kind: str, ch: int) -> nn.Module:
@@ -165,16 +208,20 @@ class BlockCodecNet(nn.Module):
         self.cfg = cfg
         w = cfg.widths
         k = cfg.kernels
-        self.g_a = _Stack(BLOCK_CH, w, cfg.M, "gdn", k, cfg.skip)
-        self.g_s = _Stack(cfg.M, w[::-1], BLOCK_CH, "igdn", k, cfg.skip)
-        self.h_e = _Stack(0, cfg.entropy_widths, 2 * cfg.M, "leaky", k)
+        self.g_a = MaskedStack("ga", BLOCK_CH, w, cfg.M, k, cfg.skip)
+        self.g_s = MaskedStack("gs", cfg.M, w[::-1], BLOCK_CH, k, cfg.skip)
+        self.h_e = MaskedStack("he", 0, cfg.entropy_widths, 2 * cfg.M, k)
         # log gains: higher quality -> larger gain -> finer effective quantiser.
         init = torch.tensor([0.35 * (k - 3.5) for k in range(NUM_QUALITIES)])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, cfg.M))
         self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, cfg.M))
 
+    def stacks(self) -> dict[str, MaskedStack]:
+        """The three networks by their names in weights files."""
+        return {"ga": self.g_a, "gs": self.g_s, "he": self.h_e}
+
     def forward(
-        self, x: torch.Tensor, nb: torch.Tensor, q: torch.Tensor, noise: bool = True
+        self, x: torch.Tensor, nb: torch.Tensor, q: torch.Tensor, noise: bool = True, trace: Trace | None = None
     ) -> Output:
         """x, nb: (B, 3, H, W) pixels 0..255 (H, W multiples of 8); q: (B,) qualities.
 
@@ -183,8 +230,8 @@ class BlockCodecNet(nn.Module):
         """
         xs, ns = space_to_depth(to_net(x)), space_to_depth(to_net(nb))
         # Under autocast the stacks may run in bfloat16; quantisation and rates stay fp32.
-        y = _full(self.g_a(xs, ns, q))
-        params = _full(self.h_e(None, ns, q))
+        y = _full(self.g_a(xs, ns, q, trace))
+        params = _full(self.h_e(None, ns, q, trace))
         mu, log_s = params.chunk(2, dim=1)
         g = torch.exp(lerp_table(self.log_gain, q))[:, :, None, None]
         ig = torch.exp(lerp_table(self.log_inv_gain, q))[:, :, None, None]
@@ -197,7 +244,9 @@ class BlockCodecNet(nn.Module):
         bits = _gaussian_bits(y_rate - mu, scale).flatten(1).sum(1)
         # Straight-through rounding around the mean, as the coder does (Minnen 2020).
         y_hat = mu + (y - mu) + (torch.round(y - mu) - (y - mu)).detach()
-        xs_hat = _full(self.g_s(y_hat * ig, ns, q))
+        if trace is not None:
+            trace("latent", 0, y_hat * ig)
+        xs_hat = _full(self.g_s(y_hat * ig, ns, q, trace))
         x_hat = depth_to_space(xs_hat) * 128.0 + 128.0
         mse = (x_hat - x).pow(2).flatten(1).mean(1)
         return Output(x_hat=x_hat, bits=bits, mse=mse)
@@ -226,3 +275,62 @@ def _gaussian_bits(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _std_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.erfc(-x * (2.0**-0.5))
+
+
+@dataclass
+class FloatParams:
+    """What FloatCodingModel derives from a quality (as the training forward pass does)."""
+
+    q: torch.Tensor  # (1,) quality
+    gain: torch.Tensor  # (M,)
+    inv_gain: torch.Tensor
+    log_gain: torch.Tensor
+
+
+class FloatCodingModel:
+    """A float64 BlockCodecNet behind the interface of the coding loop (codec.CodingModel):
+    the real closed loop and range coder, with float instead of integer networks. Exact
+    only on the machine that runs it; for measuring, never for files."""
+
+    family = 0  # no family: such files are not meant to be decoded
+
+    def __init__(self, net: BlockCodecNet) -> None:
+        self.net = net.double().eval()
+        self.scale_table = scale_table()
+        self.scale_bounds = scale_bounds(self.scale_table)
+
+    @property
+    def M(self) -> int:
+        return self.net.cfg.M
+
+    @property
+    def max_symbol(self) -> int:
+        return MAX_SYMBOL
+
+    @torch.no_grad()
+    def params_at(self, quality_x256: int) -> FloatParams:
+        q = torch.tensor([quality_x256 / 256.0], dtype=torch.float64)
+        lg = lerp_table(self.net.log_gain, q)[0]
+        return FloatParams(q, torch.exp(lg), torch.exp(lerp_table(self.net.log_inv_gain, q)[0]), lg)
+
+    def _run(self, st: MaskedStack, cur: torch.Tensor | None, nb: np.ndarray, p: FloatParams,
+             ctx: BlockContext) -> torch.Tensor:
+        rows = torch.from_numpy(nb) * 2.0**-PIXEL_EXP
+        return st(cur, rows, p.q.expand(rows.shape[0]), ctx=ctx)
+
+    @torch.no_grad()
+    def entropy_params(self, nb: np.ndarray, p: FloatParams, ctx: BlockContext) -> tuple[np.ndarray, np.ndarray]:
+        mu, log_s = self._run(self.net.h_e, None, nb, p, ctx).chunk(2, dim=1)
+        return (mu * p.gain).numpy(), np.searchsorted(self.scale_bounds, (log_s + p.log_gain).numpy(), side="right")
+
+    @torch.no_grad()
+    def analyse(self, block: np.ndarray, nb: np.ndarray, p: FloatParams, ctx: BlockContext) -> np.ndarray:
+        cur = torch.from_numpy(block) * 2.0**-PIXEL_EXP
+        return (self._run(self.net.g_a, cur, nb, p, ctx) * p.gain).numpy()
+
+    @torch.no_grad()
+    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, p: FloatParams,
+                   ctx: BlockContext) -> np.ndarray:
+        y_hat = (torch.from_numpy(symbols + mean)) * p.inv_gain
+        out = self._run(self.net.g_s, y_hat, nb, p, ctx).numpy()
+        return np.clip(np.rint(np.ldexp(out, PIXEL_EXP)), -128, 127).astype(np.int16)

@@ -10,7 +10,11 @@
 
 Registered the way Pillow's own plugins are (register_open / register_save /
 register_extension). Opening reads and checks the header only; pixels are decoded on
-load(). Saving takes `quality` (1..8, default 4).
+load(). Saving takes `quality` (a number within quality.MIN..quality.MAX, default
+quality.DEFAULT). A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
+while opening (so Image.open tries other formats and then raises
+UnidentifiedImageError), OSError while loading pixels or saving, and ValueError for a
+bad quality option (QualityError, which is one).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import IO
 from PIL import Image, ImageFile
 
 from . import format as fmt
+from . import quality as Q
+from .errors import Error
 
 FORMAT = "BBC"
 
@@ -34,14 +40,15 @@ class BbcImageFile(ImageFile.ImageFile):
     format_description = "bbcodec learned block-based image"
 
     def _open(self) -> None:
+        assert self.fp is not None
         data = self.fp.read()
         try:
             self._header, self._payload = fmt.unpack(data)
-        except fmt.FormatError as e:
+        except Error as e:
             raise SyntaxError(str(e)) from None
         self._size = (self._header.width, self._header.height)
         self._mode = "L" if self._header.channels == 1 else "RGB"
-        self.info["quality"] = self._header.quality
+        self.info["quality"] = self._header.quality_value
         self.tile = []
         self._decoded = False
 
@@ -49,7 +56,10 @@ class BbcImageFile(ImageFile.ImageFile):
         if not self._decoded:
             from . import codec, weights
 
-            pixels = codec.decode(self._header, self._payload, weights.for_header(self._header))
+            try:
+                pixels = codec.decode(self._header, self._payload, weights.for_header(self._header))
+            except Error as e:
+                raise OSError(f"cannot decode .bbc image: {e}") from e
             self.fp = io.BytesIO(pixels.tobytes())
             tile = getattr(ImageFile, "_Tile", None)  # a NamedTuple since Pillow 11
             args = ("raw", (0, 0, *self.size), 0, self.mode)
@@ -61,8 +71,12 @@ class BbcImageFile(ImageFile.ImageFile):
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from . import codec, images, weights
 
-    quality = float(im.encoderinfo.get("quality", 4))
-    data, _ = codec.encode(images.to_array(im, str(filename) or "image"), quality, weights.default())
+    quality = im.encoderinfo.get("quality", Q.DEFAULT)
+    Q.to_x256(quality)  # a bad quality raises QualityError (a ValueError) before any work
+    try:
+        data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), weights.default())
+    except Error as e:
+        raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import codec
+from . import quality as Q
 from .rd import psnr
 from .weights import Weights
 
@@ -40,24 +41,26 @@ def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None
 
     def probe(q256: int) -> RateResult:
         if q256 not in cache:
-            data, rec = codec.encode(img, q256 / 256, weights)
-            cache[q256] = RateResult(data, rec, q256 / 256, 8 * len(data) / pixels, psnr(img, rec), False, 0)
+            q = Q.from_x256(q256)
+            data, rec = codec.encode(img, q, weights)
+            cache[q256] = RateResult(data, rec, q, 8 * len(data) / pixels, psnr(img, rec), False, 0)
         return cache[q256]
 
     # Feasible qualities are a prefix of [1, 8] for a size target (smaller is fine) and a
     # suffix for a PSNR target. Walk from the end that is feasible if anything is.
     if target_bpp is not None:
-        first, last = 256, 2048
-        ok: Callable[[RateResult], bool] = lambda r: r.bpp <= target_bpp  # noqa: E731
+        first, last, bpp_max = Q.MIN_X256, Q.MAX_X256, target_bpp
+        ok: Callable[[RateResult], bool] = lambda r: r.bpp <= bpp_max  # noqa: E731
     else:
-        first, last = 2048, 256
-        ok = lambda r: r.psnr >= target_psnr  # noqa: E731
+        assert target_psnr is not None
+        first, last, psnr_min = Q.MAX_X256, Q.MIN_X256, target_psnr
+        ok = lambda r: r.psnr >= psnr_min  # noqa: E731
     if not ok(probe(first)):
         best, met = probe(first), False
     elif ok(probe(last)):
         best, met = probe(last), True
     else:  # invariant: first feasible, last not
-        while abs(last - first) > 8:  # 1/32 of a quality step is as fine as it is worth
+        while abs(last - first) > Q.STEP // 32:  # 1/32 of a quality step is as fine as it is worth
             mid = (first + last) // 2
             first, last = (mid, last) if ok(probe(mid)) else (first, mid)
         best, met = probe(first), True

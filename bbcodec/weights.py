@@ -15,20 +15,20 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .exact import FAMILY_SKIP, FAMILY_V9, FrozenModel, load_frozen
+from .errors import Error
 from .format import Header
+from .model_io import FAMILIES, read
 
-# Network family ids written into .bbc headers.
-MODEL_FAMILIES = {FAMILY_V9: "bb8-v9", FAMILY_SKIP: "bb8-v9s"}
+if TYPE_CHECKING:
+    from .codec import CodingModel
 
 SUMS = "SHA256SUMS"
 ENV_DIR = "BBCODEC_WEIGHTS"
 
 
-class WeightsError(ValueError):
+class WeightsError(Error, ValueError):
     """Weights missing, corrupt or not matching a file's header."""
 
 
@@ -37,7 +37,7 @@ class Weights:
     name: str
     path: Path
     sha256: str
-    model: FrozenModel
+    model: CodingModel
     family_id: int = 1
 
     @property
@@ -46,12 +46,12 @@ class Weights:
 
 
 def search_dirs() -> list[Path]:
-    """$BBCODEC_WEIGHTS, then the checkout's weights/ folder, then the package's."""
+    """Folders searched for weights, in order: $BBCODEC_WEIGHTS (if set), then the
+    weights/ folder of the checkout (beside the bbcodec package); those that exist."""
     dirs = []
     if os.environ.get(ENV_DIR):
         dirs.append(Path(os.environ[ENV_DIR]))
-    here = Path(__file__).resolve().parent
-    dirs += [here.parent / "weights", here / "weights"]
+    dirs.append(Path(__file__).resolve().parent.parent / "weights")
     return [d for d in dirs if d.is_dir()]
 
 
@@ -94,11 +94,10 @@ def load(path: Path) -> Weights:
     if expected is None and (len(stem) != 2 or not digest.startswith(stem[1])):
         raise WeightsError(f"weights {path.name} do not match the hash in their name")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            model = load_frozen({k: z[k] for k in z.files})
+        model = read(io.BytesIO(data))
     except (ValueError, KeyError, OSError) as e:
         raise WeightsError(f"weights {path.name} are unreadable: {e}") from None
-    return Weights(name=model.meta["name"], path=path, sha256=digest, model=model, family_id=model.family)
+    return Weights(name=model.name, path=path, sha256=digest, model=model, family_id=model.family)
 
 
 def default() -> Weights:
@@ -110,8 +109,8 @@ def default() -> Weights:
 
 def for_header(header: Header) -> Weights:
     """The weights a .bbc header asks for: a known model family and an installed hash."""
-    if header.model_id not in MODEL_FAMILIES:
-        known = ", ".join(f"{k} = {v}" for k, v in MODEL_FAMILIES.items())
+    if header.model_id not in FAMILIES:
+        known = ", ".join(f"{k} = {v}" for k, v in FAMILIES.items())
         raise WeightsError(f"unknown model id {header.model_id} (this decoder knows {known})")
     w = find(header.weights_sha256)
     if w.family_id != header.model_id:

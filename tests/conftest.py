@@ -35,3 +35,39 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     base = rng.integers(0, 256, size=(max(1, h // 4 + 1), max(1, w // 4 + 1), 3), dtype=np.uint8)
     img = np.asarray(Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(img)
+
+
+def tiny_model(seed: int = 0, **sizes):
+    """A small float model (N=16, M=8 unless sizes say otherwise), seeded (needs torch)."""
+    import torch
+
+    from bbcodec.networks import BlockCodecNet, ModelConfig
+
+    torch.manual_seed(seed)
+    return BlockCodecNet(ModelConfig(**{"N": 16, "M": 8, **sizes}))
+
+
+TINY_TRAIN_ARGS = ["--N", "16", "--M", "8", "--crop", "64", "--batch", "2", "--threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A 4-step training run of a tiny model on 3 random images, stopped after 2 steps and
+    resumed, validated with the real codec at step 4: (root with data/, run folder)."""
+    pytest.importorskip("torch")
+    from bbcodec.train import train
+
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(random_image(80, 96, seed=i)).save(data / f"im{i}.png")
+    out = root / "run"
+    val = root / "val"
+    val.mkdir()
+    Image.fromarray(random_image(24, 32, seed=7)).save(val / "v.png")
+    args = ["--data", str(data), "--out", str(out), *TINY_TRAIN_ARGS,
+            "--ckpt-every", "2", "--acl", "1", "--val", str(val), "--val-every", "4"]
+    train.main([*args, "--steps", "2"])
+    train.main([*args, "--steps", "4"])  # resumes from the step-2 checkpoint
+    return root, out

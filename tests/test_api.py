@@ -23,8 +23,24 @@ def test_api_round_trip_from_array_and_from_pillow():
     img = bbcodec.decode(data)
     assert img.mode == "RGB" and img.size == (23, 19)
     info = bbcodec.read_info(data)
-    assert info["quality"] == 6.0 and info["file_bytes"] == len(data)
+    assert isinstance(info, bbcodec.Info)
+    assert info.quality == 6.0 and info.file_bytes == len(data) and (info.width, info.height) == (23, 19)
     assert np.asarray(img).shape == (19, 23, 3)
+
+
+def test_read_info_returns_a_frozen_info_with_the_same_keys_as_before():
+    import dataclasses
+
+    import pytest
+
+    data = bbcodec.encode(random_image(9, 10, seed=1))
+    info = bbcodec.read_info(data)
+    assert list(info.to_dict()) == ["version", "width", "height", "channels", "quality", "model_id",
+                                    "weights_sha256", "image_digest", "payload_bytes", "file_bytes", "bpp"]
+    assert info.to_dict()["width"] == info.width == 10 and info.quality == bbcodec.quality.DEFAULT
+    assert info.bpp == 8 * len(data) / 90 and len(info.weights_sha256) == 16
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.width = 1
 
 
 def test_pillow_plugin_round_trips_through_open_and_save(tmp_path):

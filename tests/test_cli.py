@@ -70,6 +70,9 @@ def test_info_prints_the_header_fields(bbc):
     for field in ("format version:", "size:           30x21", "quality:        3", "bits per pixel:", "weights sha256:", "image digest:"):
         assert field in text
     data = json.loads(run("info", str(bbc), "--json").stdout)
+    assert list(data) == ["version", "width", "height", "channels", "quality", "model_id", "weights_sha256",
+                          "image_digest", "payload_bytes", "file_bytes", "bpp", "weights", "model", "crc32"]
+    assert data["crc32"] == "ok" and data["weights"].endswith(".npz") and data["model"].startswith("bb8")
     assert data["width"] == 30 and data["height"] == 21 and data["quality"] == 3.0
     assert data["file_bytes"] == bbc.stat().st_size
     assert abs(data["bpp"] - 8 * bbc.stat().st_size / (30 * 21)) < 1e-9
@@ -156,9 +159,27 @@ def test_a_folder_encodes_every_image_and_reports_the_bad_one(tmp_path):
     proc = run("decode", str(out), str(back), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
+    assert list(report) == ["summary", "files"]
+    assert list(report["summary"]) == SUMMARY_KEYS
     assert report["summary"]["done"] == 3 and report["summary"]["failed"] == 0
+    assert [list(f) for f in report["files"]] == [DECODE_KEYS] * 3
     with Image.open(back / "p2.png") as im:
         assert im.size == (20, 14)
+    proc = run("encode", str(src), str(tmp_path / "again"), "--json")
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert list(report["summary"]) == SUMMARY_KEYS
+    assert report["summary"]["files"] == 4 and report["summary"]["failed"] == 1
+    assert report["files"][0] == {"input": str(src / "broken.png"), "error": report["files"][0]["error"]}
+    assert [list(f) for f in report["files"][1:]] == [ENCODE_KEYS + ["psnr"]] * 3
+    s = report["summary"]
+    assert s["bytes_after"] == sum(f["bytes"] for f in report["files"][1:])
+    assert s["mean_bpp"] == pytest.approx(sum(f["bpp"] for f in report["files"][1:]) / 3)
+
+
+SUMMARY_KEYS = ["files", "done", "failed", "bytes_before", "bytes_after", "mean_bpp", "bpp_overall"]
+DECODE_KEYS = ["input", "output", "width", "height", "channels", "quality", "input_bytes", "bytes", "bpp", "seconds"]
+ENCODE_KEYS = [*DECODE_KEYS, "weights"]
 
 
 def test_encode_json_summary_and_rate_targets(png, tmp_path):
@@ -166,11 +187,13 @@ def test_encode_json_summary_and_rate_targets(png, tmp_path):
 
     proc = run("encode", str(png), str(tmp_path / "a.bbc"), "--json")
     summary = json.loads(proc.stdout)
+    assert list(summary) == [*ENCODE_KEYS, "psnr"]
     assert summary["bytes"] == (tmp_path / "a.bbc").stat().st_size and "psnr" in summary
     low = json.loads(run("encode", str(png), str(tmp_path / "b.bbc"), "--json", "-q", "1").stdout)
     high = json.loads(run("encode", str(png), str(tmp_path / "c.bbc"), "--json", "-q", "8").stdout)
     target = float(np.sqrt(low["bpp"] * high["bpp"]))
     hit = json.loads(run("encode", str(png), str(tmp_path / "d.bbc"), "--json", "--target-bpp", str(target)).stdout)
+    assert list(hit) == [*ENCODE_KEYS, "target_met", "encodes", "psnr"]
     assert hit["target_met"] and hit["bpp"] <= target and low["quality"] < hit["quality"] < high["quality"]
     goal = (low["psnr"] + high["psnr"]) / 2
     hit = json.loads(run("encode", str(png), str(tmp_path / "e.bbc"), "--json", "--target-psnr", str(goal)).stdout)

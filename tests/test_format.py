@@ -23,7 +23,7 @@ def recrc(body: bytes) -> bytes:
 def test_pack_then_unpack_returns_the_same_fields():
     data = make()
     header, payload = fmt.unpack(data)
-    assert (header.width, header.height, header.quality, header.model_id) == (17, 9, 4.0, 1)
+    assert (header.width, header.height, header.quality_value, header.model_id) == (17, 9, 4.0, 1)
     assert header.weights_sha256 == b"\xaa" * 8 and header.image_digest == b"\xbb" * 8
     assert payload == b"\x01\x02\x03\x04" * 3
     assert len(data) == fmt.HEADER_SIZE + 12 + fmt.TRAILER_SIZE
@@ -82,6 +82,20 @@ def test_payload_length_mismatch_is_refused():
     body = bytearray(make()[:-4])
     struct.pack_into("<I", body, 32, 8)
     with pytest.raises(fmt.FormatError):
+        fmt.unpack(recrc(bytes(body)))
+
+
+def test_a_payload_length_of_2_gib_is_refused_by_the_limit_before_anything_else():
+    """44 bytes claiming a 2^31-byte payload: refused for the limit, not as truncated
+    (the CRC cannot be re-sealed for 2 GiB, so the check must come first)."""
+    head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 3, 4 * 256, 17, 9, b"\xaa" * 8, b"\xbb" * 8, fmt.MAX_PAYLOAD, 1, 0)
+    data = head + b"\x00" * fmt.TRAILER_SIZE
+    assert len(data) == 44 and fmt.MAX_PAYLOAD == 2**31
+    with pytest.raises(fmt.FormatError, match="limit"):
+        fmt.unpack(data)
+    body = bytearray(make()[:-4])
+    struct.pack_into("<I", body, 32, 2**32 - 4)  # the largest u32 multiple of 4
+    with pytest.raises(fmt.FormatError, match="limit"):
         fmt.unpack(recrc(bytes(body)))
 
 

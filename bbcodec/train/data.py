@@ -93,16 +93,6 @@ def pack_folder(folder: Path, out: Path, max_side: int = 768, quality: int = 90)
     return out.stat().st_size
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="Pack an image folder into one .npz of JPEG bytes.")
-    ap.add_argument("folder", type=Path)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--max-side", type=int, default=768)
-    ap.add_argument("--quality", type=int, default=90)
-    a = ap.parse_args()
-    print(f"{a.out}: {pack_folder(a.folder, a.out, a.max_side, a.quality) / 1e6:.1f} MB")
-
-
 class CropSampler:
     """Random crops with random horizontal/vertical flips, from a fixed-seed generator.
 
@@ -133,3 +123,35 @@ class CropSampler:
                 crop = crop[::-1]
             out[i] = crop
         return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+
+
+def link_heldout(folder: Path, out: Path) -> int:
+    """Symlink the held-out photos of folder into out (for `bbcodec bench out`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = image_paths(folder, "val")
+    for p in paths:
+        link = out / p.name
+        if not link.exists():
+            link.symlink_to(p.resolve())
+    return len(paths)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description="Pack the training part of an image folder into one .npz of JPEG bytes, or with --heldout "
+                    "link its held-out validation photos into a folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("out", type=Path, help="the .npz to write, or with --heldout the folder to fill")
+    ap.add_argument("--heldout", action="store_true", help="link the held-out photos instead of packing")
+    ap.add_argument("--max-side", type=int, default=768)
+    ap.add_argument("--quality", type=int, default=90)
+    a = ap.parse_args(argv)
+    if a.heldout:
+        print(f"{a.out}: {link_heldout(a.folder, a.out)} held-out photos")
+    else:
+        print(f"{a.out}: {pack_folder(a.folder, a.out, a.max_side, a.quality) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

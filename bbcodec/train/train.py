@@ -19,10 +19,15 @@ real codec (frozen integer networks, range coder, bpp from bytes) on a few image
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,47 +36,128 @@ from ..networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
 from .data import CropSampler, image_paths, load_images
 from .grow import grow_latents
 
+# The model's sizes are ModelConfig's own defaults, written once in networks.py.
+_MODEL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bbcodec train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="image folder or packed .npz")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log)")
-    p.add_argument("--N", type=int, default=192, help="first hidden width")
-    p.add_argument("--M", type=int, default=128, help="latents per block")
-    p.add_argument("--kernels", default="3,1,1,1", help="kernel of each layer (high rate: 3,3,1,1)")
-    p.add_argument("--skip", action="store_true", help="linear shortcut from each auto-encoder input to its output")
-    p.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
-    p.add_argument("--batch", type=int, default=8, help="crops per step (per process)")
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lr-final", type=float, default=2e-5, help="learning rate at the end of the decay")
-    p.add_argument("--decay", type=float, default=0.2,
-                   help="share of the run (steps or --minutes) spent in the final cosine decay; the rate is "
-                        "constant before it, so a run can be continued later without a full schedule (1: all cosine)")
-    p.add_argument("--ema", type=float, default=0.999,
-                   help="decay of the exponential moving average of the weights that is validated and frozen (0: off)")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
-    p.add_argument("--acl", type=int, default=0, help="closed-loop neighbour refinements per step")
-    p.add_argument("--acl-from", type=int, default=0, help="step at which --acl starts")
-    p.add_argument("--integer-q", type=float, default=0.5, help="share of samples at integer qualities")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", action="store_true",
-                   help="bf16 autocast (CUDA, or a CPU with bf16 instructions: 2x faster on AVX512-BF16); "
-                        "rates and quantisation stay fp32")
-    p.add_argument("--ckpt-every", type=int, default=250)
-    p.add_argument("--minutes", type=float, default=0,
-                   help="training time budget over all resumes: the learning rate decays to --lr-final by then "
-                        "(or by --steps, whichever comes first) and the run stops; 0 = no limit")
-    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model (its M may be smaller: latents are added)")
-    p.add_argument("--val", type=Path, default=None,
-                   help="folder of validation images, or 'heldout' for the held-out part of --data (see data.split_of)")
-    p.add_argument("--val-every", type=int, default=2000)
-    p.add_argument("--val-images", type=int, default=4)
-    p.add_argument("--val-qualities", default="1,4,8")
-    return p.parse_args(argv)
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run, with its default and help: the command line is
+    generated from these fields (see build_parser)."""
+
+    data: Path = field(metadata={"help": "image folder or packed .npz"})
+    out: Path = field(metadata={"help": "run folder (checkpoint, log)"})
+    N: int = field(default=_MODEL["N"], metadata={"help": "first hidden width"})
+    M: int = field(default=_MODEL["M"], metadata={"help": "latents per block"})
+    kernels: tuple[int, ...] = field(
+        default=_MODEL["kernels"], metadata={"help": "kernel of each layer (high rate: 3,3,1,1)"})
+    skip: bool = field(
+        default=_MODEL["skip"],
+        metadata={"help": "linear shortcut from each auto-encoder input to its output"})
+    steps: int = field(default=20000, metadata={"help": "total optimiser steps"})
+    batch: int = field(default=8, metadata={"help": "crops per step (per process)"})
+    crop: int = field(default=256, metadata={"help": "side of the square training crops (pixels)"})
+    lr: float = field(default=2e-4, metadata={"help": "learning rate after the warm-up"})
+    lr_final: float = field(default=2e-5, metadata={"help": "learning rate at the end of the decay"})
+    decay: float = field(default=0.2, metadata={
+        "help": "share of the run (steps or --minutes) spent in the final cosine decay; the rate is "
+                "constant before it, so a run can be continued later without a full schedule (1: all cosine)"})
+    ema: float = field(default=0.999, metadata={
+        "help": "decay of the exponential moving average of the weights that is validated and frozen (0: off)"})
+    clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
+    acl: int = field(default=0, metadata={"help": "closed-loop neighbour refinements per step"})
+    acl_from: int = field(default=0, metadata={"help": "step at which --acl starts"})
+    integer_q: float = field(default=0.5, metadata={"help": "share of samples at integer qualities"})
+    seed: int = field(default=0, metadata={"help": "seed of the crops, qualities and initial weights"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
+    device: str = field(default_factory=_default_device,
+                        metadata={"help": "torch device (cuda where available, else cpu)"})
+    amp: bool = field(default=False, metadata={
+        "help": "bf16 autocast (CUDA, or a CPU with bf16 instructions: 2x faster on AVX512-BF16); "
+                "rates and quantisation stay fp32"})
+    ckpt_every: int = field(default=250, metadata={"help": "steps between checkpoints"})
+    minutes: float = field(default=0.0, metadata={
+        "help": "training time budget over all resumes: the learning rate decays to --lr-final by then "
+                "(or by --steps, whichever comes first) and the run stops; 0 = no limit"})
+    init: Path | None = field(default=None, metadata={
+        "help": "start from this checkpoint's model (its M may be smaller: latents are added)"})
+    val: Path | None = field(default=None, metadata={
+        "help": "folder of validation images, or 'heldout' for the held-out part of --data (see data.split_of)"})
+    val_every: int = field(default=2000, metadata={"help": "steps between validations"})
+    val_images: int = field(default=4, metadata={"help": "images validated"})
+    val_qualities: tuple[float, ...] = field(default=(1.0, 4.0, 8.0), metadata={"help": "qualities validated"})
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(N=self.N, M=self.M, kernels=tuple(self.kernels), skip=self.skip)
+
+
+def _show(value: Any) -> str:
+    """A default as it is typed on the command line: 2e-4, 3,1,1,1."""
+    if isinstance(value, tuple):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, float):
+        if value and abs(value) < 1e-3:
+            mantissa, exp = f"{value:e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+        return f"{value:g}"
+    return str(value)
+
+
+def _comma_list(item: type) -> Any:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(item(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {item.__name__}: {text!r}") from None
+
+    parse.__name__ = f"list of {item.__name__}"
+    return parse
+
+
+def build_parser(cls: type, **kwargs: Any) -> argparse.ArgumentParser:
+    """An argparse parser with one option per field of the dataclass `cls`: --name-with-dashes,
+    bool fields as flags, tuple fields as comma lists, fields without a default required;
+    the help of each shows its default."""
+    p = argparse.ArgumentParser(**kwargs)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "").replace("%", "%%")
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            p.add_argument(flag, dest=f.name, type=tp, required=True, help=f"{help_text} [required]")
+            continue
+        help_text += f" [default: {_show(default)}]"
+        if tp is bool:
+            action = "store_true" if not default else argparse.BooleanOptionalAction
+            p.add_argument(flag, dest=f.name, action=action, default=default, help=help_text)
+        elif typing.get_origin(tp) is tuple:
+            p.add_argument(flag, dest=f.name, type=_comma_list(typing.get_args(tp)[0]), default=default,
+                           metavar=f.name.upper(), help=help_text)
+        else:
+            p.add_argument(flag, dest=f.name, type=tp, default=default, help=help_text)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    p = build_parser(TrainConfig, prog="bbcodec train", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    cfg = TrainConfig(**vars(p.parse_args(argv)))
+    try:
+        cfg.model_config()
+    except ValueError as e:
+        p.error(str(e))
+    return cfg
 
 
 def sample_qualities(n: int, integer_share: float, rng: np.random.Generator) -> torch.Tensor:
@@ -81,7 +167,7 @@ def sample_qualities(n: int, integer_share: float, rng: np.random.Generator) -> 
     return torch.from_numpy(q).float()
 
 
-def lr_at(step: int, args: argparse.Namespace, elapsed: float = 0.0) -> float:
+def lr_at(step: int, args: TrainConfig, elapsed: float = 0.0) -> float:
     """Warm-up, constant, then a cosine decay over the last --decay share of the steps or
     of the time budget, whichever ends first: a run cut by --minutes still ends with its
     low-learning-rate phase, and one continued later starts from a constant rate."""
@@ -119,7 +205,7 @@ class EMA:
         return m
 
 
-def projected_steps(step: int, steps_per_s: float, args: argparse.Namespace, elapsed: float) -> int:
+def projected_steps(step: int, steps_per_s: float, args: TrainConfig, elapsed: float) -> int:
     """Where the run will stop: --steps, or earlier where --minutes runs out at the
     current pace (the progress bar's total, so that its ETA is the real end)."""
     if not args.minutes or steps_per_s <= 0:
@@ -128,8 +214,10 @@ def projected_steps(step: int, steps_per_s: float, args: argparse.Namespace, ela
     return min(args.steps, step + int(steps_per_s * left))
 
 
-def validation_images(args: argparse.Namespace) -> list[np.ndarray]:
+def validation_images(args: TrainConfig) -> list[np.ndarray]:
     """--val-images images spread evenly over the validation folder or held-out part."""
+    if args.val is None:
+        return []
     if str(args.val) == "heldout":
         paths = image_paths(args.data, "val")
     else:
@@ -142,10 +230,10 @@ def validation_images(args: argparse.Namespace) -> list[np.ndarray]:
 
 def validate(model: BlockCodecNet, calib: torch.Tensor, imgs: list[np.ndarray], qualities: list[float]) -> str:
     """Real codec on the images: 'q:bpp/PSNR' per quality, averaged."""
-    from .. import codec, exact, weights
+    from .. import codec, weights
     from .freeze import freeze
 
-    frozen = exact.load_frozen(freeze(model, calib, "val", {}))
+    frozen = freeze(model, calib, "val", {})
     w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen, family_id=frozen.family)
     parts = []
     for q in qualities:
@@ -181,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     images = load_images(args.data, args.crop)
     sampler = CropSampler(images, args.crop, args.seed + 1000 * rank)
     qrng = np.random.default_rng(args.seed + 1 + 1000 * rank)
-    cfg = ModelConfig(N=args.N, M=args.M, kernels=tuple(int(k) for k in args.kernels.split(",")), skip=args.skip)
+    cfg = args.model_config()
     model = BlockCodecNet(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, trained_s = 0, 0.0  # trained_s: training seconds of earlier invocations
@@ -208,8 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     ema = EMA(model, args.ema) if args.ema else None
     if ema is not None and "ema" in ck_state:
         ema.state = {k: v.to(dev) for k, v in ck_state["ema"].items()}
-    print(f"start step={step} world={world} args={vars(args)} images={len(images)}", file=log)
-    net = model
+    print(f"start step={step} world={world} args={dataclasses.asdict(args)} images={len(images)}", file=log)
+    net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     calib = CropSampler(images, args.crop, seed=1234).batch(8)  # activation ranges for --val
@@ -230,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
                 "sampler_rng": sampler.rng.bit_generator.state,
                 "q_rng": qrng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
-                "args": {k: str(v) for k, v in vars(args).items()},
+                "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
             },
             tmp,
         )
@@ -295,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
             save()
         if main_proc and args.val and (step % args.val_every == 0 or step == args.steps or out_of_time):
-            qs = [float(v) for v in args.val_qualities.split(",")]
+            qs = list(args.val_qualities)
             val_model = model if ema is None else ema.model_copy(model)
             print(f"val step {step} {validate(val_model, calib, val_images, qs)}", file=log)
             model.train()

@@ -11,15 +11,16 @@ can start from it with --init (and grow its latents) instead of from scratch.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from ..exact import PIXEL_EXP
-from ..layers import CENTRE_TAP, NEIGHBOUR_TAPS
-from ..networks import BlockCodecNet, ModelConfig
+from .. import model_io
+from ..exact import PIXEL_EXP, FrozenModel, Stack
+from ..layers import CENTRE_TAP, GDN, NEIGHBOUR_TAPS
+from ..networks import BlockCodecNet, MaskedStack, ModelConfig
 
 
 def _real(ints: np.ndarray, exp: np.ndarray | int) -> torch.Tensor:
@@ -38,39 +39,48 @@ def _set_taps(weight: torch.Tensor, matrix: torch.Tensor, centre: bool) -> None:
         weight[:, :, ky, kx] = matrix.reshape(weight.shape[0], len(taps), -1)[:, t]
 
 
-def unfreeze(arrays: dict[str, np.ndarray]) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _unfreeze_stack(st: MaskedStack, fs: Stack) -> None:
+    """Write the real values of an integer stack into its float counterpart."""
+    _set_taps(st.nb.weight, _real(fs.W_nb, fs.e0 - PIXEL_EXP), centre=False)
+    if st.nb.bias is not None:
+        st.nb.bias.zero_()  # freeze folded it into the per-quality bias
+    st.qbias.copy_(_real(fs.qbias.T, fs.e0).T)
+    if st.cur is not None and fs.W_cur is not None:
+        st.cur.weight.copy_(_real(fs.W_cur, fs.e0 - fs.f_cur)[:, :, None, None])
+    for act, conv, fa, layer in zip(st.acts, st.convs, fs.acts, fs.layers, strict=True):
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+        W = _real(layer.W, layer.e - fa.fh)
+        if layer.k == 3:
+            _set_taps(conv.weight, W, centre=True)
+        else:
+            conv.weight.copy_(W[:, :, None, None])
+        conv.bias.copy_(_real(layer.b, layer.e))
+        if isinstance(act, GDN) and fa.G is not None and fa.B is not None:
+            act.gamma.copy_(act.gamma_reparam.init(_real(fa.G, fa.fg)))
+            act.beta.copy_(act.beta_reparam.init(_real(fa.B, fa.fg + 2 * fa.fa)))
+    if st.skip is not None and fs.W_skip is not None:
+        st.skip.weight.copy_(_real(fs.W_skip, fs.layers[-1].e - fs.f_cur)[:, :, None, None])
+
+
+def unfreeze(frozen: FrozenModel) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Config and float state dict of the model a weights file was frozen from."""
-    meta = json.loads(bytes(arrays["meta"]).decode())
-    cfg = ModelConfig(N=meta["N"], M=meta["M"], kernels=tuple(meta["kernels"]), skip=bool(meta.get("skip", False)))
+    cfg = ModelConfig.from_dict(frozen.config)
     model = BlockCodecNet(cfg)
+    fstacks = frozen.stacks()
     with torch.no_grad():
-        for name, st in (("ga", model.g_a), ("gs", model.g_s), ("he", model.h_e)):
-            e0 = arrays[f"{name}.0.e"]
-            f_cur = int(arrays[f"{name}.0.fcur"])
-            _set_taps(st.nb.weight, _real(arrays[f"{name}.0.Wnb"], e0 - PIXEL_EXP), centre=False)
-            st.nb.bias.zero_()  # freeze folded it into the per-quality bias
-            st.qbias.copy_(_real(arrays[f"{name}.0.qbias"].T, e0).T)
-            if st.cur is not None:
-                st.cur.weight.copy_(_real(arrays[f"{name}.0.Wcur"], e0 - f_cur)[:, :, None, None])
-            for i, (act, conv) in enumerate(zip(st.acts, st.convs, strict=True)):
-                p = f"{name}.{i + 1}."
-                fa, fh = (int(v) for v in arrays[p + "f"])
-                e = arrays[p + "e"]
-                W = _real(arrays[p + "W"], e - fh)
-                if int(arrays[p + "k"]) == 3:
-                    _set_taps(conv.weight, W, centre=True)
-                else:
-                    conv.weight.copy_(W[:, :, None, None])
-                conv.bias.copy_(_real(arrays[p + "b"], e))
-                if p + "G" in arrays:
-                    fg = int(arrays[p + "fg"])
-                    act.gamma.copy_(act.gamma_reparam.init(_real(arrays[p + "G"], fg)))
-                    act.beta.copy_(act.beta_reparam.init(_real(arrays[p + "B"], fg + 2 * fa)))
-                if p + "Wskip" in arrays:
-                    st.skip.weight.copy_(_real(arrays[p + "Wskip"], e - f_cur)[:, :, None, None])
-        model.log_gain.copy_(torch.from_numpy(np.asarray(arrays["log_gain"], np.float64)).float())
-        model.log_inv_gain.copy_(torch.from_numpy(np.log(np.asarray(arrays["inv_gain"], np.float64))).float())
+        for name, st in model.stacks().items():
+            _unfreeze_stack(st, fstacks[name])
+        model.log_gain.copy_(torch.from_numpy(frozen.log_gain).float())
+        model.log_inv_gain.copy_(torch.from_numpy(np.log(frozen.inv_gain)).float())
     return cfg, model.state_dict()
+
+
+def load_model(path: Path) -> BlockCodecNet:
+    """The float model of a weights .npz (exact up to its 15-bit rounding)."""
+    cfg, state = unfreeze(model_io.read(str(path)))
+    model = BlockCodecNet(cfg)
+    model.load_state_dict(state)
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,10 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("weights", type=Path, help="a weights .npz written by bbcodec.train.freeze")
     p.add_argument("out", type=Path, help="checkpoint to write (use it with bbcodec train --init)")
     args = p.parse_args(argv)
-    with np.load(args.weights, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    cfg, state = unfreeze(arrays)
-    steps = int(json.loads(bytes(arrays["meta"]).decode()).get("train_steps", 0))
+    frozen = model_io.read(str(args.weights))
+    cfg, state = unfreeze(frozen)
+    steps = int(frozen.info.get("train_steps", 0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": state, "cfg": cfg.to_dict(), "step": steps, "from": str(args.weights)}, args.out)
     print(f"{args.out}: {cfg} from {args.weights.name} ({steps} training steps)")

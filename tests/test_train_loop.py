@@ -1,0 +1,222 @@
+"""The training loop (bbcodec/train/train.py, data.py, grow.py) on a tiny model.
+
+Runs of train.main are marked slow (`make test-slow`); the options, the schedules and
+the data sampling are tested in the default suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_TRAIN_ARGS, random_image, tiny_model
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from bbcodec.networks import BlockCodecNet, ModelConfig  # noqa: E402
+from bbcodec.train import train  # noqa: E402
+
+# -- options -----------------------------------------------------------------------
+
+
+def test_every_option_is_a_config_field_with_its_default_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(train.TrainConfig):
+        assert "--" + f.name.replace("_", "-") in help_text
+        assert f.metadata["help"].split()[0] in help_text
+    assert "[default: 2e-4]" in help_text and "[default: 3,1,1,1]" in help_text
+
+
+def test_the_model_sizes_default_to_the_model_config():
+    args = train.parse_args(["--data", "d", "--out", "o"])
+    assert args.model_config() == ModelConfig()
+    assert isinstance(args, train.TrainConfig) and args.data == Path("d") and args.lr == 2e-4
+
+
+def test_options_parse_to_their_field_types():
+    args = train.parse_args(["--data", "d", "--out", "o", "--N", "32", "--kernels", "3,3,1,1", "--skip",
+                             "--val-qualities", "2,6.5", "--lr-final", "1e-6", "--amp", "--val", "heldout"])
+    assert args.model_config() == ModelConfig(N=32, kernels=(3, 3, 1, 1), skip=True)
+    assert args.val_qualities == (2.0, 6.5) and args.lr_final == 1e-6 and args.amp
+    assert args.val == Path("heldout") and args.init is None
+    assert train.parse_args(["--data", "d", "--out", "o"]).skip is False
+
+
+@pytest.mark.parametrize("argv", [["--out", "o"], ["--data", "d", "--out", "o", "--kernels", "1,1,1,1"],
+                                  ["--data", "d", "--out", "o", "--kernels", "3,x"]])
+def test_missing_or_bad_options_are_usage_errors(argv):
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(argv)
+    assert e.value.code == 2
+
+
+# -- schedules ---------------------------------------------------------------------
+
+
+def test_the_learning_rate_decays_over_steps_or_time_whichever_ends_first():
+    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "1000", "--lr", "1e-3", "--lr-final", "1e-5",
+                             "--decay", "1"])
+    mid = 1e-5 + (1e-3 - 1e-5) * 0.5
+    assert train.lr_at(500, args, elapsed=1e9) == pytest.approx(mid)  # no time budget: steps only
+    assert train.lr_at(1000, args) == pytest.approx(1e-5)
+    args.minutes = 10
+    assert train.lr_at(500, args, elapsed=60.0) == pytest.approx(mid)  # steps ahead of time
+    assert train.lr_at(250, args, elapsed=300.0) == pytest.approx(mid)  # time ahead of steps
+    assert train.lr_at(250, args, elapsed=600.0) == pytest.approx(1e-5)
+    assert train.lr_at(0, args) == pytest.approx(1e-3 / 200)  # warm-up
+
+
+def test_the_learning_rate_is_constant_until_the_final_decay():
+    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "1000", "--lr", "1e-3", "--lr-final", "1e-5",
+                             "--decay", "0.2"])
+    assert train.lr_at(300, args) == train.lr_at(800, args) == pytest.approx(1e-3)
+    assert train.lr_at(900, args) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)  # halfway through the decay
+    assert train.lr_at(1000, args) == pytest.approx(1e-5)
+
+
+def test_the_progress_bar_ends_where_the_time_budget_does():
+    args = train.parse_args(["--data", "d", "--out", "o", "--steps", "10000"])
+    assert train.projected_steps(100, 2.0, args, elapsed=50.0) == 10000  # no budget: --steps
+    args.minutes = 10
+    assert train.projected_steps(100, 2.0, args, elapsed=50.0) == 100 + 2 * 550  # 550 s left at 2 steps/s
+    assert train.projected_steps(100, 50.0, args, elapsed=50.0) == 10000  # --steps comes first
+    assert train.projected_steps(100, 2.0, args, elapsed=900.0) == 100  # budget spent
+
+
+# -- data --------------------------------------------------------------------------
+
+
+def test_the_held_out_split_takes_every_tenth_photo_of_each_group(tmp_path):
+    from bbcodec.train.data import image_paths, split_of
+
+    names = [f"a_{i:02d}.png" for i in range(25)] + [f"b_{i}.jpg" for i in range(9)]
+    split = split_of(names)
+    assert sorted(n for n, part in split.items() if part == "val") == ["a_09.png", "a_19.png"]  # b has < 10
+    for n in ["x_1.png", "x_2.png", "notes.txt"]:
+        (tmp_path / n).write_bytes(b"")
+    assert [p.name for p in image_paths(tmp_path, "all")] == ["x_1.png", "x_2.png"]
+    assert image_paths(tmp_path, "val") == []
+
+
+def test_crops_are_drawn_in_proportion_to_image_area():
+    from bbcodec.train.data import CropSampler
+
+    small = np.zeros((64, 64, 3), np.uint8)
+    big = np.full((128, 256, 3), 255, np.uint8)  # 8x the area
+    crops = CropSampler([small, big], 64, seed=0).batch(900)
+    share_big = float((crops[:, 0, 0, 0] == 255).float().mean())
+    assert 0.84 < share_big < 0.93  # 8/9 = 0.889
+
+
+# -- model pieces the loop uses ----------------------------------------------------
+
+
+def test_growing_the_latents_keeps_what_the_model_learnt():
+    """--init from a checkpoint with fewer latents: old weights are kept, the new latents
+    barely touch the reconstruction at first, and can learn."""
+    from bbcodec.train.grow import grow_latents
+
+    small = tiny_model()
+    state = small.state_dict()
+    big = BlockCodecNet(ModelConfig(N=16, M=12))
+    big.load_state_dict(grow_latents(state, 12))
+    assert torch.equal(big.g_a.convs[2].weight[:8], small.g_a.convs[2].weight)
+    assert torch.equal(big.h_e.convs[2].weight[12:20], small.h_e.convs[2].weight[8:])  # log-scales
+    x = torch.tensor(random_image(32, 48, seed=3)).permute(2, 0, 1)[None].float()
+    q = torch.tensor([6.0])
+    with torch.no_grad():
+        a, b = small(x, x, q, noise=False), big(x, x, q, noise=False)
+    assert (a.x_hat - b.x_hat).abs().max() < 0.5  # the new decoder columns start near zero
+    # ... but not at zero on either side, or the new latents would never learn
+    assert big.g_s.cur.weight[:, 8:].abs().min() > 0 and big.g_a.convs[2].weight[8:].abs().min() > 0
+    with pytest.raises(ValueError, match="cannot shrink"):
+        grow_latents(state, 4)
+
+
+def test_bf16_autocast_keeps_the_rates_in_fp32():
+    """--amp on the CPU: the stacks run in bfloat16, but latents, rates and the loss are fp32."""
+    model = tiny_model()
+    x = torch.tensor(random_image(32, 48, seed=3)).permute(2, 0, 1)[None].float()
+    q = torch.tensor([4.0])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model(x, x, q, noise=False)
+    full = model(x, x, q, noise=False)
+    assert half.bits.dtype == torch.float32 and half.x_hat.dtype == torch.float32
+    assert abs(half.bits.item() - full.bits.item()) < 0.05 * full.bits.item() + 2
+
+
+# -- training runs (slow) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_training_writes_a_checkpoint_and_resumes(tiny_run):
+    _, out = tiny_run
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ck["step"] == 4 and ck["cfg"] == {"N": 16, "M": 8, "kernels": [3, 1, 1, 1], "skip": False}
+    assert ck["elapsed"] > 0  # training time carried over resumes (for --minutes)
+    log = (out / "train.log").read_text()
+    assert "resumed at step 2" in log and "done step=4" in log
+    val = [line for line in log.splitlines() if line.startswith("val step 4 ")]
+    assert len(val) == 1 and "q4:" in val[0]  # the real codec ran on the validation image
+
+
+@pytest.mark.slow
+def test_the_moving_average_is_saved_by_default(tiny_run):
+    _, out = tiny_run
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ck["ema"].keys() == ck["model"].keys()
+    diff = [k for k in ck["model"] if not torch.equal(ck["model"][k], ck["ema"][k])]
+    assert diff  # four steps moved the weights; the average lags behind them
+
+
+@pytest.mark.slow
+def test_training_grows_the_latents_of_an_init_checkpoint(tiny_run, tmp_path):
+    root, out = tiny_run
+    run = tmp_path / "grown"
+    train.main(["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS, "--M", "12",
+                "--steps", "2", "--init", str(out / "ckpt.pt"), "--skip"])
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert ck["cfg"] == {"N": 16, "M": 12, "kernels": [3, 1, 1, 1], "skip": True}
+    assert "latents 8 -> 12, zero shortcuts added" in (run / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_bf16_autocast_trains_on_the_cpu(tiny_run, tmp_path):
+    root, _ = tiny_run
+    run = tmp_path / "amp"
+    train.main(["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS,
+                "--steps", "2", "--acl", "1", "--amp", "--device", "cpu"])
+    log = (run / "train.log").read_text()
+    assert "'amp': True" in log and "done step=2" in log and "nan" not in log
+
+
+@pytest.mark.slow
+def test_training_runs_under_torchrun_with_two_processes(tmp_path):
+    """DistributedDataParallel on CPU (gloo): the same code path a GPU cluster takes."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
+        pytest.skip("torchrun not installed")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(random_image(70, 70, seed=i)).save(data / f"im{i}.png")
+    packed = tmp_path / "train.npz"
+    from bbcodec.train.data import pack_folder
+
+    assert pack_folder(data, packed) > 0
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bbcodec.train.train",
+           "--data", str(packed), "--out", str(out), *TINY_TRAIN_ARGS, "--batch", "1",
+           "--steps", "2", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (out / "train.log").read_text()
+    assert "world=2" in log and "done step=2" in log
