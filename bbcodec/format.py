@@ -10,7 +10,7 @@
     16     8    weights_sha256   first 8 bytes of the weights file's SHA-256
     24     8    image_digest     first 8 bytes of SHA-256 of the decoded pixels
     32     4    payload_length   u32, a multiple of 4
-    36     2    model_id         u16, network family (1 = bb8-v9), see weights.py
+    36     2    model_id         u16, network family id (model_io.FAMILIES)
     38     2    reserved         zero
     40     n    payload          range-coder words, u32 little-endian
     40+n   4    crc32            CRC-32 (zlib) of bytes 0 .. 40+n-1
