@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command for a CUDA machine (torch only; no compressai or constriction needed):
-# train from the packed data file, freeze to integer weights, write both to OUT.
+# train from the packed data files, freeze to integer weights, write both to OUT.
 #
-#   make pack                                      # here: .pack/train.npz (<= 60 MB)
-#   bash scripts/gpu_train.sh "$OUT" --minutes 20  # there, with .pack carried along
+#   make pack                                      # here: .pack/train-1.npz, train-2.npz (<= 60 MB each)
+#   (one call per part, carrying .pack/train-K.npz: the machine keeps the earlier ones)
+#   bash scripts/gpu_train.sh "$OUT" --minutes 20  # there, once every part has arrived
 #
 # Extra arguments go to bbcodec.train.train (e.g. --N 384 --M 64 --steps 40000).
 # BBCODEC_INIT=weights/NAME-<sha8>.npz continues from shipped weights (unfrozen to a
@@ -13,7 +14,7 @@ set -euo pipefail
 out=${1:?usage: scripts/gpu_train.sh OUT_DIR [train args]}
 shift
 name=${BBCODEC_NAME:-bb8-n192m128}
-data=${BBCODEC_DATA:-.pack/train.npz}
+data=${BBCODEC_DATA:-.pack}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 init=()
 if [ -n "${BBCODEC_INIT:-}" ]; then

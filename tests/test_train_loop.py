@@ -208,10 +208,10 @@ def test_training_runs_under_torchrun_with_two_processes(tmp_path):
     data.mkdir()
     for i in range(2):
         Image.fromarray(random_image(70, 70, seed=i)).save(data / f"im{i}.png")
-    packed = tmp_path / "train.npz"
+    packed = tmp_path / "pack"
     from bbcodec.train.data import pack_folder
 
-    assert pack_folder(data, packed) > 0
+    assert len(pack_folder(data, packed)) == 1
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bbcodec.train.train",
            "--data", str(packed), "--out", str(out), *TINY_TRAIN_ARGS, "--batch", "1",
@@ -220,3 +220,20 @@ def test_training_runs_under_torchrun_with_two_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = (out / "train.log").read_text()
     assert "world=2" in log and "done step=2" in log
+
+
+def test_packs_are_lossless_split_into_parts_and_load_like_the_folder(tmp_path):
+    from bbcodec.train.data import load_folder, load_images, pack_folder
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(random_image(40, 56, seed=i)).save(data / f"g_{i}.png")
+    Image.fromarray(random_image(40, 48, seed=5)).save(data / "g_3.jpg", quality=90)
+    jpeg_pixels = np.asarray(Image.open(data / "g_3.jpg").convert("RGB"))
+    parts = pack_folder(data, tmp_path / "pack", part_mb=0.004)  # ~4 kB parts: several
+    assert len(parts) > 1 and all(p.name.startswith("train-") for p in parts)
+    packed, direct = load_images(tmp_path / "pack", 32), load_folder(data, 32)
+    assert len(packed) == len(direct) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(packed, direct, strict=True))  # PNGs: lossless
+    assert np.array_equal(packed[3], jpeg_pixels)  # the JPEG: its own bytes, not re-encoded

@@ -1,7 +1,7 @@
 """Training images held in memory as uint8 arrays, served as random flipped crops.
 
-A folder can be packed into one .npz of JPEG (q90, 4:4:4, long side <= 768) bytes to travel to a GPU
-machine: python -m bbcodec.train.data ../shared/data/train .pack/train.npz
+A folder can be packed into .npz parts of <= 60 MB (lossless: original JPEG bytes or lossless
+WebP, long side <= 768) to travel to a GPU machine: python -m bbcodec.train.data ../shared/data/train .pack
 
 One tenth of the training photos is held out for validation (`split_of`): decisions on
 weights are taken on Kodak *and* on those, never on Kodak alone, and training never sees
@@ -57,11 +57,13 @@ def load_folder(folder: Path, min_side: int, part: Part = "train") -> list[np.nd
 
 
 def load_images(source: Path, min_side: int, part: Part = "train") -> list[np.ndarray]:
-    """A folder of images or a packed .npz (which holds the training part only)."""
-    if source.suffix == ".npz":
+    """A folder of images, a packed .npz, or a folder of packed .npz parts (which hold the
+    training part only)."""
+    packs = [source] if source.suffix == ".npz" else sorted(source.glob("*.npz"))
+    if packs:
         if part != "train":
-            raise SystemExit(f"{source} is a pack of training images: the {part} part is not in it")
-        return load_packed(source, min_side)
+            raise SystemExit(f"{source} holds packs of training images: the {part} part is not in them")
+        return [im for pack in packs for im in load_packed(pack, min_side)]
     return load_folder(source, min_side, part)
 
 
@@ -77,20 +79,42 @@ def load_packed(path: Path, min_side: int = 0) -> list[np.ndarray]:
     return images
 
 
-def pack_folder(folder: Path, out: Path, max_side: int = 768, quality: int = 90) -> int:
-    """Pack a folder's training part into one .npz of JPEG bytes; returns the file size in bytes."""
-    arrays = {}
+PACK_MB = 60  # each part stays below this: a GPU call carries 64 MiB of files at most
+
+
+def pack_folder(folder: Path, out: Path, max_side: int = 768, part_mb: float = PACK_MB) -> list[Path]:
+    """Pack a folder's training part into out/train-K.npz parts of at most part_mb MB each.
+
+    Lossless, so that the networks never learn a re-encoder's noise (JPEG q90, as packed
+    before, is ~41 dB: our q7-q8 operating point): a JPEG source that needs no resizing
+    keeps its own bytes, anything else is stored as lossless WebP (smaller than PNG). The
+    638 training photos take ~98 MB: two parts, carried in two calls (a machine keeps
+    what an earlier call left).
+    """
+    parts: list[dict[str, np.ndarray]] = [{}]
+    size = 0
     for i, path in enumerate(image_paths(folder, "train")):
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if max(im.size) > max_side:
-                im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=quality, subsampling=0)
-            arrays[f"img{i:05d}"] = np.frombuffer(buf.getvalue(), dtype=np.uint8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
-    return out.stat().st_size
+            if im.format == "JPEG" and max(im.size) <= max_side:
+                data = path.read_bytes()
+            else:
+                im = im.convert("RGB")
+                if max(im.size) > max_side:
+                    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                buf = io.BytesIO()
+                im.save(buf, format="WEBP", lossless=True, quality=100, method=4)
+                data = buf.getvalue()
+        if size + len(data) > part_mb * 1e6 and parts[-1]:
+            parts.append({})
+            size = 0
+        parts[-1][f"img{i:05d}"] = np.frombuffer(data, dtype=np.uint8)
+        size += len(data)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, arrays in enumerate(parts, start=1):
+        paths.append(out / f"train-{k}.npz")
+        np.savez(paths[-1], **arrays)
+    return paths
 
 
 class CropSampler:
@@ -138,19 +162,19 @@ def link_heldout(folder: Path, out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        description="Pack the training part of an image folder into one .npz of JPEG bytes, or with --heldout "
+        description="Pack the training part of an image folder into one lossless .npz, or with --heldout "
                     "link its held-out validation photos into a folder.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("folder", type=Path)
-    ap.add_argument("out", type=Path, help="the .npz to write, or with --heldout the folder to fill")
+    ap.add_argument("out", type=Path, help="the folder to write the packs train-K.npz into, or with --heldout to fill")
     ap.add_argument("--heldout", action="store_true", help="link the held-out photos instead of packing")
     ap.add_argument("--max-side", type=int, default=768)
-    ap.add_argument("--quality", type=int, default=90)
     a = ap.parse_args(argv)
     if a.heldout:
         print(f"{a.out}: {link_heldout(a.folder, a.out)} held-out photos")
     else:
-        print(f"{a.out}: {pack_folder(a.folder, a.out, a.max_side, a.quality) / 1e6:.1f} MB")
+        for path in pack_folder(a.folder, a.out, a.max_side):
+            print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
