@@ -186,6 +186,37 @@ def test_training_grows_the_latents_of_an_init_checkpoint(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_training_widens_the_hidden_layers_of_an_init_checkpoint(tiny_run, tmp_path):
+    root, out = tiny_run
+    run = tmp_path / "wide"
+    train.main(["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS, "--N", "24",
+                "--steps", "1", "--init", str(out / "ckpt.pt")])
+    assert torch.load(run / "ckpt.pt", weights_only=False)["cfg"]["N"] == 24
+    assert "N 16 -> 24" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_widening_keeps_the_function_and_gives_new_units_room_to_learn(skip):
+    from bbcodec.train.grow import grow_width
+
+    small = BlockCodecNet(ModelConfig(N=16, M=8, skip=skip)).double()
+    with torch.no_grad():  # a trained-looking model: nothing left at its zero initialisation
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wide_cfg = ModelConfig(N=24, M=8, skip=skip)
+    wide = BlockCodecNet(wide_cfg).double()
+    wide.load_state_dict(grow_width(small.state_dict(), wide_cfg))
+    x = torch.from_numpy(random_image(32, 40, seed=3).copy()).permute(2, 0, 1)[None].double()
+    q = torch.tensor([3.5], dtype=torch.float64)
+    a, b = small(x, x, q, noise=False), wide(x, x, q, noise=False)
+    assert torch.allclose(a.x_hat, b.x_hat, atol=1e-9) and torch.allclose(a.bits, b.bits, atol=1e-9)
+    wide(x, x, q).bits.sum().backward()  # the new units' outgoing weights get gradient at once
+    assert wide.h_e.convs[0].weight.grad[:, 16:].abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_width(wide.state_dict(), ModelConfig(N=16, M=8, skip=skip))
+
+
+@pytest.mark.slow
 def test_bf16_autocast_trains_on_the_cpu(tiny_run, tmp_path):
     root, _ = tiny_run
     run = tmp_path / "amp"

@@ -1,4 +1,5 @@
-"""Widen a trained model's latent space (M -> larger M) to continue training from it.
+"""Grow a trained model to continue training from it: more latents (M), or wider
+hidden layers (N), each starting from the function the smaller model computes.
 
 A model with too few latents per block cannot reach high qualities: with M=48 the
 un-quantised auto-encoder of our first shipped model tops out near 33.7 dB on Kodak,
@@ -12,7 +13,11 @@ first steps pay several bits per pixel for latents that carry nothing yet.
 
 from __future__ import annotations
 
+import re
+
 import torch
+
+from ..networks import BlockCodecNet, ModelConfig
 
 # Parameters whose first or second dimension indexes latents, and how.
 _ENC_OUT = ("g_a.convs.2.weight", "g_a.convs.2.bias")  # rows = latents
@@ -64,3 +69,42 @@ def grow_latents(state: dict[str, torch.Tensor], m_new: int, seed: int = 0) -> d
         g = state[k]
         out[k] = torch.cat([g, g.mean(dim=1, keepdim=True).expand(-1, extra)], dim=1)
     return out
+
+
+def grow_width(state: dict[str, torch.Tensor], cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A BlockCodecNet state dict of config cfg (same M and kernels, hidden widths at
+    least as large) that computes exactly what `state` computes.
+
+    Every tensor keeps its old values in its leading slice. A new hidden unit gets fresh
+    incoming weights (the default initialisation), a GDN that ignores the old units and
+    is ignored by them (gamma zero across, beta 1), and zero outgoing weights: it adds
+    nothing until training gives it weight, and its outgoing weights get gradient at once
+    because its activation is not zero.
+    """
+    torch.manual_seed(seed)
+    fresh = BlockCodecNet(cfg).state_dict()
+    if unknown := sorted(set(state) - set(fresh)):
+        raise ValueError(f"unexpected parameters {unknown[:3]}")
+    out = {}
+    for k, new in fresh.items():
+        if k not in state and ".skip." in k:  # a shortcut the old model lacks: zero, as built
+            out[k] = new.clone()
+            continue
+        if k not in state:
+            raise ValueError(f"{k} is missing (another kernel layout?)")
+        old = state[k]
+        if old.shape == new.shape:
+            out[k] = old.clone()
+            continue
+        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape, strict=True)):
+            raise ValueError(f"{k}: cannot grow {tuple(old.shape)} to {tuple(new.shape)}")
+        t = new.clone()
+        if _CONSUMER.search(k) and old.shape[1] < new.shape[1]:
+            t[:, old.shape[1]:] = 0  # new inputs of a layer: zero outgoing weights of new units
+        t[tuple(slice(0, n) for n in old.shape)] = old
+        out[k] = t
+    return out
+
+
+# The weights of a layer that reads hidden units: its input columns are their outgoing weights.
+_CONSUMER = re.compile(r"\.convs\.\d+\.weight$")

@@ -34,7 +34,7 @@ import torch
 
 from ..networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
 from .data import CropSampler, image_paths, load_images
-from .grow import grow_latents
+from .grow import grow_latents, grow_width
 
 # The model's sizes are ModelConfig's own defaults, written once in networks.py.
 _MODEL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
@@ -288,11 +288,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resumed at step {step}", file=log)
     elif args.init is not None:
         state = torch.load(args.init, map_location="cpu", weights_only=False)["model"]
-        missing, unexpected = model.load_state_dict(grow_latents(state, cfg.M, args.seed), strict=False)
-        if unexpected or any(".skip." not in k for k in missing):
-            raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, unexpected {unexpected}")
-        added = ", zero shortcuts added" if missing else ""
-        print(f"initialised from {args.init} (latents {state['log_gain'].shape[1]} -> {cfg.M}{added})", file=log)
+        try:
+            grown = grow_width(grow_latents(state, cfg.M, args.seed), cfg, args.seed)
+        except ValueError as e:
+            raise SystemExit(f"--init {args.init} does not fit this model: {e}") from None
+        model.load_state_dict(grown)
+        added = ", zero shortcuts added" if cfg.skip and "g_a.skip.weight" not in state else ""
+        widths = f", N {state['g_a.nb.weight'].shape[0]} -> {cfg.N}"
+        print(f"initialised from {args.init} (latents {state['log_gain'].shape[1]} -> {cfg.M}{added}{widths})",
+              file=log)
     ema = EMA(model, args.ema) if args.ema else None
     if ema is not None and "ema" in ck_state:
         ema.state = {k: v.to(dev) for k, v in ck_state["ema"].items()}
