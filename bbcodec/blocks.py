@@ -36,9 +36,12 @@ def grid_shape(height: int, width: int) -> tuple[int, int]:
 
 
 def pad_to_blocks(img: np.ndarray) -> np.ndarray:
-    """Pad an HxWx3 image to multiples of 8 by repeating the last row/column."""
+    """Pad an HxWx3 image to multiples of 8 by repeating the last row/column (img itself
+    when no padding is needed)."""
     h, w = img.shape[:2]
     rows, cols = grid_shape(h, w)
+    if (rows * BLOCK, cols * BLOCK) == (h, w):
+        return img
     return np.pad(img, ((0, rows * BLOCK - h), (0, cols * BLOCK - w), (0, 0)), mode="edge")
 
 
@@ -50,10 +53,25 @@ def to_blocks(img: np.ndarray) -> np.ndarray:
     return b.reshape(rows, cols, BLOCK_CH).astype(np.int16) - 128
 
 
+def block_grid(img: np.ndarray) -> np.ndarray:
+    """Padded HxWx3 image -> (rows, 8, cols, 8, 3): a view (axes are only split), for
+    block_rows to gather blocks from without converting the whole image."""
+    h, w = img.shape[:2]
+    return img.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3)
+
+
+def block_rows(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(B, 192) float64 centred pixels of the blocks at (rows, cols) of a block_grid:
+    to_blocks(img)[rows, cols] as float64."""
+    b = grid[rows, :, cols].transpose(0, 3, 1, 2)  # (B, 8, 8, 3) -> (B, 3, 8, 8)
+    return b.reshape(len(rows), BLOCK_CH).astype(np.float64) - 128
+
+
 def from_blocks(blocks: np.ndarray, height: int, width: int) -> np.ndarray:
     """(rows, cols, 192) centred blocks -> HxWx3 uint8 image cropped to height x width."""
     rows, cols = blocks.shape[:2]
-    img = (blocks.astype(np.int16) + 128).astype(np.uint8)
+    img = blocks.astype(np.uint8)  # two's complement: v + 128 is v mod 256 plus 128, in uint8
+    img += np.uint8(128)
     img = img.reshape(rows, cols, 3, BLOCK, BLOCK).transpose(0, 3, 1, 4, 2)
     return np.ascontiguousarray(img.reshape(rows * BLOCK, cols * BLOCK, 3)[:height, :width])
 

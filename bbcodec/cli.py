@@ -1,12 +1,16 @@
 """Command line: bbcodec encode / decode / info. Thin layer over the Python API.
 
 Every failure is one line on stderr and a non-zero exit code; outputs are written to
-a temporary file beside the target and renamed into place only on success.
+a temporary file beside the target and renamed into place only on success (files.py:
+devices, FIFOs and stdout are written through). SIGTERM unwinds like Ctrl-C, so no
+temporary file is left behind.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import signal
 import sys
 from pathlib import Path
 
@@ -18,14 +22,28 @@ from .errors import Error
 
 EXIT_CODES = """\b
 Exit codes: 0 success, 1 bad input or failed decode, 2 usage error,
-            70 internal error (please report it)."""
+            70 internal error (please report it), 143 terminated (SIGTERM)."""
 
 
 class Failure(click.ClickException):
     """An expected failure: printed as one line, exit code 1."""
 
     def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"bbcodec: error: {self.message}", err=True)
+        click.echo(f"bbcodec: error: {one_line(self.message)}", err=True)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan (which compares false with both bounds)."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
 @click.group(
@@ -72,11 +90,13 @@ def _folder(kind: str, src: Path, dst: str, opts, jobs: int, as_json: bool, quie
         click.echo(json.dumps({"summary": total.to_dict(), "files": [r.to_dict() for r in results]}, indent=2))
     else:
         for r in failed:
-            click.echo(f"bbcodec: skipped {r.input}: {r.error}", err=True)
+            click.echo(f"bbcodec: skipped {r.input}: {one_line(r.error)}", err=True)
         if not quiet or failed:
             mean = f", mean {total.mean_bpp:.4f} bpp" if total.mean_bpp is not None else ""
             click.echo(f"{kind}d {total.done} of {total.files} files: {total.bytes_before} -> {total.bytes_after} bytes"
                        f"{mean}" + (f"; {total.failed} failed" if total.failed else ""), err=True)
+    if any(r.internal for r in failed):
+        sys.exit(70)
     if failed:
         sys.exit(1)
 
@@ -89,11 +109,11 @@ Examples:
   bbcodec encode photos/ compressed/ -q 5 --jobs 2""")
 @click.argument("src", metavar="IN")
 @click.argument("dst", metavar="OUT")
-@click.option("-q", "--quality", type=click.FloatRange(Q.MIN, Q.MAX), default=None,
+@click.option("-q", "--quality", type=FiniteFloatRange(Q.MIN, Q.MAX), default=None,
               help=f"{Q.MIN} (smallest) .. {Q.MAX} (best); fractions step between qualities.  [default: {Q.DEFAULT}]")
-@click.option("--target-bpp", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--target-bpp", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Pick the quality giving the largest file not above this many bits per pixel.")
-@click.option("--target-psnr", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--target-psnr", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Pick the quality giving the smallest file with at least this PSNR (dB).")
 @click.option("--schedule", type=click.Choice(["wavefront", "raster"]), default="wavefront",
               show_default=True, help="Block order of the encoder (same bytes either way).")
@@ -165,10 +185,10 @@ def decode(src: str, dst: str, jobs: int, as_json: bool, quiet: bool) -> None:
 def info(src: str, as_json: bool) -> None:
     """Print the header of IN.bbc: size, quality, model, bpp, checksums."""
     from . import model_io, read_info, weights
-    from .files import read_input
+    from .files import read_bbc
 
     try:
-        i = read_info(read_input(src))
+        i = read_info(read_bbc(src))
         try:
             weights_name = weights.find(bytes.fromhex(i.weights_sha256)).path.name
         except weights.WeightsError:
@@ -257,8 +277,15 @@ def train(ctx: click.Context) -> None:
 
 def main() -> None:
     """Entry point: run the CLI, turning any unexpected crash into one line."""
+    from .files import Terminated, on_sigterm, remove_temporary_files
+
+    signal.signal(signal.SIGTERM, on_sigterm)  # unwind, so that no temporary file is left
     try:
         cli.main(standalone_mode=False)
+    except Terminated:
+        remove_temporary_files()
+        click.echo("bbcodec: terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

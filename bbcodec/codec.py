@@ -75,15 +75,24 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return ((rgb.astype(np.uint16).sum(axis=2) + 1) // 3).astype(np.uint8)
 
 
+def digest(img: np.ndarray) -> bytes:
+    """The file's image digest of decoded pixels (no copy of a contiguous image)."""
+    return format.image_digest(np.ascontiguousarray(img).data)
+
+
 @_one_blas_thread
 def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront") -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     Grayscale is coded as RGB with equal channels and decoded back to one channel.
+    Memory: besides the image and its reconstruction, the canvases of integer blocks
+    (the pixels and each kernel-3 layer's features, int16); block pixels are gathered
+    per wavefront and symbols are range-coded as they come (wavefront schedule) or kept
+    as int16 with uint8 scale indices (raster), never as whole-image float64 arrays.
     """
     gray = img.ndim == 2
     if gray:
-        img = np.repeat(img[:, :, None], 3, axis=2)
+        img = np.broadcast_to(img[:, :, None], (*img.shape, 3))  # a view, no copy
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ImageError("encode expects an HxWx3 (RGB) or HxW (grayscale) uint8 array")
     height, width = img.shape[:2]
@@ -91,25 +100,34 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     model = weights.model
     quality_x256 = Q.to_x256(quality)
     qp = model.params_at(quality_x256)
-    src = blocks.to_blocks(blocks.pad_to_blocks(img))
-    rows, cols = src.shape[:2]
+    grid = blocks.block_grid(blocks.pad_to_blocks(img))
+    rows, cols = blocks.grid_shape(height, width)
     canvas = blocks.new_canvas(rows, cols)
     ctx = BlockContext(rows, cols)
-    symbols = np.zeros((rows, cols, model.M), dtype=np.int32)
-    scale_idx = np.zeros((rows, cols, model.M), dtype=np.int64)
     L = model.max_symbol
+    coder = entropy.SymbolEncoder(L)
+    in_order = schedule == "wavefront"  # symbols come in bitstream order: code them at once
+    if not in_order:
+        assert L < 2**15 and len(model.scale_table) <= 256
+        symbols = np.zeros((rows, cols, model.M), dtype=np.int16)
+        scale_idx = np.zeros((rows, cols, model.M), dtype=np.uint8)
     for r, c in SCHEDULES[schedule](rows, cols):
         nb = blocks.gather_neighbours(canvas, r, c)
         ctx.at(r, c)
         mean, idx = model.entropy_params(nb, qp, ctx)
-        y = model.analyse(src[r, c].astype(np.float64), nb, qp, ctx)
+        y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
         sym = np.clip(np.rint(y - mean), -L, L)
         canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
-        symbols[r, c], scale_idx[r, c] = sym, idx
-    order = np.argsort(blocks.wavefront_rank(rows, cols).ravel(), kind="stable")
-    stds = model.scale_table[scale_idx.reshape(-1, model.M)[order]]
-    payload = entropy.encode_symbols(symbols.reshape(-1, model.M)[order], stds, L)
+        if in_order:
+            coder.encode(sym, model.scale_table[idx])
+        else:
+            symbols[r, c], scale_idx[r, c] = sym, idx
+    if not in_order:
+        for r, c in blocks.wavefronts(rows, cols):
+            coder.encode(symbols[r, c], model.scale_table[scale_idx[r, c]])
+    del ctx, grid
     rec = blocks.from_blocks(canvas[1:, 1:-1], height, width)
+    del canvas
     if gray:
         rec = to_gray(rec)
     header = format.Header(
@@ -117,11 +135,11 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         height=height,
         quality_x256=quality_x256,
         weights_sha256=weights.prefix,
-        image_digest=format.image_digest(rec.tobytes()),
+        image_digest=digest(rec),
         model_id=weights.family_id,
         channels=1 if gray else 3,
     )
-    return format.pack(header, payload), rec
+    return format.pack(header, coder.payload()), rec
 
 
 @_one_blas_thread
@@ -143,9 +161,11 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         dec.finish()
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
+    del ctx
     img = blocks.from_blocks(canvas[1:, 1:-1], header.height, header.width)
+    del canvas
     if header.channels == 1:
         img = to_gray(img)
-    if format.image_digest(img.tobytes()) != header.image_digest:
+    if digest(img) != header.image_digest:
         raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file or non-exact decoder")
     return img

@@ -5,6 +5,13 @@ bins, with its scale taken from a fixed table by index. Means never reach the co
 the codec quantises latents around the predicted mean, so only the residual is coded.
 Symbols go in stream order (queue); the payload is constriction's compressed words as
 uint32 little-endian.
+
+A payload must be exactly what the encoder makes of the symbols it decodes to
+(docs/format.md, section 2, check 9). The decoder re-encodes what it decodes as it goes
+and stops as soon as that needs more words than the payload holds: past its last word
+the range decoder reads zeros without end (decoding the extreme symbol, each costing 24
+bits), so without this a short or zero-filled payload behind a huge declared size would
+be decoded to its end before the image digest could refuse it.
 """
 
 from __future__ import annotations
@@ -23,25 +30,49 @@ def _model(max_symbol: int) -> constriction.stream.model.QuantizedGaussian:
     return constriction.stream.model.QuantizedGaussian(-max_symbol, max_symbol)
 
 
+class SymbolEncoder:
+    """Codes symbols chunk by chunk (the same words as one call with all of them)."""
+
+    def __init__(self, max_symbol: int) -> None:
+        self._enc = constriction.stream.queue.RangeEncoder()
+        self._model = _model(max_symbol)
+
+    def encode(self, symbols: np.ndarray, stds: np.ndarray) -> None:
+        """Append symbols (int, any shape) under zero-mean Gaussians with the given stds."""
+        sym = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        std = np.ascontiguousarray(stds, dtype=np.float64).ravel()
+        if sym.size:
+            self._enc.encode(sym, self._model, np.zeros_like(std), std)
+
+    def num_words(self) -> int:
+        """Length in words of the payload so far (sealed as payload() would seal it)."""
+        return int(self._enc.num_words())
+
+    def payload(self) -> bytes:
+        return self._enc.get_compressed().astype("<u4").tobytes()
+
+
 def encode_symbols(symbols: np.ndarray, stds: np.ndarray, max_symbol: int) -> bytes:
     """Code symbols (int, any shape) under zero-mean Gaussians with the given stds."""
-    enc = constriction.stream.queue.RangeEncoder()
-    sym = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
-    std = np.ascontiguousarray(stds, dtype=np.float64).ravel()
-    if sym.size:
-        enc.encode(sym, _model(max_symbol), np.zeros_like(std), std)
-    return enc.get_compressed().astype("<u4").tobytes()
+    enc = SymbolEncoder(max_symbol)
+    enc.encode(symbols, stds)
+    return enc.payload()
 
 
 class SymbolDecoder:
-    """Decodes symbols chunk by chunk, in the order they were encoded."""
+    """Decodes symbols chunk by chunk, in the order they were encoded, checking as it
+    goes that the payload is the encoder's output for them (no word short, none left)."""
 
     def __init__(self, payload: bytes, max_symbol: int) -> None:
         if len(payload) % 4:
             raise EntropyError("payload length is not a multiple of 4")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        self._payload = payload
+        self._words = len(words)
         self._dec = constriction.stream.queue.RangeDecoder(words)
         self._model = _model(max_symbol)
+        self._check = SymbolEncoder(max_symbol)
+        self._symbols = 0
 
     def decode(self, stds: np.ndarray) -> np.ndarray:
         """Next stds.size symbols (int32, shape of stds)."""
@@ -54,9 +85,19 @@ class SymbolDecoder:
             if isinstance(e, KeyboardInterrupt | SystemExit):
                 raise
             raise EntropyError(f"range decoder failed: {e}") from None
-        return np.asarray(out, dtype=np.int32).reshape(stds.shape)
+        out = np.asarray(out, dtype=np.int32)
+        self._check.encode(out, std)
+        self._symbols += out.size
+        if self._check.num_words() > self._words:
+            raise EntropyError(f"payload of {self._words} words ends before symbol {self._symbols} "
+                               "(its symbols need more: truncated or not a coded payload)")
+        return out.reshape(stds.shape)
 
     def finish(self) -> None:
-        """Check the payload held no more than the symbols decoded."""
-        if not self._dec.maybe_exhausted():
-            raise EntropyError("payload has data left after the last symbol")
+        """Check the payload held exactly the words the decoded symbols take."""
+        used = self._check.num_words()
+        if used < self._words:
+            left = self._words - used
+            raise EntropyError(f"payload has {left} word{'s' if left > 1 else ''} left after the last symbol")
+        if not self._dec.maybe_exhausted() or self._check.payload() != self._payload:
+            raise EntropyError("payload is not the range coder's encoding of the symbols it decodes to")

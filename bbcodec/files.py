@@ -1,71 +1,272 @@
 """Files and folders: what the CLI does to one path, safely, and to a whole folder.
 
-Every output is written to a temporary file beside its target and renamed into place
-only on success, so a failure never leaves a partial file or clobbers an existing one.
-Per-file functions return a frozen result (EncodeResult, DecodeResult; to_dict() is the
---json summary) or raise a bbcodec Error (errors.py) with a one-line message; folder mode
-turns each such error into a Failed entry and goes on.
+Inputs are read no further than a valid input can go: a .bbc file as far as its header
+says, an image up to MAX_IMAGE_BYTES; reads go in pieces, so Ctrl-C works throughout.
+
+Outputs: a regular file (or a new one) is written to a temporary file beside it, synced
+and renamed into place only on success, so a failure never leaves a partial file or
+clobbers an existing one; a new file gets the mode the umask gives, an existing one keeps
+its mode. A symbolic link is followed (the file it points to is replaced, the link
+stays); character devices (/dev/null) and FIFOs are written through, never replaced;
+'-' is stdout, written in full or refused. Per-file functions return a frozen result
+(EncodeResult, DecodeResult; to_dict() is the --json summary) or raise a bbcodec Error
+(errors.py) with a one-line message; folder mode turns each failure into a Failed entry
+and goes on.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import select
+import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import quality as Q
 from .errors import Error
 from .parallel import map_jobs
+
+# The most bytes read from an image input: an uncompressed 16-bit RGBA image of the
+# largest size the codec takes (2^26 pixels) is 512 MiB, so no image within the limits
+# needs more, whatever its format.
+MAX_IMAGE_BYTES = 1 << 30
+_WRITE_CHUNK = 1 << 30  # os.write moves at most about 2 GiB per call
+_TEMPS: set[str] = set()  # temporary files being written (removed on SIGTERM, see cli.py)
 
 
 class FileError(Error):
     """A path cannot be read or written; the message is one line for the user."""
 
 
-def read_input(path: str) -> bytes:
+@contextmanager
+def _input(path: str) -> Iterator[IO[bytes]]:
+    """A binary stream for path ('-' = stdin); OSErrors while using it become FileError."""
     if path == "-":
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    if p.is_dir():
-        raise FileError(f"{path} is a directory, not a file")
+        if sys.stdin is None:
+            raise FileError("cannot read stdin: it is closed")
+        stream: IO[bytes] = sys.stdin.buffer
+    else:
+        if os.path.isdir(path):
+            raise FileError(f"{path} is a directory, not a file")
+        try:
+            stream = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise FileError(f"{path}: no such file") from None
+        except OSError as e:
+            raise FileError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise FileError(f"{path}: no such file") from None
+        yield stream
     except OSError as e:
-        raise FileError(f"cannot read {path}: {e.strerror or e}") from None
+        raise FileError(f"cannot read {'stdin' if path == '-' else path}: {e.strerror or e}") from None
+    finally:
+        if path != "-":
+            stream.close()
 
 
-def write_output(path: str, data: bytes, src: str) -> None:
-    """Write atomically: temp file in the target folder, then rename over the target."""
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+def read_input(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of path ('-' = stdin), refusing an input of more than limit bytes (a
+    regular file by its size, before reading; a stream after limit + 1 bytes)."""
+    from .format import read_upto
+
+    with _input(path) as f:
+        try:
+            st = os.fstat(f.fileno())
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        except (OSError, ValueError):  # no file descriptor (e.g. a test's stdin)
+            size = None
+        if size is not None and size > limit:
+            raise FileError(f"{path} is {size} bytes, more than any input within the limits ({limit} bytes)")
+        data = read_upto(f, limit + 1)
+    if len(data) > limit:
+        raise FileError(f"{path} is more than {limit} bytes, more than any input within the limits")
+    return data
+
+
+def read_bbc(path: str) -> bytes:
+    """The bytes of one .bbc file (or '-'), read no further than its header allows
+    (format.read_from): a foreign or endless input is refused after its first bytes."""
+    from .format import read_from
+
+    with _input(path) as f:
+        return read_from(f)
+
+
+@contextmanager
+def _quiet_reading() -> Iterator[None]:
+    """Keep Pillow's log records and what C libraries print on file descriptor 2 (libtiff's
+    complaints about a damaged TIFF) out of the CLI's stderr while an image is read:
+    bad input gets bbcodec's one line, and --quiet stays quiet."""
+    import logging
+
+    pil = logging.getLogger("PIL")  # its plugins' loggers (PIL.TiffImagePlugin...) inherit its level
+    level = pil.level
+    pil.setLevel(logging.CRITICAL + 1)
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to silence
+        saved = -1
+    try:
+        if saved >= 0:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        yield
+    finally:
+        if saved >= 0:
+            os.dup2(saved, 2)
+            os.close(saved)
+        pil.setLevel(level)
+
+
+def _write_all(fd: int, data: bytes, what: str) -> None:
+    """Write every byte to fd (short writes continued, a non-blocking pipe waited on)."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view[:_WRITE_CHUNK])
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        except OSError as e:
+            raise FileError(f"cannot write {what}: {e.strerror or e}") from None
+        if n <= 0:
+            raise FileError(f"cannot write {what}: nothing written")
+        view = view[n:]
+
+
+def _write_stdout(data: bytes) -> None:
+    out = sys.stdout
+    if out is None:
+        raise FileError("cannot write to stdout: it is closed")
+    try:
+        out.flush()
+        fd = out.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (e.g. a test's capture)
+        try:
+            out.buffer.write(data)
+            out.buffer.flush()
+        except OSError as e:
+            raise FileError(f"cannot write to stdout: {e.strerror or e}") from None
         return
-    out = Path(path)
-    if src != "-" and out.exists() and os.path.samefile(src, out):
-        raise FileError(f"refusing to write the output over the input {src}")
-    if out.is_dir():
-        raise FileError(f"{path} is a directory")
-    folder = out.parent if str(out.parent) else Path(".")
+    _write_all(fd, data, "to stdout")
+
+
+def _fsync_dir(folder: str) -> None:
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as e:
-        raise FileError(f"cannot write to {folder}: {e.strerror or e}") from None
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory; the data is synced
+        pass
+    finally:
+        os.close(fd)
+
+
+def _replace(target: str, data: bytes, old: os.stat_result | None) -> None:
+    """Atomically replace (or create) the regular file target with data."""
+    folder, name = os.path.split(target)
+    folder = folder or "."
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as to any new file
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise FileError(f"cannot write to {folder}: {e.strerror or e}") from None
+    _TEMPS.add(tmp)
+    try:
+        try:
+            _write_all(fd, data, target)
+            if old is not None:  # keep the replaced file's permissions (and owner, if allowed)
+                os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)
+                if hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    try:
+                        os.fchown(fd, old.st_uid, old.st_gid)
+                    except OSError:
+                        pass
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise FileError(f"cannot write {path}: {e.strerror or e}") from None
+            raise FileError(f"cannot write {target}: {e.strerror or e}") from None
         raise
+    finally:
+        _TEMPS.discard(tmp)
+    _fsync_dir(folder)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (raised by on_sigterm, so that writes in progress clean up)."""
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM handler of the CLI and of folder workers: unwind like Ctrl-C does, so no
+    temporary file is left behind."""
+    raise Terminated()
+
+
+def remove_temporary_files() -> None:
+    """Remove the temporary files of writes in progress (what Terminated left, if any)."""
+    for tmp in list(_TEMPS):
+        Path(tmp).unlink(missing_ok=True)
+        _TEMPS.discard(tmp)
+
+
+def write_output(path: str, data: bytes, src: str) -> None:
+    """Write data to path ('-' = stdout) without ever leaving a partial file: see the
+    module docstring for what happens to links, devices and FIFOs."""
+    if path == "-":
+        _write_stdout(data)
+        return
+    target = path
+    if os.path.islink(path):
+        target = os.path.realpath(path)
+        if not os.path.lexists(target):
+            raise FileError(f"{path} is a symbolic link to {target}, which does not exist")
+    try:
+        old: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    except OSError as e:
+        raise FileError(f"cannot write {path}: {e.strerror or e}") from None
+    if old is not None and src != "-":
+        try:
+            same = os.path.samefile(src, target)
+        except OSError:
+            same = False
+        if same:
+            raise FileError(f"refusing to write the output over the input {src}")
+    if old is None or stat.S_ISREG(old.st_mode):
+        _replace(target, data, old)
+    elif stat.S_ISDIR(old.st_mode):
+        raise FileError(f"{path} is a directory")
+    elif stat.S_ISCHR(old.st_mode) or stat.S_ISFIFO(old.st_mode):
+        try:
+            fd = os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as e:
+            raise FileError(f"cannot write {path}: {e.strerror or e}") from None
+        try:
+            _write_all(fd, data, path)
+        finally:
+            os.close(fd)
+    else:
+        raise FileError(f"{path} is not a regular file, character device or FIFO; refusing to replace it")
 
 
 @dataclass(frozen=True)
@@ -118,17 +319,24 @@ class Failed:
 
     input: str
     error: str
+    internal: bool = False  # a bug rather than a bad input (the CLI exits with 70)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.internal:
+            del d["internal"]
+        return d
 
 
 def encode_file(src: str, dst: str, opts: EncodeOptions) -> EncodeResult:
     """Encode one image file (or '-') to dst (or '-')."""
     from . import codec, images, ratecontrol, rd, weights
 
-    data = read_input(src)
-    arr = images.to_array(images.open_image(data, src), src)
+    data = read_input(src, MAX_IMAGE_BYTES)
+    input_bytes = len(data)
+    with _quiet_reading():
+        arr = images.read_image(data, src)
+    del data  # the file's bytes are not needed while coding
     w = weights.default()
     t0 = time.perf_counter()
     target_met = encodes = None
@@ -143,7 +351,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions) -> EncodeResult:
     h, wd = arr.shape[:2]
     return EncodeResult(
         input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=float(quality),
-        input_bytes=len(data), bytes=len(out), bpp=8 * len(out) / (h * wd), seconds=secs, weights=w.path.name,
+        input_bytes=input_bytes, bytes=len(out), bpp=8 * len(out) / (h * wd), seconds=secs, weights=w.path.name,
         target_met=target_met, encodes=encodes,
         psnr=rd.psnr(arr, rec) if opts.measure_psnr or target_met is not None else None,
     )
@@ -153,7 +361,7 @@ def decode_file(src: str, dst: str) -> DecodeResult:
     """Decode one .bbc file (or '-') to a PNG at dst (or '-')."""
     from . import codec, format, images, weights
 
-    data = read_input(src)
+    data = read_bbc(src)
     header, payload = format.unpack(data)
     w = weights.for_header(header)
     t0 = time.perf_counter()
@@ -171,39 +379,83 @@ def decode_file(src: str, dst: str) -> DecodeResult:
 def folder_jobs(src_dir: Path, dst_dir: Path, decode: bool) -> list[tuple[str, str]]:
     """(input, output) pairs for a folder: images -> NAME.bbc, or .bbc -> NAME.png.
 
-    Names are kept; where two inputs share a stem (a.png, a.jpg) the full name is used
-    (a.png.bbc). Hidden files are left alone; non-images are passed on so that they are
-    reported as skipped.
+    Names are kept; every output name is planned before anything is written, and no two
+    inputs share one: where outputs would clash (a.png and a.jpg; a.png, a.gif and
+    a.png.gif) the clashing inputs keep their full names (a.png.bbc, a.gif.bbc,
+    a.png.gif.bbc), repeated until none clash (names compared ignoring case, so that
+    case-insensitive file systems are safe too). Hidden files are left alone;
+    non-images are passed on so that they are reported as skipped.
     """
     suffix = ".png" if decode else ".bbc"
     files = [p for p in sorted(src_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
     if decode:
         files = [p for p in files if p.suffix.lower() == ".bbc"]
-    stems = [p.stem for p in files]
-    pairs = []
-    for p in files:
-        name = p.stem if stems.count(p.stem) == 1 else p.name
-        pairs.append((str(p), str(dst_dir / (name + suffix))))
-    return pairs
+    full: set[Path] = set()  # inputs whose output keeps the full name
+    while True:
+        claims: dict[str, list[Path]] = {}
+        for p in files:
+            claims.setdefault(((p.name if p in full else p.stem) + suffix).casefold(), []).append(p)
+        clashing = {p for group in claims.values() if len(group) > 1 for p in group} - full
+        if not clashing:  # full names are distinct (up to case, on a case-sensitive system)
+            break
+        full |= clashing
+    return [(str(p), str(dst_dir / ((p.name if p in full else p.stem) + suffix))) for p in files]
+
+
+def _refusal(src: str, dst: str, planned: set[str]) -> str | None:
+    """Why dst must not be written for src, if it must not: a second input planned to the
+    same output, or an existing file of the input's own folder (an original, such as the
+    PNG beside its .bbc when a folder is decoded into itself, or another input)."""
+    key = os.path.normcase(os.path.abspath(dst))
+    if key in planned:
+        return f"another input already writes {dst}"
+    planned.add(key)
+    if os.path.lexists(dst):
+        try:
+            same_folder = os.path.samefile(os.path.dirname(dst) or ".", os.path.dirname(src) or ".")
+        except OSError:
+            same_folder = False
+        if same_folder:
+            return f"refusing to overwrite {dst}, a file of the input folder"
+    return None
 
 
 Outcome = EncodeResult | DecodeResult | Failed
 
 
-def _run_one(job: tuple[str, str, str, EncodeOptions | None]) -> Outcome:
-    kind, src, dst, opts = job
+def _run_one(job: tuple[str, str, str, EncodeOptions | None, str | None]) -> Outcome:
+    kind, src, dst, opts, refused = job
+    if refused:
+        return Failed(src, refused)
     try:
         if kind == "decode":
             return decode_file(src, dst)
         return encode_file(src, dst, opts or EncodeOptions())
     except Error as e:
         return Failed(src, str(e))
+    except MemoryError:
+        return Failed(src, "out of memory")
+    except Exception as e:  # a bug: reported, and the other files still go on
+        return Failed(src, f"internal error: {type(e).__name__}: {e}", internal=True)
+
+
+def _worker_init() -> None:
+    """Worker processes of a folder run remove their temporary files on SIGTERM too."""
+    import signal
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | None, jobs: int,
                progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
-    """Process every pair, continuing after errors; yields a result or a Failed per pair."""
-    return map_jobs(_run_one, [(kind, s, d, opts) for s, d in pairs], jobs, progress)
+    """Process every pair, continuing after errors; yields a result or a Failed per pair.
+
+    Before anything is written, each output is checked against the plan: a pair whose
+    output another pair already writes, or which would overwrite a file of its input's
+    folder, is a Failed entry and is not run."""
+    planned: set[str] = set()
+    tasks = [(kind, s, d, opts, _refusal(s, d, planned)) for s, d in pairs]
+    return map_jobs(_run_one, tasks, jobs, progress, initializer=_worker_init)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@
     40     n    payload          range-coder words, u32 little-endian
     40+n   4    crc32            CRC-32 (zlib) of bytes 0 .. 40+n-1
 
-All integers little-endian. A reader checks the size and CRC before trusting any field.
+All integers little-endian. A reader checks the size and CRC before trusting any field,
+and reads a stream no further than the header says (read_from).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import IO
 
 from . import quality as Q
 from .errors import Error
@@ -36,6 +38,8 @@ TRAILER_SIZE = 4
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 megapixels (8192 x 8192); refused before anything is allocated
 MAX_PAYLOAD = 1 << 31  # payload_length must be below this (2 GiB)
+MAX_FILE_SIZE = HEADER_SIZE + MAX_PAYLOAD - 4 + TRAILER_SIZE  # the largest valid .bbc file
+READ_CHUNK = 1 << 20  # streams are read in pieces this big (Ctrl-C works in between)
 CHANNELS = (1, 3)  # grayscale is coded as RGB and decoded back to one channel
 
 
@@ -60,7 +64,7 @@ class Header:
         return Q.from_x256(self.quality_x256)
 
 
-def image_digest(pixels: bytes) -> bytes:
+def image_digest(pixels: bytes | memoryview) -> bytes:
     """The 8-byte digest of decoded pixels that a file carries."""
     return hashlib.sha256(pixels).digest()[:8]
 
@@ -77,8 +81,8 @@ def pack(header: Header, payload: bytes) -> bytes:
     check_dimensions(header.width, header.height)
     if not Q.valid_x256(header.quality_x256):
         raise FormatError(f"quality {header.quality_value} outside {Q.MIN}..{Q.MAX}")
-    if len(payload) % 4 or len(payload) >= MAX_PAYLOAD:
-        raise FormatError("payload length must be a multiple of 4 and below 2 GiB")
+    if len(payload) % 4 or not 0 < len(payload) < MAX_PAYLOAD:
+        raise FormatError("payload length must be a non-zero multiple of 4 and below 2 GiB")
     head = HEADER.pack(
         MAGIC,
         header.version,
@@ -96,18 +100,51 @@ def pack(header: Header, payload: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def unpack(data: bytes) -> tuple[Header, bytes]:
-    """File bytes -> (header, payload), after checking magic, version, size and CRC."""
+def file_size(data: bytes) -> int:
+    """The size a .bbc file must have, from its first 44 bytes or more (checks 1-3 and
+    the payload limit of docs/format.md, section 2)."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not a .bbc file (bad magic bytes)")
     if len(data) < HEADER_SIZE + TRAILER_SIZE:
         raise FormatError(f"truncated .bbc file ({len(data)} bytes, header needs {HEADER_SIZE + TRAILER_SIZE})")
-    magic, version, channels, q256, width, height, wsha, digest, n, model_id, reserved = HEADER.unpack_from(data)
+    version = data[4]
     if version != VERSION:
         raise FormatError(f"unsupported .bbc version {version} (this decoder reads version {VERSION})")
+    (n,) = struct.unpack_from("<I", data, 32)
     if n >= MAX_PAYLOAD:
         raise FormatError(f"payload length {n} is not below the limit of {MAX_PAYLOAD} bytes (2 GiB)")
-    expected = HEADER_SIZE + n + TRAILER_SIZE
+    return HEADER_SIZE + n + TRAILER_SIZE
+
+
+def read_upto(fp: IO[bytes], limit: int) -> bytes:
+    """At most limit bytes of a binary stream (fewer at its end), read in pieces."""
+    parts, got = [], 0
+    while got < limit:
+        piece = fp.read(min(READ_CHUNK, limit - got))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
+
+
+def read_from(fp: IO[bytes]) -> bytes:
+    """The bytes of one .bbc file from a stream, never reading more than its header
+    allows: the header, then the payload and CRC it declares, then one byte more to
+    tell trailing data. Refuses what is not a .bbc file after its first bytes (so a
+    stream of zeros or a huge foreign file costs nothing); unpack() checks the rest."""
+    head = read_upto(fp, HEADER_SIZE + TRAILER_SIZE)
+    size = file_size(head)
+    data = head + read_upto(fp, size + 1 - len(head))
+    if len(data) > size:
+        raise FormatError(f"unexpected bytes after the end of the .bbc data (its header says {size} bytes)")
+    return data
+
+
+def unpack(data: bytes) -> tuple[Header, bytes]:
+    """File bytes -> (header, payload), after checking magic, version, size and CRC."""
+    expected = file_size(data)
+    magic, version, channels, q256, width, height, wsha, digest, n, model_id, reserved = HEADER.unpack_from(data)
     if len(data) < expected:
         raise FormatError(f"truncated .bbc file ({len(data)} bytes, header says {expected})")
     if len(data) > expected:
@@ -121,6 +158,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise FormatError(f"invalid quality field {q256}")
     if n % 4 or reserved:
         raise FormatError("invalid payload length or reserved field")
+    if n == 0:  # every image has at least one symbol, and any symbol costs the coder a word
+        raise FormatError("empty payload (a .bbc file holds at least one payload word)")
     check_dimensions(width, height)
     header = Header(width, height, q256, wsha, digest, model_id, channels, version)
     return header, data[HEADER_SIZE : HEADER_SIZE + n]

@@ -42,7 +42,7 @@ def read_meta(arrays: dict[str, np.ndarray]) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise LayoutError("not a bbcodec weights file")
     family = meta.get("family", FAMILY_V9)
-    if family not in FAMILIES or meta.get("version") != family:
+    if type(family) is not int or family not in FAMILIES or meta.get("version") != family:
         raise LayoutError(f"unsupported weights version {meta.get('version')} / network family {family}")
     if meta.get("max_symbol", MAX_SYMBOL) != MAX_SYMBOL:
         raise LayoutError(f"max_symbol must be {MAX_SYMBOL}, the file says {meta.get('max_symbol')}")

@@ -11,8 +11,11 @@ R = TypeVar("R")
 
 
 def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
-             progress: Callable[[int], None] | None = None) -> Iterator[R]:
-    """fn over tasks, results in task order; progress(1) after each. fn must be picklable."""
+             progress: Callable[[int], None] | None = None,
+             initializer: Callable[[], None] | None = None) -> Iterator[R]:
+    """fn over tasks, results in task order; progress(1) after each. fn must be picklable;
+    initializer, if given, runs first in each worker process. If the caller stops early
+    (an exception, Ctrl-C, SIGTERM), tasks not yet started are cancelled."""
     if jobs <= 1:
         for t in tasks:
             r = fn(t)
@@ -20,8 +23,11 @@ def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
                 progress(1)
             yield r
         return
-    with ProcessPoolExecutor(jobs) as ex:
+    ex = ProcessPoolExecutor(jobs, initializer=initializer)
+    try:
         for r in ex.map(fn, tasks, chunksize=1):
             if progress:
                 progress(1)
             yield r
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)

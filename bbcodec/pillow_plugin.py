@@ -9,8 +9,10 @@
     (12, 10)
 
 Registered the way Pillow's own plugins are (register_open / register_save /
-register_extension). Opening reads and checks the header only; pixels are decoded on
-load(). Saving takes `quality` (a number within quality.MIN..quality.MAX, default
+register_extension). Opening reads the file (no further than its header says) and
+checks its container only (docs/format.md, section 2, checks 1-7), never decoding:
+pixels are decoded on load(), which refuses a payload that cannot hold the declared
+image as soon as it runs out (so a tiny file declaring 8192x8192 costs milliseconds). Saving takes `quality` (a number within quality.MIN..quality.MAX, default
 quality.DEFAULT). A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
 while opening (so Image.open tries other formats and then raises
 UnidentifiedImageError), OSError while loading pixels or saving, and ValueError for a
@@ -41,9 +43,8 @@ class BbcImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         assert self.fp is not None
-        data = self.fp.read()
         try:
-            self._header, self._payload = fmt.unpack(data)
+            self._header, self._payload = fmt.unpack(fmt.read_from(self.fp))
         except Error as e:
             raise SyntaxError(str(e)) from None
         self._size = (self._header.width, self._header.height)

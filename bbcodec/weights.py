@@ -59,7 +59,7 @@ def registered(folder: Path) -> dict[str, str]:
     """File name -> SHA-256 from folder/SHA256SUMS, in file order."""
     try:
         lines = (folder / SUMS).read_text().splitlines()
-    except OSError:
+    except (OSError, ValueError):  # missing, unreadable or not text
         return {}
     out = {}
     for line in lines:
@@ -95,8 +95,11 @@ def load(path: Path) -> Weights:
         raise WeightsError(f"weights {path.name} do not match the hash in their name")
     try:
         model = read(io.BytesIO(data))
-    except (ValueError, KeyError, OSError) as e:
-        raise WeightsError(f"weights {path.name} are unreadable: {e}") from None
+    except MemoryError:
+        raise WeightsError(f"weights {path.name}: not enough memory to load them") from None
+    except Exception as e:  # any malformed array or metadata: unreadable weights, not a crash
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise WeightsError(f"weights {path.name} are unreadable: {reason}") from None
     return Weights(name=model.name, path=path, sha256=digest, model=model, family_id=model.family)
 
 

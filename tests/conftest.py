@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,34 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     train.main([*args, "--steps", "2"])
     train.main([*args, "--steps", "4"])  # resumes from the step-2 checkpoint
     return root, out
+
+
+TIFF_ASCII, TIFF_SHORT, TIFF_LONG, TIFF_RATIONAL = 2, 3, 4, 5  # TIFF field types
+
+
+def tiff_ifd(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """A little-endian TIFF block of one IFD: entries are (tag, type, count, value bytes)."""
+    n = len(entries)
+    start = 8 + 2 + 12 * n + 4
+    body, extra = b"", b""
+    for tag, typ, count, value in entries:
+        if len(value) <= 4:
+            body += struct.pack("<HHI", tag, typ, count) + value.ljust(4, b"\0")
+        else:
+            body += struct.pack("<HHII", tag, typ, count, start + len(extra))
+            extra += value
+    return b"II*\0" + struct.pack("<IH", 8, n) + body + struct.pack("<I", 0) + extra
+
+
+def tiff_file(path: Path, strip_offset_type: int = TIFF_LONG, samples: int = 1) -> Path:
+    """An 8x6 gray TIFF built by hand, its StripOffsets of the given field type and its
+    SamplesPerPixel as given (damaged on purpose by the tests that ask)."""
+    def short(tag: int, v: int) -> tuple[int, int, int, bytes]:
+        return tag, TIFF_SHORT, 1, struct.pack("<H", v)
+
+    offset = struct.pack("<II", 200, 1) if strip_offset_type == TIFF_RATIONAL else struct.pack("<I", 200)
+    ifd = tiff_ifd([short(256, 8), short(257, 6), short(258, 8), short(259, 1), short(262, 1),
+                    (273, strip_offset_type, 1, offset), short(277, samples), short(278, 6),
+                    (279, TIFF_LONG, 1, struct.pack("<I", 48))])
+    path.write_bytes(ifd.ljust(200, b"\0") + bytes(range(48)))
+    return path

@@ -72,3 +72,28 @@ def test_pillow_refuses_a_corrupt_bbc_file_as_unidentified(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(UnidentifiedImageError):
         Image.open(path)
+
+
+def test_reading_an_image_leaves_pillows_pixel_limit_alone():
+    """open_image used to set Image.MAX_IMAGE_PIXELS = None for the whole process."""
+    from bbcodec import images
+
+    before = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = 12345678
+        images.read_image(images.png_bytes(random_image(9, 9)), "x")
+        assert Image.MAX_IMAGE_PIXELS == 12345678
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def test_pillow_open_reads_the_header_and_does_not_decode(tmp_path, monkeypatch):
+    from bbcodec import codec
+
+    path = tmp_path / "x.bbc"
+    path.write_bytes(bbcodec.encode(random_image(16, 16, seed=2)))
+    calls = []
+    monkeypatch.setattr(codec, "decode", lambda *a, **k: calls.append(1))
+    with Image.open(path) as im:
+        assert im.size == (16, 16) and im.mode == "RGB"
+    assert calls == []

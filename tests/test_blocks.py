@@ -52,3 +52,17 @@ def test_neighbours_outside_the_image_read_mid_grey():
     nb = blocks.gather_neighbours(canvas, np.array([0, 1]), np.array([0, 1]))
     assert (nb[0] == 0).all()  # top-left block has no neighbours
     assert (nb[1] == 5)[: 2 * 192].all() and (nb[1, 2 * 192 : 3 * 192] == 0).all() and (nb[1, 3 * 192 :] == 5).all()
+
+
+def test_blocks_gathered_per_wavefront_match_the_whole_image_conversion():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (21, 35, 3), dtype=np.uint8)
+    padded = blocks.pad_to_blocks(img)
+    whole = blocks.to_blocks(padded)
+    grid = blocks.block_grid(padded)
+    for r, c in blocks.wavefronts(*whole.shape[:2]):
+        assert np.array_equal(blocks.block_rows(grid, r, c), whole[r, c].astype(np.float64))
+    gray = rng.integers(0, 256, (16, 24), dtype=np.uint8)
+    view = np.broadcast_to(gray[:, :, None], (16, 24, 3))  # grayscale as RGB without a copy
+    assert np.shares_memory(blocks.block_grid(blocks.pad_to_blocks(view)), gray)
+    assert np.array_equal(blocks.from_blocks(whole, 21, 35), img)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_image
+from conftest import random_image, tiff_file
 from PIL import Image
 
 
@@ -210,3 +210,104 @@ def test_an_unknown_model_id_is_refused_by_name(bbc, tmp_path):
     bad = tmp_path / "model7.bbc"
     bad.write_bytes(bytes(data) + struct.pack("<I", zlib.crc32(bytes(data))))
     assert "unknown model id 7" in one_error_line(run("decode", str(bad), str(tmp_path / "o.png")))
+
+
+# Defect 4: folder runs never map two inputs to one output, nor overwrite an original -----
+
+def test_a_folder_with_clashing_names_gives_one_output_per_input(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate(["a.png", "a.gif", "a.png.gif", "b.png"]):
+        Image.fromarray(random_image(8 + i, 12, seed=i)).save(src / name)
+    out = tmp_path / "out"
+    proc = run("encode", str(src), str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["done"] == 4
+    outputs = [f["output"] for f in report["files"]]
+    assert len(set(outputs)) == 4
+    assert sorted(p.name for p in out.iterdir()) == ["a.gif.bbc", "a.png.bbc", "a.png.gif.bbc", "b.bbc"]
+    heights = {Path(f["output"]).name: f["height"] for f in report["files"]}
+    assert heights == {"a.png.bbc": 8, "a.gif.bbc": 9, "a.png.gif.bbc": 10, "b.bbc": 11}
+
+
+def test_folder_output_names_are_planned_without_clashes():
+    from bbcodec import files
+
+    class Folder:  # a stand-in for a Path with iterdir(), so that any names can be tried
+        def __init__(self, names: list[str]) -> None:
+            self.names = names
+
+        def iterdir(self):  # noqa: ANN201
+            return [FakeFile(n) for n in self.names]
+
+    class FakeFile(type(Path())):  # type: ignore[misc]
+        def is_file(self) -> bool:  # noqa: D102
+            return True
+
+    cases = [["a.png", "a.gif", "a.png.gif"], ["a.png", "A.jpg"], ["x.tar.gz", "x.tar", "x.tar.png", "x.png"],
+             ["a", "a.bbc", "a.png"], ["c.png", "c.png.png", "c.png.png.png"]]
+    for names in cases:
+        pairs = files.folder_jobs(Folder(names), Path("out"), decode=False)
+        outs = [d.casefold() for _, d in pairs]
+        assert len(pairs) == len(names) and len(set(outs)) == len(outs), pairs
+
+
+def test_decoding_a_folder_into_itself_never_overwrites_the_originals(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(random_image(10, 14, seed=len(name))).save(folder / f"{name}.png")
+    assert run("encode", str(folder), str(folder), "--quiet").returncode == 0
+    originals = {p.name: p.read_bytes() for p in folder.glob("*.png")}
+    (folder / "b.png").unlink()  # b's original is gone: its decode may be written
+    del originals["b.png"]
+    proc = run("decode", str(folder), str(folder))
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "a.png, a file of the input folder" in err and "decoded 1 of 2 files" in err
+    assert {p.name: p.read_bytes() for p in folder.glob("a.png")} == originals
+    assert (folder / "b.png").exists()
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    again = run("encode", str(folder), str(folder), "--quiet")  # a.png and a.bbc (Pillow reads it) both -> a.bbc?
+    assert again.returncode == 0, again.stderr
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert {k: after[k] for k in before} == before  # nothing that was there is touched
+    assert sorted(set(after) - set(before)) == ["a.bbc.bbc", "a.png.bbc", "b.bbc.bbc", "b.png.bbc"]
+
+
+# Defect 9: smaller ones ------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", [("-q", "nan"), ("--target-bpp", "nan"), ("--target-psnr", "inf"),
+                                    ("--target-psnr", "nan")])
+def test_non_finite_numbers_are_usage_errors(png, tmp_path, option):
+    proc = run("encode", str(png), str(tmp_path / "x.bbc"), *option)
+    assert proc.returncode == 2, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"not a finite number" in proc.stderr
+    assert not (tmp_path / "x.bbc").exists()
+
+
+def test_quiet_means_quiet_even_when_pillow_complains(tmp_path):
+    """An EXIF field claiming more bytes than the file has makes Pillow warn; --quiet
+    printed the warning; a TIFF that libtiff complains about printed libtiff's lines."""
+    import struct
+
+    ifd = (b"II*\0" + struct.pack("<IH", 8, 2) + struct.pack("<HHI", 0x0112, 3, 1) + struct.pack("<HH", 6, 0)
+           + struct.pack("<HHII", 0x010E, 2, 1000, 4000) + struct.pack("<I", 0))
+    path = tmp_path / "warns.jpg"
+    Image.fromarray(random_image(12, 16, seed=2)).save(path, format="JPEG", exif=b"Exif\0\0" + ifd)
+    proc = run("encode", str(path), str(tmp_path / "w.bbc"), "--quiet")
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+    tif = tmp_path / "odd.tif"
+    Image.fromarray(random_image(12, 16, seed=2)).save(tif, format="TIFF", compression="tiff_adobe_deflate")
+    data = bytearray(tif.read_bytes())
+    data[20:24] = b"\xff\xff\xff\x0f"  # damage the compressed strip
+    tif.write_bytes(bytes(data))
+    proc = run("encode", str(tif), str(tmp_path / "t.bbc"), "--quiet")
+    assert proc.returncode in (0, 1)
+    assert len(proc.stderr.decode().splitlines()) == (0 if proc.returncode == 0 else 1), proc.stderr
+    # 66 samples per pixel: Pillow logs an error ("More samples per pixel than can be
+    # decoded"), which Python printed on stderr beside bbcodec's own line
+    tiff_file(tif, samples=66)
+    proc = run("encode", str(tif), str(tmp_path / "s.bbc"), "--quiet")
+    assert proc.returncode == 1 and len(proc.stderr.decode().strip().splitlines()) == 1, proc.stderr

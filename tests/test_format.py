@@ -102,3 +102,45 @@ def test_a_payload_length_of_2_gib_is_refused_by_the_limit_before_anything_else(
 def test_wrong_magic_says_not_a_bbc_file():
     with pytest.raises(fmt.FormatError, match="not a .bbc file"):
         fmt.unpack(b"\x89PNG\r\n\x1a\n" + b"\x00" * 60)
+
+
+def test_an_empty_payload_is_refused_and_never_written():
+    body = bytearray(make()[:-4])[:40]
+    struct.pack_into("<I", body, 32, 0)
+    with pytest.raises(fmt.FormatError, match="empty payload"):
+        fmt.unpack(recrc(bytes(body)))
+    with pytest.raises(fmt.FormatError):
+        make(payload=b"")
+
+
+def test_a_stream_is_read_no_further_than_the_header_says():
+    import io
+
+    data = make()
+
+    class Endless(io.RawIOBase):
+        """data, then zeros for ever; counts what was read."""
+
+        def __init__(self) -> None:
+            self.pos = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:  # noqa: ANN001
+            n = len(b)
+            chunk = (data[self.pos:] + b"\0" * n)[:n]
+            b[:n] = chunk
+            self.pos += n
+            return n
+
+    s = Endless()
+    with pytest.raises(fmt.FormatError, match="unexpected bytes after the end"):
+        fmt.read_from(s)
+    assert s.pos == len(data) + 1
+    assert fmt.read_from(io.BytesIO(data)) == data
+    for junk in (b"\0" * 10**6, b"GIF89a" + b"\0" * 100, b""):
+        with pytest.raises(fmt.FormatError, match="not a .bbc file"):
+            fmt.read_from(io.BytesIO(junk))
+    with pytest.raises(fmt.FormatError, match="truncated"):
+        fmt.unpack(fmt.read_from(io.BytesIO(data[:-1])))
