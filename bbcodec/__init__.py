@@ -17,6 +17,7 @@ operation, with a one-line message); anything else is a bug.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,22 +66,42 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-def encode(image: Image.Image | np.ndarray, quality: float = _quality.DEFAULT) -> bytes:
-    """Compress a Pillow image, or an HxWx3 / HxW (grayscale) uint8 array, to .bbc bytes.
+def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float = _quality.DEFAULT, *,
+           target_bpp: float | None = None, target_psnr: float | None = None,
+           weights: str | os.PathLike[str] | None = None) -> bytes:
+    """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
+    file (anything Pillow reads), or an HxWx3 / HxW (grayscale) uint8 array.
 
     quality: from quality.MIN (smallest file) to quality.MAX (best image), default
     quality.DEFAULT (see bbcodec.quality); fractions step between the trained qualities.
+    target_bpp / target_psnr (instead of quality): the largest file not above that many
+    bits per pixel / the smallest file reaching that PSNR in dB (the nearest end when out
+    of reach, as `bbcodec encode --target-bpp`). weights: a weights file (.npz) to use
+    instead of the default; decoding finds it by its hash in the searched folders.
     """
     import numpy as np
     from PIL import Image
 
-    from . import codec, images, weights
+    from . import codec, images, ratecontrol
+    from . import weights as wmod
 
+    if target_bpp is not None and target_psnr is not None:
+        raise _quality.QualityError("give only one of target_bpp and target_psnr")
     if isinstance(image, Image.Image):
         arr = images.to_array(image)
+    elif isinstance(image, (str, os.PathLike)):
+        from .files import read_input
+
+        arr = images.read_image(read_input(os.fspath(image)), os.fspath(image))
     else:
         arr = np.asarray(image)
-    data, _ = codec.encode(arr, quality, weights.default())
+        if not isinstance(image, np.ndarray) and arr.dtype == object:
+            raise images.ImageError(f"cannot encode a {type(image).__name__}: give a Pillow image, a path "
+                                    "or a uint8 array")
+    w = wmod.default() if weights is None else wmod.from_file(weights)
+    if target_bpp is not None or target_psnr is not None:
+        return ratecontrol.encode_to_target(arr, w, target_bpp, target_psnr).data
+    data, _ = codec.encode(arr, quality, w)
     return data
 
 
@@ -115,11 +136,12 @@ class Info:
         return asdict(self)
 
 
-def read_info(data: bytes) -> Info:
-    """Header fields of .bbc bytes, after checking size and CRC."""
+def read_info(data: bytes, check_crc: bool = True) -> Info:
+    """Header fields of .bbc bytes, after checking size and CRC (check_crc=False: the
+    fields of a file whose CRC is bad, when they are valid otherwise)."""
     from . import format
 
-    header, payload = format.unpack(data)
+    header, payload = format.unpack(data, check_crc)
     return Info(
         version=header.version,
         width=header.width,

@@ -306,9 +306,32 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
         wr.writeheader()
         wr.writerows(rows)
     bd = bd_table(cur, p.stored)
-    if not plot(cur, p.stored, out_dir / "rd.png", f"{p.folder.name}: {len(p.paths)} images"):
-        notes.append("plot skipped: install matplotlib")
-    return {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(p.paths), "tasks": len(p.tasks)}
+    full_kodak = is_full_kodak(p.paths)
+    title = f"{p.folder.name}: {len(p.paths)} images" + ("" if full_kodak else " (paper curve: full Kodak)")
+    plotted = plot(cur, p.stored, out_dir / "rd.png", title)
+    if not plotted:
+        notes.append("plot skipped (rd.png not written): install matplotlib, pip install -e '.[bench]'")
+    if any(ms is None for c in cur.values() for ms in c["results"]["ms-ssim-rgb"]):
+        notes.append("MS-SSIM '-': " + ("pytorch-msssim is not installed (pip install -e '.[bench]')"
+                                        if not _has_msssim() else "an image is too small (MS-SSIM needs 161 px per side)"))
+    return {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(p.paths), "tasks": len(p.tasks),
+            "plot": plotted, "full_kodak": full_kodak, "folder": str(p.folder)}
+
+
+KODAK_NAMES = frozenset(f"kodim{i:02d}.png" for i in range(1, 25))
+
+
+def is_full_kodak(paths: list[Path]) -> bool:
+    """Whether the images are the 24 Kodak images the paper's curve was measured on."""
+    return {p.name.lower() for p in paths} == KODAK_NAMES
+
+
+def _has_msssim() -> bool:
+    try:
+        import pytorch_msssim  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def format_report(result: dict) -> str:
@@ -325,6 +348,9 @@ def format_report(result: dict) -> str:
             rs = "n/a (no overlap)" if math.isnan(rate) else f"{rate:+.1f} %"
             ps = "" if math.isnan(dpsnr) else f"{dpsnr:+.2f} dB"
             lines.append(f"  {name:<26} {rs:>16} {ps:>10}")
+            if name.startswith("paper") and not result.get("full_kodak", True):
+                lines.append(f"    (the paper's curve is on all 24 Kodak images; this run used {result['images']} "
+                             f"images of {result.get('folder', 'the folder')}: not the same set)")
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""Command line: bbcodec encode / decode / info. Thin layer over the Python API.
+"""Command line: bbcodec encode / decode / info / bench / train / freeze. Thin layer over
+the Python API and files.py.
 
 Every failure is one line on stderr and a non-zero exit code; outputs are written to
 a temporary file beside the target and renamed into place only on success (files.py:
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -68,37 +70,118 @@ def _report_single(result, as_json: bool, quiet: bool, line: str) -> None:  # no
         click.echo(line, err=True)
 
 
-def _folder(kind: str, src: Path, dst: str, opts, jobs: int, as_json: bool, quiet: bool) -> None:  # noqa: ANN001
-    """Encode or decode every file of a folder, continuing after errors."""
+def _named(e: BaseException | str, src: str, *others: str) -> str:
+    """An error message that names the file it is about ('-' is stdin)."""
+    from .files import display_name
+
+    msg = one_line(str(e))
+    if type(e).__name__ == "WeightsError":  # about the weights, not the file
+        return msg
+    for prefix in ("- is ", "stdin is ", "-: ", "- "):
+        if msg.startswith(prefix):
+            msg = "stdin: " + msg[len(prefix):]
+            break
+    if not msg.startswith("stdin") and not any(p != "-" and p in msg for p in (src, *others)):
+        msg = f"{display_name(src)}: {msg}"
+    return msg
+
+
+def _fail(message: str, as_json: bool, src: str) -> Failure:
+    """The Failure to raise; with --json, a JSON error object is printed on stdout first."""
+    if as_json:
+        click.echo(json.dumps({"input": src, "error": message}, indent=2))
+    return Failure(message)
+
+
+def _no_binary_to_terminal(dst: str) -> None:
+    if dst == "-" and sys.stdout is not None and sys.stdout.isatty():
+        raise click.UsageError("refusing to write binary data to a terminal: redirect stdout "
+                               "(bbcodec ... - > out) or name an output file")
+
+
+def _is_folder_target(dst: str) -> bool:
+    return dst != "-" and (Path(dst).is_dir() or dst.endswith(("/", os.sep)))
+
+
+def _batch(kind: str, pairs: list[tuple[str, str]], out: Path, opts, jobs: int, as_json: bool,  # noqa: ANN001
+           quiet: bool, skipped: list[str] | None = None, subfolders: list[str] | None = None) -> None:
+    """Encode or decode every pair, continuing after errors, and report the totals."""
     from . import files
 
-    if dst == "-":
-        raise click.UsageError("a folder input needs an output folder, not '-'")
-    out = Path(dst)
+    skipped, subfolders = skipped or [], subfolders or []
     if out.exists() and not out.is_dir():
-        raise Failure(f"{dst} exists and is not a folder")
-    pairs = files.folder_jobs(src, out, decode=(kind == "decode"))
-    if not pairs:
-        raise Failure(f"no {'.bbc files' if kind == 'decode' else 'files'} in {src}")
+        raise Failure(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     with click.progressbar(length=len(pairs), label=kind, show_eta=True, file=sys.stderr,
                            hidden=quiet or as_json or not sys.stderr.isatty()) as bar:
         results = list(files.run_folder(kind, pairs, opts, jobs, bar.update))
-    total = files.summarize(kind, results)
+    total = files.summarize(kind, results, len(skipped))
     failed = [r for r in results if isinstance(r, files.Failed)]
     if as_json:
-        click.echo(json.dumps({"summary": total.to_dict(), "files": [r.to_dict() for r in results]}, indent=2))
+        click.echo(json.dumps({"summary": total.to_dict(), "files": [r.to_dict() for r in results],
+                               "skipped": skipped, "subfolders_left_out": subfolders}, indent=2))
     else:
         for r in failed:
             click.echo(f"bbcodec: skipped {r.input}: {one_line(r.error)}", err=True)
         if not quiet or failed:
             mean = f", mean {total.mean_bpp:.4f} bpp" if total.mean_bpp is not None else ""
+            what = "images" if kind == "encode" else ".bbc files"
+            notes = (f"; {len(skipped)} other files left out (not {what}: "
+                     f"{', '.join(Path(p).name for p in skipped[:3])}{', ...' if len(skipped) > 3 else ''})"
+                     if skipped else "")
+            notes += (f"; {len(subfolders)} subfolders left out (--recursive includes them)" if subfolders else "")
             click.echo(f"{kind}d {total.done} of {total.files} files: {total.bytes_before} -> {total.bytes_after} bytes"
-                       f"{mean}" + (f"; {total.failed} failed" if total.failed else ""), err=True)
+                       f"{mean}" + (f"; {total.failed} failed" if total.failed else "") + notes, err=True)
     if any(r.internal for r in failed):
         sys.exit(70)
     if failed:
         sys.exit(1)
+
+
+def _run_many(kind: str, paths: tuple[str, ...], opts, jobs: int, as_json: bool, quiet: bool,  # noqa: ANN001
+              recursive: bool, suffix: str) -> bool:
+    """Folder and several-input runs (True if paths were one of those); single files are
+    left to the caller (False)."""
+    from . import files
+
+    if len(paths) < 2:
+        raise click.UsageError("give the input(s) and then the output: IN... OUT")
+    *srcs, dst = paths
+    if len(srcs) == 1 and srcs[0] != "-" and Path(srcs[0]).is_dir():
+        if dst == "-":
+            raise click.UsageError("a folder input needs an output folder, not '-'")
+        plan = files.scan_folder(Path(srcs[0]), Path(dst), decode=(kind == "decode"), recursive=recursive,
+                                 suffix=suffix)
+        if not plan.pairs:
+            raise _fail(f"no {'.bbc files' if kind == 'decode' else 'images'} in {srcs[0]}"
+                        + (f" ({len(plan.subfolders)} subfolders: --recursive includes them)"
+                           if plan.subfolders else ""), as_json, srcs[0])
+        _batch(kind, plan.pairs, Path(dst), opts, jobs, as_json, quiet, plan.skipped, plan.subfolders)
+        return True
+    if len(srcs) == 1 and not _is_folder_target(dst):
+        return False
+    if dst == "-":
+        raise click.UsageError("several inputs need an output folder, not '-'")
+    if Path(dst).exists() and not Path(dst).is_dir():
+        raise click.UsageError(f"several inputs need an output folder; {dst} is a file")
+    if not _is_folder_target(dst) and Path(dst).suffix:
+        raise click.UsageError(f"several inputs need an output folder; {dst} looks like a file name "
+                               f"(end it with '/' for a new folder of that name)")
+    if "-" in srcs or any(Path(p).is_dir() for p in srcs):
+        raise click.UsageError("with several inputs, each must be a file (a folder or '-' goes alone: IN OUT)")
+    _batch(kind, files.plan_names([Path(p) for p in srcs], Path(dst), suffix), Path(dst), opts, jobs, as_json,
+           quiet)
+    return True
+
+
+def _progress(pixels: int, quiet: bool, as_json: bool):  # noqa: ANN202 - a context manager or None
+    """A progress bar (blocks) for one image of more than PROGRESS_PIXELS on a terminal."""
+    if quiet or as_json or pixels <= PROGRESS_PIXELS or sys.stderr is None or not sys.stderr.isatty():
+        return None
+    return click.progressbar(length=pixels, label="coding", show_eta=True, file=sys.stderr)
+
+
+PROGRESS_PIXELS = 4_000_000  # images above this many pixels show a progress bar on a terminal
 
 
 @cli.command(epilog=EXIT_CODES + """
@@ -106,40 +189,54 @@ def _folder(kind: str, src: Path, dst: str, opts, jobs: int, as_json: bool, quie
 Examples:
   bbcodec encode photo.png photo.bbc -q 6
   bbcodec encode photo.png photo.bbc --target-bpp 0.5
-  bbcodec encode photos/ compressed/ -q 5 --jobs 2""")
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT")
+  bbcodec encode *.png packed/                  several images into a folder
+  bbcodec encode photos/ compressed/ -q 5 --jobs 2 --recursive""")
+@click.argument("paths", nargs=-1, required=True, metavar="IN... OUT")
 @click.option("-q", "--quality", type=FiniteFloatRange(Q.MIN, Q.MAX), default=None,
               help=f"{Q.MIN} (smallest) .. {Q.MAX} (best); fractions step between qualities.  [default: {Q.DEFAULT}]")
 @click.option("--target-bpp", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Pick the quality giving the largest file not above this many bits per pixel.")
 @click.option("--target-psnr", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Pick the quality giving the smallest file with at least this PSNR (dB).")
+@click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
+              help="Encode with this weights file (.npz) instead of the default; decoding finds it by its "
+                   "hash in $BBCODEC_WEIGHTS or the shipped weights.")
 @click.option("--schedule", type=click.Choice(["wavefront", "raster"]), default="wavefront",
               show_default=True, help="Block order of the encoder (same bytes either way).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Parallel processes when IN is a folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+              help="Parallel processes for a folder or several inputs.")
+@click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
+@click.option("-f", "--force", is_flag=True, help="Write OUT even if its extension is not .bbc.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
-@click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image.")
-def encode(src: str, dst: str, quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           schedule: str, jobs: int, as_json: bool, quiet: bool, verbose: bool) -> None:
-    """Compress image IN (PNG, JPEG, ...; '-' = stdin; a folder = every image in it)
-    to OUT ('-' = stdout; a folder for a folder)."""
+@click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
+def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
+           weights_file: str | None, schedule: str, jobs: int, recursive: bool, force: bool, as_json: bool,
+           quiet: bool, verbose: bool) -> None:
+    """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
+    IN: every image in it into the folder OUT; several INs (or an existing folder OUT):
+    each into OUT as NAME.bbc."""
     from .files import EncodeOptions, encode_file
 
     if sum(v is not None for v in (quality, target_bpp, target_psnr)) > 1:
         raise click.UsageError("give only one of --quality, --target-bpp, --target-psnr")
+    dst = paths[-1]
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
-    opts = EncodeOptions(Q.DEFAULT if quality is None else quality, target_bpp, target_psnr, schedule, verbose or as_json)
-    if src != "-" and Path(src).is_dir():
-        _folder("encode", Path(src), dst, opts, jobs, as_json, quiet)
+    opts = EncodeOptions(Q.DEFAULT if quality is None else quality, target_bpp, target_psnr, schedule,
+                         verbose or as_json, weights_file)
+    if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc"):
         return
+    src = paths[0]
+    suffix = os.path.splitext(dst)[1]
+    if dst != "-" and suffix and suffix.lower() != ".bbc" and not force and not _is_device(dst):
+        raise _fail(f"{dst}: bbcodec writes .bbc files, not {suffix}; name the output .bbc "
+                    f"(or give --force)", as_json, src)
+    _no_binary_to_terminal(dst)
     try:
-        r = encode_file(src, dst, opts)
+        r = encode_file(src, dst, opts, progress_for=lambda px: _progress(px, quiet, as_json))
     except Error as e:
-        raise Failure(str(e)) from None
+        raise _fail(_named(e, src, dst), as_json, src) from None
     line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, quality {r.quality:g}, "
             f"{r.bytes} bytes, {r.bpp:.4f} bpp, {r.seconds:.2f} s")
     if r.psnr is not None:
@@ -151,67 +248,139 @@ def encode(src: str, dst: str, quality: float | None, target_bpp: float | None, 
     _report_single(r, as_json, quiet, line)
 
 
+def _is_device(path: str) -> bool:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _no_quality(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise click.UsageError("decode takes no quality: the .bbc file stores it (-q is --quality of "
+                               "encode; --quiet prints nothing)", ctx)
+
+
 @cli.command(epilog=EXIT_CODES + """
+\b
+Output format: by OUT's extension for lossless formats (.png, .tif/.tiff, .bmp,
+.ppm/.pgm); PNG for '-' and other extensions; lossy ones (.jpg, .webp, .avif...)
+are refused unless --format names them. -q is not an option of decode (the quality
+is in the file); --quiet prints nothing.
 \b
 Examples:
   bbcodec decode photo.bbc photo.png
+  bbcodec decode photo.bbc photo.tiff
+  bbcodec decode *.bbc restored/
   bbcodec decode compressed/ decoded/ --jobs 2""")
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT")
+@click.argument("paths", nargs=-1, required=True, metavar="IN... OUT")
+@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "bmp", "ppm", "jpeg", "webp"],
+                                                   case_sensitive=False), default=None,
+              help="Write this format whatever OUT's extension (jpeg and webp at quality 95: lossy).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Parallel processes when IN is a folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+              help="Parallel processes for a folder or several inputs.")
+@click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
-def decode(src: str, dst: str, jobs: int, as_json: bool, quiet: bool) -> None:
-    """Decompress IN.bbc ('-' = stdin; a folder = every .bbc in it) to the PNG image OUT
-    ('-' = stdout; a folder for a folder)."""
-    from .files import decode_file
+@click.option("-v", "--verbose", is_flag=True, help="Also print the quality, bpp and weights of the file.")
+@click.option("-q", "no_quality", default=None, hidden=True, expose_value=False, callback=_no_quality)
+def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, recursive: bool, as_json: bool, quiet: bool,
+           verbose: bool) -> None:
+    """Decompress IN.bbc ('-' = stdin) to the image OUT ('-' = stdout, PNG). A folder IN:
+    every .bbc in it into the folder OUT; several INs (or an existing folder OUT): each
+    into OUT as NAME.png (or the --format's extension)."""
+    from .files import FORMAT_SUFFIX, FORMATS, decode_file
 
+    dst = paths[-1]
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
-    if src != "-" and Path(src).is_dir():
-        _folder("decode", Path(src), dst, None, jobs, as_json, quiet)
+    suffix = FORMAT_SUFFIX[FORMATS[fmt.lower()]] if fmt else ".png"
+    if _run_many("decode", paths, fmt.lower() if fmt else None, jobs, as_json, quiet, recursive, suffix):
         return
+    src = paths[0]
+    _no_binary_to_terminal(dst)
     try:
-        r = decode_file(src, dst)
+        r = decode_file(src, dst, fmt, progress_for=lambda px: _progress(px, quiet, as_json))
     except Error as e:
-        raise Failure(str(e)) from None
-    _report_single(r, as_json, quiet, f"{dst}: {r.width}x{r.height}, decoded in {r.seconds:.2f} s")
+        raise _fail(_named(e, src, dst), as_json, src) from None
+    line = f"{dst}: {r.width}x{r.height}, decoded in {r.seconds:.2f} s"
+    if verbose:
+        line += f", quality {r.quality:g}, {r.bpp:.4f} bpp, weights {r.weights}"
+    _report_single(r, as_json, quiet, line)
 
 
 @cli.command(epilog=EXIT_CODES)
-@click.argument("src", metavar="IN")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(src: str, as_json: bool) -> None:
-    """Print the header of IN.bbc: size, quality, model, bpp, checksums."""
-    from . import model_io, read_info, weights
+@click.argument("srcs", nargs=-1, required=True, metavar="IN...")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list for several files).")
+def info(srcs: tuple[str, ...], as_json: bool) -> None:
+    """Print the header of each IN.bbc: size, quality, model, bpp, checksums. A file
+    whose CRC is bad shows what its header says, and the exit code is 1."""
+    reports, bad = [], False
+    for n, src in enumerate(srcs):
+        try:
+            fields, ok = _info_fields(src)
+        except Error as e:
+            bad = True
+            msg = _named(e, src)
+            if as_json:
+                reports.append({"input": src, "error": msg})
+            else:
+                click.echo(f"bbcodec: error: {msg}", err=True)
+            continue
+        bad = bad or not ok
+        if as_json:
+            reports.append(fields if len(srcs) == 1 else {"input": src, **fields})
+            continue
+        if n:
+            click.echo("")
+        rows = [("file", src)] if len(srcs) > 1 else []
+        rows += [
+            ("format version", fields["version"]),
+            ("size", f"{fields['width']}x{fields['height']}, {fields['channels']} channels"),
+            ("quality", f"{fields['quality']:g}"),
+            ("model", fields["model"] or f"{fields['family']} family (id {fields['model_id']}), weights not installed"),
+            ("weights sha256", f"{fields['weights_sha256']}... ({fields['weights'] or 'not installed'})"),
+            ("file size", f"{fields['file_bytes']} bytes ({fields['payload_bytes']} payload)"),
+            ("bits per pixel", f"{fields['bpp']:.4f}"),
+            ("image digest", f"{fields['image_digest']} (sha256 prefix of the decoded pixels)"),
+            ("crc32", "ok" if ok else "BAD: the file is damaged and will not decode"),
+        ]
+        for k, v in rows:
+            click.echo(f"{k + ':':<16}{v}")
+        if not ok:
+            click.echo(f"bbcodec: error: {display(src)}: corrupt .bbc file (CRC-32 mismatch)", err=True)
+    if as_json:
+        click.echo(json.dumps(reports[0] if len(srcs) == 1 else reports, indent=2))
+    if bad:
+        sys.exit(1)
+
+
+def display(path: str) -> str:
+    return "stdin" if path == "-" else path
+
+
+def _info_fields(src: str) -> tuple[dict, bool]:
+    """The header fields of one .bbc file as `info --json` shows them, and whether its
+    CRC is right (the fields are shown either way)."""
+    from . import format, model_io, read_info, weights
     from .files import read_bbc
 
+    data = read_bbc(src)
+    i = read_info(data, check_crc=False)
+    ok = format.crc_ok(data)
+    weights_name: str | None
+    model: str | None
     try:
-        i = read_info(read_bbc(src))
-        try:
-            weights_name = weights.find(bytes.fromhex(i.weights_sha256)).path.name
-        except weights.WeightsError:
-            weights_name = None
-    except Error as e:
-        raise Failure(str(e)) from None
-    model = model_io.FAMILIES.get(i.model_id, "unknown")
-    if as_json:
-        click.echo(json.dumps({**i.to_dict(), "weights": weights_name, "model": model, "crc32": "ok"}, indent=2))
-        return
-    rows = [
-        ("format version", i.version),
-        ("size", f"{i.width}x{i.height}, {i.channels} channels"),
-        ("quality", f"{i.quality:g}"),
-        ("model", f"{model} (id {i.model_id})"),
-        ("weights sha256", f"{i.weights_sha256}... ({weights_name or 'not installed'})"),
-        ("file size", f"{i.file_bytes} bytes ({i.payload_bytes} payload)"),
-        ("bits per pixel", f"{i.bpp:.4f}"),
-        ("image digest", f"{i.image_digest} (sha256 prefix of the decoded pixels)"),
-        ("crc32", "ok"),
-    ]
-    for k, v in rows:
-        click.echo(f"{k + ':':<16}{v}")
+        w = weights.find(bytes.fromhex(i.weights_sha256))
+        weights_name, model = w.path.name, w.name
+    except weights.WeightsError:
+        weights_name = model = None
+    family = model_io.FAMILIES.get(i.model_id, "unknown")
+    return {**i.to_dict(), "weights": weights_name, "model": model, "family": family,
+            "crc32": "ok" if ok else "bad"}, ok
 
 
 def _csv(kind: type, allowed: tuple | None = None):
@@ -260,7 +429,8 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
     except Error as e:
         raise Failure(str(e)) from None
     click.echo(b.format_report(result))
-    click.echo(f"wrote {out_dir}/: " + ", ".join(f"{n}.json" for n in result["curves"]) + ", per_image.csv, rd.png")
+    click.echo(f"wrote {out_dir}/: " + ", ".join(f"{n}.json" for n in result["curves"]) + ", per_image.csv"
+               + (", rd.png" if result["plot"] else ""))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
@@ -273,6 +443,19 @@ def train(ctx: click.Context) -> None:
     except ImportError as e:
         raise Failure(f"training needs torch ({e}); install with: pip install -e '.[train]'") from None
     trainer.main(ctx.args)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+             add_help_option=False)
+@click.pass_context
+def freeze(ctx: click.Context) -> None:
+    """Freeze a training checkpoint into a weights file, its SHA256SUMS line and a
+    model-card stub (needs torch); --help lists the options."""
+    try:
+        from .train import freeze as freezer
+    except ImportError as e:
+        raise Failure(f"freezing needs torch ({e}); install with: pip install -e '.[train]'") from None
+    freezer.main(ctx.args, prog="bbcodec freeze")
 
 
 def main() -> None:

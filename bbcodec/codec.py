@@ -81,7 +81,8 @@ def digest(img: np.ndarray) -> bytes:
 
 
 @_one_blas_thread
-def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront") -> tuple[bytes, np.ndarray]:
+def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront",
+           progress: Callable[[int], None] | None = None) -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     Grayscale is coded as RGB with equal channels and decoded back to one channel.
@@ -89,6 +90,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     (the pixels and each kernel-3 layer's features, int16); block pixels are gathered
     per wavefront and symbols are range-coded as they come (wavefront schedule) or kept
     as int16 with uint8 scale indices (raster), never as whole-image float64 arrays.
+    progress, if given, is called with the number of pixels of each step's blocks.
     """
     gray = img.ndim == 2
     if gray:
@@ -122,6 +124,8 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
             coder.encode(sym, model.scale_table[idx])
         else:
             symbols[r, c], scale_idx[r, c] = sym, idx
+        if progress is not None:
+            progress(len(r) * blocks.BLOCK * blocks.BLOCK)
     if not in_order:
         for r, c in blocks.wavefronts(rows, cols):
             coder.encode(symbols[r, c], model.scale_table[scale_idx[r, c]])
@@ -143,8 +147,10 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
 
 
 @_one_blas_thread
-def decode(header: format.Header, payload: bytes, weights: Weights, schedule: str = "wavefront") -> np.ndarray:
-    """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked."""
+def decode(header: format.Header, payload: bytes, weights: Weights, schedule: str = "wavefront",
+           progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked
+    (progress as for encode)."""
     model = weights.model
     qp = model.params_at(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
@@ -158,6 +164,8 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
             mean, idx = model.entropy_params(nb, qp, ctx)
             sym = dec.decode(model.scale_table[idx]).astype(np.float64)
             canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
+            if progress is not None:
+                progress(len(r) * blocks.BLOCK * blocks.BLOCK)
         dec.finish()
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None

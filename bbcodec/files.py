@@ -276,6 +276,7 @@ class EncodeOptions:
     target_psnr: float | None = None
     schedule: str = "wavefront"
     measure_psnr: bool = False
+    weights: str | None = None  # a weights file instead of the default (--weights)
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,9 @@ class EncodeResult(_Result):
 
 @dataclass(frozen=True)
 class DecodeResult(_Result):
-    """One .bbc file decoded to a PNG (bpp is the .bbc file's, bytes the PNG's)."""
+    """One .bbc file decoded to an image (bpp is the .bbc file's, bytes the image's)."""
+
+    weights: str | None = None  # file name of the weights used
 
 
 @dataclass(frozen=True)
@@ -328,23 +331,45 @@ class Failed:
         return d
 
 
-def encode_file(src: str, dst: str, opts: EncodeOptions) -> EncodeResult:
-    """Encode one image file (or '-') to dst (or '-')."""
+ProgressFor = Callable[[int], Any]  # pixels -> a click progress bar (context manager) or None
+
+
+@contextmanager
+def _progress(progress_for: ProgressFor | None, height: int, width: int) -> Iterator[Callable[[int], None] | None]:
+    """The update function of the progress bar progress_for gives for an image (or None)."""
+    from .blocks import BLOCK, grid_shape
+
+    rows, cols = grid_shape(height, width)
+    bar = progress_for(rows * cols * BLOCK * BLOCK) if progress_for is not None else None
+    if bar is None:
+        yield None
+        return
+    with bar as b:
+        yield b.update
+
+
+def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressFor | None = None) -> EncodeResult:
+    """Encode one image file (or '-') to dst (or '-'); progress_for(pixels) may give a
+    progress bar for a large image (the CLI's, on a terminal)."""
     from . import codec, images, ratecontrol, rd, weights
+    from .format import MAGIC
 
     data = read_input(src, MAX_IMAGE_BYTES)
     input_bytes = len(data)
+    if data[:4] == MAGIC:
+        raise FileError(f"{display_name(src)} is already a .bbc file (bbcodec decode turns it back into an image)")
     with _quiet_reading():
-        arr = images.read_image(data, src)
+        arr = images.read_image(data, display_name(src))
     del data  # the file's bytes are not needed while coding
-    w = weights.default()
+    w = weights.from_file(opts.weights) if opts.weights else weights.default()
     t0 = time.perf_counter()
     target_met = encodes = None
     if opts.target_bpp is not None or opts.target_psnr is not None:
         r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr)
         out, rec, quality, target_met, encodes = r.data, r.reconstruction, r.quality, r.met, r.probes
     else:
-        out, rec = codec.encode(arr, opts.quality, w, opts.schedule)
+        with _progress(progress_for, *arr.shape[:2]) as update:
+            out, rec = codec.encode(arr, opts.quality, w, opts.schedule, progress=update)
         quality = opts.quality
     secs = time.perf_counter() - t0
     write_output(dst, out, src)
@@ -357,39 +382,65 @@ def encode_file(src: str, dst: str, opts: EncodeOptions) -> EncodeResult:
     )
 
 
-def decode_file(src: str, dst: str) -> DecodeResult:
-    """Decode one .bbc file (or '-') to a PNG at dst (or '-')."""
+# Output formats of decode, by the extension of the output: lossless ones are written as
+# named, lossy ones only when asked for with --format (fmt), anything else as PNG.
+LOSSLESS_SUFFIXES = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".ppm": "PPM",
+                     ".pgm": "PPM", ".pnm": "PPM"}
+LOSSY_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".webp": "WEBP",
+                  ".avif": "AVIF", ".heic": "HEIF", ".heif": "HEIF", ".jxl": "JXL", ".jp2": "JPEG2000",
+                  ".gif": "GIF"}
+FORMATS = {"png": "PNG", "tiff": "TIFF", "bmp": "BMP", "ppm": "PPM", "jpeg": "JPEG", "webp": "WEBP"}
+FORMAT_SUFFIX = {"PNG": ".png", "TIFF": ".tiff", "BMP": ".bmp", "PPM": ".ppm", "JPEG": ".jpg", "WEBP": ".webp"}
+
+
+def display_name(path: str) -> str:
+    """How a path is named in messages ('-' is stdin or stdout)."""
+    return "stdin" if path == "-" else path
+
+
+def output_format(dst: str, fmt: str | None = None) -> str:
+    """The Pillow format decode writes to dst: fmt (a key of FORMATS) if given, else by
+    dst's extension for lossless formats, PNG for '-' and unknown extensions; a lossy
+    extension without fmt is refused (a FileError naming the way out)."""
+    if fmt is not None:
+        return FORMATS[fmt.lower()]
+    if dst == "-":
+        return "PNG"
+    suffix = os.path.splitext(dst)[1].lower()
+    if suffix in LOSSY_SUFFIXES:
+        name = LOSSY_SUFFIXES[suffix]
+        raise FileError(f"{dst}: {name} is lossy and would lose what the decoder restored; write .png, .tiff, "
+                        f".bmp or .ppm, or give --format {name.lower()} to write {name} anyway")
+    return LOSSLESS_SUFFIXES.get(suffix, "PNG")
+
+
+def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: ProgressFor | None = None) -> DecodeResult:
+    """Decode one .bbc file (or '-') to dst (or '-'), in the format output_format names
+    (progress_for as for encode_file)."""
     from . import codec, format, images, weights
 
+    pil_format = output_format(dst, fmt)
     data = read_bbc(src)
     header, payload = format.unpack(data)
     w = weights.for_header(header)
     t0 = time.perf_counter()
-    img = codec.decode(header, payload, w)
+    with _progress(progress_for, header.height, header.width) as update:
+        img = codec.decode(header, payload, w, progress=update)
     secs = time.perf_counter() - t0
-    png = images.png_bytes(img)
+    png = images.image_bytes(img, pil_format)
     write_output(dst, png, src)
     return DecodeResult(
         input=src, output=dst, width=header.width, height=header.height, channels=header.channels,
         quality=header.quality_value, input_bytes=len(data), bytes=len(png),
-        bpp=8 * len(data) / (header.width * header.height), seconds=secs,
+        bpp=8 * len(data) / (header.width * header.height), seconds=secs, weights=w.path.name,
     )
 
 
-def folder_jobs(src_dir: Path, dst_dir: Path, decode: bool) -> list[tuple[str, str]]:
-    """(input, output) pairs for a folder: images -> NAME.bbc, or .bbc -> NAME.png.
-
-    Names are kept; every output name is planned before anything is written, and no two
-    inputs share one: where outputs would clash (a.png and a.jpg; a.png, a.gif and
-    a.png.gif) the clashing inputs keep their full names (a.png.bbc, a.gif.bbc,
-    a.png.gif.bbc), repeated until none clash (names compared ignoring case, so that
-    case-insensitive file systems are safe too). Hidden files are left alone;
-    non-images are passed on so that they are reported as skipped.
-    """
-    suffix = ".png" if decode else ".bbc"
-    files = [p for p in sorted(src_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
-    if decode:
-        files = [p for p in files if p.suffix.lower() == ".bbc"]
+def plan_names(files: list[Path], dst_dir: Path, suffix: str) -> list[tuple[str, str]]:
+    """(input, dst_dir/NAME+suffix) pairs, no two inputs sharing an output name: where
+    outputs would clash (a.png and a.jpg; a.png, a.gif and a.png.gif) the clashing inputs
+    keep their full names (a.png.bbc, a.gif.bbc, a.png.gif.bbc), repeated until none
+    clash (names compared ignoring case, so that case-insensitive file systems are safe)."""
     full: set[Path] = set()  # inputs whose output keeps the full name
     while True:
         claims: dict[str, list[Path]] = {}
@@ -400,6 +451,63 @@ def folder_jobs(src_dir: Path, dst_dir: Path, decode: bool) -> list[tuple[str, s
             break
         full |= clashing
     return [(str(p), str(dst_dir / ((p.name if p in full else p.stem) + suffix))) for p in files]
+
+
+def folder_jobs(src_dir: Path, dst_dir: Path, decode: bool, suffix: str | None = None) -> list[tuple[str, str]]:
+    """(input, output) pairs for a folder: files -> NAME.bbc, or .bbc -> NAME.png (or
+    NAME+suffix). Names are kept and planned without clashes (plan_names). Hidden files
+    are left alone; here every other file is passed on (scan_folder skips non-images)."""
+    suffix = suffix or (".png" if decode else ".bbc")
+    files = [p for p in sorted(src_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    if decode:
+        files = [p for p in files if p.suffix.lower() == ".bbc"]
+    return plan_names(files, dst_dir, suffix)
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has the extension of an image format Pillow reads (not .bbc)."""
+    from PIL import Image
+
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix != ".bbc" and (suffix in Image.registered_extensions() or suffix in (".jxl", ".avif", ".heic"))
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """What a folder run will do: (input, output) pairs, files skipped by their name (not
+    images, or not .bbc for decode), subfolders left out (without --recursive)."""
+
+    pairs: list[tuple[str, str]]
+    skipped: list[str]
+    subfolders: list[str]
+
+
+def scan_folder(src_dir: Path, dst_dir: Path, decode: bool, recursive: bool = False,
+                suffix: str | None = None) -> FolderPlan:
+    """Plan a folder run: images (by extension) -> .bbc, or .bbc -> images; with recursive,
+    subfolders too, mirrored under dst_dir. Hidden files and folders are left alone."""
+    suffix = suffix or (".png" if decode else ".bbc")
+    pairs: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    subfolders: list[str] = []
+    todo = [(src_dir, dst_dir)]
+    while todo:
+        here, there = todo.pop(0)
+        entries = [p for p in sorted(here.iterdir()) if not p.name.startswith(".")]
+        keep = []
+        for p in entries:
+            if p.is_dir():
+                if recursive:
+                    todo.append((p, there / p.name))
+                else:
+                    subfolders.append(str(p))
+            elif p.is_file():
+                if p.suffix.lower() == ".bbc" if decode else is_image_name(p.name):
+                    keep.append(p)
+                else:
+                    skipped.append(str(p))
+        pairs += plan_names(keep, there, suffix)
+    return FolderPlan(pairs, skipped, subfolders)
 
 
 def _refusal(src: str, dst: str, planned: set[str]) -> str | None:
@@ -423,14 +531,15 @@ def _refusal(src: str, dst: str, planned: set[str]) -> str | None:
 Outcome = EncodeResult | DecodeResult | Failed
 
 
-def _run_one(job: tuple[str, str, str, EncodeOptions | None, str | None]) -> Outcome:
+def _run_one(job: tuple[str, str, str, EncodeOptions | str | None, str | None]) -> Outcome:
     kind, src, dst, opts, refused = job
     if refused:
         return Failed(src, refused)
     try:
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)  # mirrored subfolders (--recursive)
         if kind == "decode":
-            return decode_file(src, dst)
-        return encode_file(src, dst, opts or EncodeOptions())
+            return decode_file(src, dst, opts if isinstance(opts, str) else None)
+        return encode_file(src, dst, opts if isinstance(opts, EncodeOptions) else EncodeOptions())
     except Error as e:
         return Failed(src, str(e))
     except MemoryError:
@@ -446,7 +555,7 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | None, jobs: int,
+def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | str | None, jobs: int,
                progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
     """Process every pair, continuing after errors; yields a result or a Failed per pair.
 
@@ -469,12 +578,13 @@ class FolderSummary:
     bytes_after: int
     mean_bpp: float | None  # mean over the files done of each .bbc file's bpp
     bpp_overall: float | None  # all .bbc bytes over all pixels
+    skipped: int = 0  # files left out by their name (not images; not .bbc for decode)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def summarize(kind: str, outcomes: list[Outcome]) -> FolderSummary:
+def summarize(kind: str, outcomes: list[Outcome], skipped: int = 0) -> FolderSummary:
     """Totals of a folder run of kind "encode" or "decode"."""
     done = [r for r in outcomes if not isinstance(r, Failed)]
     before, after = sum(r.input_bytes for r in done), sum(r.bytes for r in done)
@@ -483,5 +593,5 @@ def summarize(kind: str, outcomes: list[Outcome]) -> FolderSummary:
     return FolderSummary(
         files=len(outcomes), done=len(done), failed=len(outcomes) - len(done), bytes_before=before,
         bytes_after=after, mean_bpp=float(sum(r.bpp for r in done) / len(done)) if done else None,
-        bpp_overall=8 * bbc_bytes / pixels if pixels else None,
+        bpp_overall=8 * bbc_bytes / pixels if pixels else None, skipped=skipped,
     )

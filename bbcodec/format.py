@@ -141,16 +141,23 @@ def read_from(fp: IO[bytes]) -> bytes:
     return data
 
 
-def unpack(data: bytes) -> tuple[Header, bytes]:
-    """File bytes -> (header, payload), after checking magic, version, size and CRC."""
+def crc_ok(data: bytes) -> bool:
+    """Whether the CRC-32 of a complete .bbc file (file_size(data) bytes) matches."""
+    n = HEADER.unpack_from(data)[8]
+    (crc,) = struct.unpack_from("<I", data, HEADER_SIZE + n)
+    return zlib.crc32(data[: HEADER_SIZE + n]) == crc
+
+
+def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
+    """File bytes -> (header, payload), after checking magic, version, size and CRC
+    (check_crc=False: all but the CRC, for `bbcodec info` to show a damaged header)."""
     expected = file_size(data)
     magic, version, channels, q256, width, height, wsha, digest, n, model_id, reserved = HEADER.unpack_from(data)
     if len(data) < expected:
         raise FormatError(f"truncated .bbc file ({len(data)} bytes, header says {expected})")
     if len(data) > expected:
         raise FormatError(f"{len(data) - expected} unexpected bytes after the end of the .bbc data")
-    (crc,) = struct.unpack_from("<I", data, HEADER_SIZE + n)
-    if zlib.crc32(data[: HEADER_SIZE + n]) != crc:
+    if check_crc and not crc_ok(data):
         raise FormatError("corrupt .bbc file (CRC-32 mismatch)")
     if channels not in CHANNELS:
         raise FormatError(f"unsupported channel count {channels}")

@@ -145,6 +145,12 @@ def to_rgb(im: Image.Image, name: str = "input") -> np.ndarray:
 
 
 def png_bytes(img: np.ndarray) -> bytes:
+    return image_bytes(img, "PNG")
+
+
+def image_bytes(img: np.ndarray, fmt: str = "PNG") -> bytes:
+    """A decoded image as a file of Pillow format fmt (lossy ones at quality 95)."""
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(img).save(buf, format=fmt, **extra)
     return buf.getvalue()

@@ -4,7 +4,9 @@ A weights file is an .npz of integer networks (bbcodec.train.freeze) named
 NAME-<sha256[:8]>.npz. A folder of weights lists its files in SHA256SUMS (the format of
 `sha256sum`, first line = default model); every load checks the full hash against it
 (files not listed, e.g. your own training runs, are checked against their name), and a
-.bbc file names the weights that made it by the first 8 bytes of that hash.
+.bbc file names the weights that made it by the first 8 bytes of that hash. Folders are
+searched in the order of candidate_dirs(): $BBCODEC_WEIGHTS, the weights packaged with
+bbcodec (bbcodec/shipped_weights in a wheel), a checkout's weights/.
 """
 
 from __future__ import annotations
@@ -45,14 +47,34 @@ class Weights:
         return bytes.fromhex(self.sha256[:16])
 
 
+def candidate_dirs() -> list[Path]:
+    """Folders where weights are looked for, in order, whether they exist or not: each
+    folder of $BBCODEC_WEIGHTS (several separated by os.pathsep), then the weights that
+    travel with the package (bbcodec/shipped_weights in an installed wheel), then the
+    weights/ folder of a checkout (beside the bbcodec package, for editable installs)."""
+    dirs: list[Path] = []
+    for part in os.environ.get(ENV_DIR, "").split(os.pathsep):
+        if part.strip():
+            dirs.append(Path(part).expanduser())
+    here = Path(__file__).resolve().parent
+    dirs += [here / "shipped_weights", here.parent / "weights"]
+    seen: set[Path] = set()
+    out = []
+    for d in dirs:
+        key = d.resolve() if d.exists() else d
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
 def search_dirs() -> list[Path]:
-    """Folders searched for weights, in order: $BBCODEC_WEIGHTS (if set), then the
-    weights/ folder of the checkout (beside the bbcodec package); those that exist."""
-    dirs = []
-    if os.environ.get(ENV_DIR):
-        dirs.append(Path(os.environ[ENV_DIR]))
-    dirs.append(Path(__file__).resolve().parent.parent / "weights")
-    return [d for d in dirs if d.is_dir()]
+    """The folders of candidate_dirs() that exist."""
+    return [d for d in candidate_dirs() if d.is_dir()]
+
+
+def _looked_in() -> str:
+    return ", ".join(f"{d}{'' if d.is_dir() else ' (missing)'}" for d in candidate_dirs())
 
 
 def registered(folder: Path) -> dict[str, str]:
@@ -70,13 +92,15 @@ def registered(folder: Path) -> dict[str, str]:
 
 
 def available() -> list[Path]:
-    """Every weights file found: registered ones first, each folder's default leading."""
-    listed, extra = [], []
+    """Every weights file found, folder by folder in search order: in each folder the
+    registered ones first (its default leading), then the others by name. The first is
+    the default, so a folder named by $BBCODEC_WEIGHTS provides it."""
+    out = []
     for d in search_dirs():
         sums = registered(d)
-        listed += [d / name for name in sums if (d / name).is_file()]
-        extra += [p for p in sorted(d.glob("*.npz")) if p.name not in sums]
-    return listed + extra
+        out += [d / name for name in sums if (d / name).is_file()]
+        out += [p for p in sorted(d.glob("*.npz")) if p.name not in sums]
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -106,8 +130,17 @@ def load(path: Path) -> Weights:
 def default() -> Weights:
     files = available()
     if not files:
-        raise WeightsError(f"no weights found (looked in: {', '.join(map(str, search_dirs())) or 'nowhere'})")
+        raise WeightsError(f"no weights found (looked in: {_looked_in()}; set ${ENV_DIR} to a folder of weights)")
     return load(files[0])
+
+
+def from_file(path: str | os.PathLike[str]) -> Weights:
+    """The weights in one file (--weights FILE): verified against the SHA256SUMS beside it,
+    or, when it is not listed there, against the hash in its name (NAME-<sha256[:8]>.npz)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsError(f"weights file {path}: no such file")
+    return load(p.resolve())
 
 
 def for_header(header: Header) -> Weights:
@@ -124,9 +157,13 @@ def for_header(header: Header) -> Weights:
 def find(prefix: bytes) -> Weights:
     """The installed weights whose SHA-256 starts with prefix (from a .bbc header)."""
     hexp = prefix.hex()
-    for path in available():
-        if path.stem.endswith(hexp[:8]):
-            w = load(path)
-            if w.sha256.startswith(hexp):
-                return w
-    raise WeightsError(f"this file needs weights with sha256 {hexp}..., which are not installed")
+    for d in search_dirs():
+        sums = registered(d)
+        for path in [d / name for name in sums if (d / name).is_file()] + sorted(d.glob("*.npz")):
+            listed = sums.get(path.name)
+            if (listed is not None and listed.startswith(hexp)) or (listed is None and path.stem.endswith(hexp[:8])):
+                w = load(path)
+                if w.sha256.startswith(hexp):
+                    return w
+    raise WeightsError(f"this file needs weights with sha256 {hexp}..., which are not installed "
+                       f"(looked in: {_looked_in()})")

@@ -71,7 +71,8 @@ def test_info_prints_the_header_fields(bbc):
         assert field in text
     data = json.loads(run("info", str(bbc), "--json").stdout)
     assert list(data) == ["version", "width", "height", "channels", "quality", "model_id", "weights_sha256",
-                          "image_digest", "payload_bytes", "file_bytes", "bpp", "weights", "model", "crc32"]
+                          "image_digest", "payload_bytes", "file_bytes", "bpp", "weights", "model", "family",
+                          "crc32"]
     assert data["crc32"] == "ok" and data["weights"].endswith(".npz") and data["model"].startswith("bb8")
     assert data["width"] == 30 and data["height"] == 21 and data["quality"] == 3.0
     assert data["file_bytes"] == bbc.stat().st_size
@@ -114,7 +115,7 @@ def test_bad_inputs_get_one_clear_line(tmp_path, png):
     assert "not an image" in one_error_line(run("encode", str(text), str(tmp_path / "a.bbc")))
     assert "no such file" in one_error_line(run("encode", str(tmp_path / "nope.png"), str(tmp_path / "a.bbc")))
     assert "not a .bbc" in one_error_line(run("decode", str(png), str(tmp_path / "b.png")))
-    assert "over the input" in one_error_line(run("encode", str(png), str(png)))
+    assert "over the input" in one_error_line(run("encode", str(png), str(png), "--force"))
     assert not (tmp_path / "a.bbc").exists()
 
 
@@ -159,7 +160,7 @@ def test_a_folder_encodes_every_image_and_reports_the_bad_one(tmp_path):
     proc = run("decode", str(out), str(back), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert list(report) == ["summary", "files"]
+    assert list(report) == ["summary", "files", "skipped", "subfolders_left_out"]
     assert list(report["summary"]) == SUMMARY_KEYS
     assert report["summary"]["done"] == 3 and report["summary"]["failed"] == 0
     assert [list(f) for f in report["files"]] == [DECODE_KEYS] * 3
@@ -177,9 +178,10 @@ def test_a_folder_encodes_every_image_and_reports_the_bad_one(tmp_path):
     assert s["mean_bpp"] == pytest.approx(sum(f["bpp"] for f in report["files"][1:]) / 3)
 
 
-SUMMARY_KEYS = ["files", "done", "failed", "bytes_before", "bytes_after", "mean_bpp", "bpp_overall"]
-DECODE_KEYS = ["input", "output", "width", "height", "channels", "quality", "input_bytes", "bytes", "bpp", "seconds"]
-ENCODE_KEYS = [*DECODE_KEYS, "weights"]
+SUMMARY_KEYS = ["files", "done", "failed", "bytes_before", "bytes_after", "mean_bpp", "bpp_overall", "skipped"]
+DECODE_KEYS = ["input", "output", "width", "height", "channels", "quality", "input_bytes", "bytes", "bpp", "seconds",
+               "weights"]
+ENCODE_KEYS = DECODE_KEYS
 
 
 def test_encode_json_summary_and_rate_targets(png, tmp_path):
@@ -269,11 +271,11 @@ def test_decoding_a_folder_into_itself_never_overwrites_the_originals(tmp_path):
     assert {p.name: p.read_bytes() for p in folder.glob("a.png")} == originals
     assert (folder / "b.png").exists()
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    again = run("encode", str(folder), str(folder), "--quiet")  # a.png and a.bbc (Pillow reads it) both -> a.bbc?
-    assert again.returncode == 0, again.stderr
-    after = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert {k: after[k] for k in before} == before  # nothing that was there is touched
-    assert sorted(set(after) - set(before)) == ["a.bbc.bbc", "a.png.bbc", "b.bbc.bbc", "b.png.bbc"]
+    again = run("encode", str(folder), str(folder))  # .bbc files are left out by name (not re-encoded)
+    assert again.returncode == 1  # a.bbc and b.bbc exist in the input folder: never overwritten
+    err = again.stderr.decode()
+    assert "a.bbc, a file of the input folder" in err and "2 other files left out (not images: a.bbc, b.bbc)" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing that was there is touched
 
 
 # Defect 9: smaller ones ------------------------------------------------------------------

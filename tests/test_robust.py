@@ -94,7 +94,7 @@ ODD_IMAGES = {
     "zero bytes": (lambda p: (p.with_suffix(".png").write_bytes(b""), p.with_suffix(".png"))[1], "empty"),
     "not an image": (lambda p: (p.with_suffix(".png").write_text("hello"), p.with_suffix(".png"))[1], "not an image"),
     "truncated PNG": (lambda p: (p.with_suffix(".png").write_bytes(_png_bytes()[:60]), p.with_suffix(".png"))[1], "damaged"),
-    "empty directory": (lambda p: (p.mkdir(), p)[1], "no files"),
+    "empty directory": (lambda p: (p.mkdir(), p)[1], "no images"),
     "missing path": (lambda p: p / "nope.png", "no such file"),
 }
 

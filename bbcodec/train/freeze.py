@@ -1,7 +1,11 @@
 """Freeze a training checkpoint into the integer weights file the codec ships.
 
-    python -m bbcodec.train.freeze runs/n192/ckpt.pt --calib ../shared/data/train \
-        --name bb8-n192m48 --out weights/
+    bbcodec freeze runs/n192/ckpt.pt --calib ../shared/data/train --name bb8-n192m48 --out weights/
+
+Writes OUT/NAME-<sha256[:8]>.npz, its line in OUT/SHA256SUMS (added, or updated for a
+file of the same name; --default puts it first, which makes it the default of that
+folder) and a stub section for OUT/MODEL_CARD.md to fill in, so that
+BBCODEC_WEIGHTS=OUT finds, verifies and uses it with no hand edits.
 
 Weights become integers with a power-of-two scale per output channel; activation
 scales come from calibration crops (training images, never Kodak) and are stored, so
@@ -190,14 +194,61 @@ def write_weights(model: FrozenModel, folder: Path) -> Path:
     return final
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ckpt", type=Path)
-    p.add_argument("--calib", type=Path, required=True, help="calibration images, folder or packed .npz (not Kodak)")
-    p.add_argument("--name", required=True, help="model name, e.g. bb8-n192m48")
-    p.add_argument("--out", type=Path, default=Path("weights"))
-    p.add_argument("--crops", type=int, default=16)
-    p.add_argument("--raw", action="store_true", help="freeze the last step's weights instead of their moving average")
+def register(path: Path, make_default: bool = False) -> str:
+    """Add (or update) path's line in the SHA256SUMS beside it; first if make_default.
+    Returns the SHA-256 of the file."""
+    from ..weights import SUMS
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    sums = path.parent / SUMS
+    lines = sums.read_text().splitlines() if sums.exists() else []
+    kept = [line for line in lines if line.split()[1:2] != [path.name] and line.split()[1:2] != ["*" + path.name]]
+    entry = f"{digest}  {path.name}"
+    lines = [entry, *kept] if make_default else [*kept, entry]
+    tmp = sums.with_name(SUMS + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(sums)
+    return digest
+
+
+def card_stub(model: FrozenModel, path: Path, digest: str, calib: str) -> str:
+    """A MODEL_CARD.md section for a newly frozen weights file, to fill in."""
+    cfg = model.config
+    return f"""
+## {model.name}
+
+* file: `{path.name}`, sha256 `{digest}`
+* network family: {model_io.FAMILIES.get(model.family, model.family)} (model id {model.family}); N={cfg.get("N")},
+  M={cfg.get("M")}, kernels {",".join(map(str, cfg.get("kernels", [])))}, shortcut {bool(cfg.get("skip"))}
+* training steps: {model.info.get("train_steps", "unknown")}; calibrated on `{calib}`
+* data, training time, hardware: (fill in)
+* results: (fill in: `bbcodec bench ../shared/data/kodak --out report/` with
+  `BBCODEC_WEIGHTS={path.parent}` and this file first in its SHA256SUMS)
+"""
+
+
+def add_card_stub(model: FrozenModel, path: Path, digest: str, calib: str) -> Path:
+    """Append the stub section to MODEL_CARD.md beside path (created if missing)."""
+    card = path.parent / "MODEL_CARD.md"
+    text = card.read_text() if card.exists() else "# Model card\n"
+    if f"`{path.name}`" not in text:
+        card.write_text(text.rstrip("\n") + "\n" + card_stub(model, path, digest, calib))
+    return card
+
+
+def main(argv: list[str] | None = None, prog: str = "bbcodec freeze") -> None:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("ckpt", type=Path, help="training checkpoint (runs/NAME/ckpt.pt)")
+    p.add_argument("--calib", type=Path, required=True,
+                   help="calibration images, folder or packed .npz (not Kodak) [required]")
+    p.add_argument("--name", required=True, help="model name, e.g. bb8-n192m48 [required]")
+    p.add_argument("--out", type=Path, default=Path("weights"), help="folder of the weights file")
+    p.add_argument("--crops", type=int, default=16, help="256x256 calibration crops")
+    p.add_argument("--raw", action="store_true",
+                   help="freeze the last step's weights instead of their moving average")
+    p.add_argument("--default", action="store_true",
+                   help="list the file first in OUT/SHA256SUMS, which makes it that folder's default")
+    p.add_argument("--no-card", action="store_true", help="do not add a stub section to OUT/MODEL_CARD.md")
     args = p.parse_args(argv)
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     model = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))
@@ -205,8 +256,22 @@ def main(argv: list[str] | None = None) -> None:
     crops = CropSampler(load_images(args.calib, 256), 256, seed=1234).batch(args.crops)
     frozen = freeze(model, crops, args.name, {"train_steps": int(ck["step"])})
     final = write_weights(frozen, args.out)
-    print(f"{final} sha256={hashlib.sha256(final.read_bytes()).hexdigest()}")
+    digest = register(final, args.default)
+    print(f"{final} sha256={digest}")
+    print(f"registered in {final.parent / 'SHA256SUMS'}" + (" as the default" if args.default else ""))
+    if not args.no_card:
+        print(f"model card stub added to {add_card_stub(frozen, final, digest, str(args.calib))}")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default (as `bbcodec train`)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.required and action.default not in (None, False, argparse.SUPPRESS):
+            text += " [default: %(default)s]"
+        return text
 
 
 if __name__ == "__main__":
-    main()
+    main(prog="python -m bbcodec.train.freeze")
