@@ -453,17 +453,6 @@ def plan_names(files: list[Path], dst_dir: Path, suffix: str) -> list[tuple[str,
     return [(str(p), str(dst_dir / ((p.name if p in full else p.stem) + suffix))) for p in files]
 
 
-def folder_jobs(src_dir: Path, dst_dir: Path, decode: bool, suffix: str | None = None) -> list[tuple[str, str]]:
-    """(input, output) pairs for a folder: files -> NAME.bbc, or .bbc -> NAME.png (or
-    NAME+suffix). Names are kept and planned without clashes (plan_names). Hidden files
-    are left alone; here every other file is passed on (scan_folder skips non-images)."""
-    suffix = suffix or (".png" if decode else ".bbc")
-    files = [p for p in sorted(src_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
-    if decode:
-        files = [p for p in files if p.suffix.lower() == ".bbc"]
-    return plan_names(files, dst_dir, suffix)
-
-
 def is_image_name(name: str) -> bool:
     """Whether a file name has the extension of an image format Pillow reads (not .bbc)."""
     from PIL import Image

@@ -23,6 +23,10 @@ FAMILIES = {1: "bb8-v9", 2: "bb8-v9s"}  # 2: v9 + linear shortcut in each auto-e
 FAMILY_V9, FAMILY_SKIP = 1, 2
 STACK_NAMES = tuple(ACTIVATIONS)  # "ga", "gs", "he", in file order
 N_LAYERS = 3  # (activation, layer) pairs after the first layer of each stack
+# Meta keys: those of the layout itself, and the float model's configuration; any other
+# key is provenance (FrozenModel.info).
+LAYOUT_KEYS = ("format", "version", "family", "name", "max_symbol")
+CONFIG_KEYS = ("N", "M", "kernels", "skip")
 
 
 class LayoutError(Error, ValueError):
@@ -95,9 +99,8 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> FrozenModel:
             scale_table=_f64(arrays, "scale_table"),
             scale_bounds=_f64(arrays, "scale_bounds"),
             f_latent=int(arrays["f_latent"]),
-            config={k: meta[k] for k in ("N", "M", "kernels", "skip") if k in meta},
-            info={k: v for k, v in meta.items()
-                  if k not in ("format", "version", "family", "name", "max_symbol", "N", "M", "kernels", "skip")},
+            config={k: meta[k] for k in CONFIG_KEYS if k in meta},
+            info={k: v for k, v in meta.items() if k not in LAYOUT_KEYS + CONFIG_KEYS},
         )
     except KeyError as e:
         raise LayoutError(f"array {e} is missing") from None

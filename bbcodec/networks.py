@@ -42,7 +42,7 @@ from .exact import (
     scale_table,
 )
 from .layers import GDN, BlockMaskedConv2d
-from .quality import NUM_QUALITIES
+from .quality import NUM_QUALITIES, from_x256
 
 # trace(point, layer, value): called with every value that freezing must bound: the
 # input ("pre") and output ("post") of each activation of stack s as point "s.pre" /
@@ -218,7 +218,7 @@ class BlockCodecNet(nn.Module):
 
     def stacks(self) -> dict[str, MaskedStack]:
         """The three networks by their names in weights files."""
-        return {"ga": self.g_a, "gs": self.g_s, "he": self.h_e}
+        return {st.name: st for st in (self.g_a, self.g_s, self.h_e)}
 
     def forward(
         self, x: torch.Tensor, nb: torch.Tensor, q: torch.Tensor, noise: bool = True, trace: Trace | None = None
@@ -309,7 +309,7 @@ class FloatCodingModel:
 
     @torch.no_grad()
     def params_at(self, quality_x256: int) -> FloatParams:
-        q = torch.tensor([quality_x256 / 256.0], dtype=torch.float64)
+        q = torch.tensor([from_x256(quality_x256)], dtype=torch.float64)
         lg = lerp_table(self.net.log_gain, q)[0]
         return FloatParams(q, torch.exp(lg), torch.exp(lerp_table(self.net.log_inv_gain, q)[0]), lg)
 

@@ -40,7 +40,11 @@ class Weights:
     path: Path
     sha256: str
     model: CodingModel
-    family_id: int = 1
+
+    @property
+    def family_id(self) -> int:
+        """The network family of the model: the model_id of the files it writes."""
+        return self.model.family
 
     @property
     def prefix(self) -> bytes:
@@ -124,7 +128,7 @@ def load(path: Path) -> Weights:
     except Exception as e:  # any malformed array or metadata: unreadable weights, not a crash
         reason = " ".join(str(e).split()) or type(e).__name__
         raise WeightsError(f"weights {path.name} are unreadable: {reason}") from None
-    return Weights(name=model.name, path=path, sha256=digest, model=model, family_id=model.family)
+    return Weights(name=model.name, path=path, sha256=digest, model=model)
 
 
 def default() -> Weights:

@@ -36,7 +36,7 @@ def float_weights(args: argparse.Namespace, w: weights.Weights) -> weights.Weigh
         net.load_state_dict(ck.get("ema", ck["model"]))
     else:
         net = load_model(w.path)
-    return weights.Weights(name="float64", path=w.path, sha256=w.sha256, model=FloatCodingModel(net), family_id=w.family_id)
+    return weights.Weights(name="float64", path=w.path, sha256=w.sha256, model=FloatCodingModel(net))
 
 
 def main() -> None:

@@ -236,21 +236,10 @@ def test_a_folder_with_clashing_names_gives_one_output_per_input(tmp_path):
 def test_folder_output_names_are_planned_without_clashes():
     from bbcodec import files
 
-    class Folder:  # a stand-in for a Path with iterdir(), so that any names can be tried
-        def __init__(self, names: list[str]) -> None:
-            self.names = names
-
-        def iterdir(self):  # noqa: ANN201
-            return [FakeFile(n) for n in self.names]
-
-    class FakeFile(type(Path())):  # type: ignore[misc]
-        def is_file(self) -> bool:  # noqa: D102
-            return True
-
     cases = [["a.png", "a.gif", "a.png.gif"], ["a.png", "A.jpg"], ["x.tar.gz", "x.tar", "x.tar.png", "x.png"],
              ["a", "a.bbc", "a.png"], ["c.png", "c.png.png", "c.png.png.png"]]
     for names in cases:
-        pairs = files.folder_jobs(Folder(names), Path("out"), decode=False)
+        pairs = files.plan_names([Path(n) for n in names], Path("out"), ".bbc")
         outs = [d.casefold() for _, d in pairs]
         assert len(pairs) == len(names) and len(set(outs)) == len(outs), pairs
 

@@ -106,7 +106,7 @@ def test_folder_runs_turn_errors_into_failed_entries(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     out.mkdir()
-    pairs = files.folder_jobs(tmp_path, out, decode=False)
+    pairs = files.scan_folder(tmp_path, out, decode=False).pairs
     results = list(files.run_folder("encode", pairs, files.EncodeOptions(), jobs=1))
     bad, good = results  # sorted by name
     assert isinstance(bad, files.Failed) and "not an image" in bad.error

@@ -97,7 +97,7 @@ def test_a_model_survives_the_weights_layout_and_codes_the_same_file(skip):
     img = np.random.default_rng(1).integers(0, 256, size=(20, 27, 3), dtype=np.uint8)
     files = []
     for m in (model, back):
-        w = Weights(name="tiny", path=Path("tiny"), sha256="ab" * 32, model=m, family_id=m.family)
+        w = Weights(name="tiny", path=Path("tiny"), sha256="ab" * 32, model=m)
         data, rec = codec.encode(img, 3.5, w)
         header, payload = format.unpack(data)
         assert np.array_equal(codec.decode(header, payload, w), rec)  # the loop round-trips exactly

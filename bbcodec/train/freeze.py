@@ -28,6 +28,7 @@ from torch import nn
 from .. import model_io
 from ..exact import (
     ACT_MAX,
+    ACTIVATIONS,
     PIXEL_EXP,
     W_MAX,
     Activation,
@@ -116,8 +117,8 @@ def freeze_stack(st: MaskedStack, peaks: dict[str, list[float]], f_cur: int) -> 
     acts, layers = [], []
     W_skip = None
     last = len(st.convs) - 1
+    kind = ACTIVATIONS[name]
     for i, (act, conv) in enumerate(zip(st.acts, st.convs, strict=True)):
-        kind = model_io.ACTIVATIONS[name]
         fa = exponent_for(MARGIN * peaks[name + ".pre"][i], ACT_MAX)
         fh = fa if kind == "leaky" else exponent_for(MARGIN * peaks[name + ".post"][i], ACT_MAX)
         if not isinstance(act, GDN):

@@ -234,7 +234,7 @@ def validate(model: BlockCodecNet, calib: torch.Tensor, imgs: list[np.ndarray], 
     from .freeze import freeze
 
     frozen = freeze(model, calib, "val", {})
-    w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen, family_id=frozen.family)
+    w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen)
     parts = []
     for q in qualities:
         bpp, psnr = [], []
