@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from . import blocks, entropy, errors, format
 from . import quality as Q
 from .blocks import BlockContext
+from .exact import Scales
 from .images import ImageError
 from .weights import Weights
 
@@ -48,7 +49,10 @@ class CodingModel(Protocol):
     family: int
 
     def params_at(self, quality_x256: int) -> Any: ...
-    def entropy_params(self, nb: np.ndarray, params: Any, ctx: BlockContext) -> tuple[np.ndarray, np.ndarray]: ...
+    def entropy_params(self, nb: np.ndarray, params: Any, ctx: BlockContext) -> tuple[np.ndarray, Scales]: ...
+    def scale_groups(self, scales: Scales, sym: np.ndarray, params: Any) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]: ...
+    def group_columns(self) -> list[np.ndarray | slice]: ...
+    def finish(self, img: np.ndarray, params: Any) -> np.ndarray: ...
     def analyse(self, block: np.ndarray, nb: np.ndarray, params: Any, ctx: BlockContext) -> np.ndarray: ...
     def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, params: Any,
                    ctx: BlockContext) -> np.ndarray: ...
@@ -116,21 +120,26 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     for r, c in SCHEDULES[schedule](rows, cols):
         nb = blocks.gather_neighbours(canvas, r, c)
         ctx.at(r, c)
-        mean, idx = model.entropy_params(nb, qp, ctx)
+        mean, scales = model.entropy_params(nb, qp, ctx)
         y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
         sym = np.clip(np.rint(y - mean), -L, L)
         canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
-        if in_order:
-            coder.encode(sym, model.scale_table[idx])
-        else:
-            symbols[r, c], scale_idx[r, c] = sym, idx
+        indices = np.empty(sym.shape, dtype=np.uint8)
+        for group, idx in model.scale_groups(scales, sym, qp):
+            if in_order:
+                coder.encode(sym[:, group], model.scale_table[idx])
+            indices[:, group] = idx
+        if not in_order:
+            symbols[r, c], scale_idx[r, c] = sym, indices
         if progress is not None:
             progress(len(r) * blocks.BLOCK * blocks.BLOCK)
     if not in_order:
+        order = model.group_columns()
         for r, c in blocks.wavefronts(rows, cols):
-            coder.encode(symbols[r, c], model.scale_table[scale_idx[r, c]])
+            for group in order:
+                coder.encode(symbols[r, c][:, group], model.scale_table[scale_idx[r, c][:, group]])
     del ctx, grid
-    rec = blocks.from_blocks(canvas[1:, 1:-1], height, width)
+    rec = model.finish(blocks.from_blocks(canvas[1:, 1:-1], height, width), qp)
     del canvas
     if gray:
         rec = to_gray(rec)
@@ -161,8 +170,10 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         for r, c in DECODE_SCHEDULES[schedule](rows, cols):
             nb = blocks.gather_neighbours(canvas, r, c)
             ctx.at(r, c)
-            mean, idx = model.entropy_params(nb, qp, ctx)
-            sym = dec.decode(model.scale_table[idx]).astype(np.float64)
+            mean, scales = model.entropy_params(nb, qp, ctx)
+            sym = np.zeros(mean.shape)
+            for group, idx in model.scale_groups(scales, sym, qp):
+                sym[:, group] = dec.decode(model.scale_table[idx])
             canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
             if progress is not None:
                 progress(len(r) * blocks.BLOCK * blocks.BLOCK)
@@ -170,7 +181,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
     del ctx
-    img = blocks.from_blocks(canvas[1:, 1:-1], header.height, header.width)
+    img = model.finish(blocks.from_blocks(canvas[1:, 1:-1], header.height, header.width), qp)
     del canvas
     if header.channels == 1:
         img = to_gray(img)

@@ -18,12 +18,18 @@ this arithmetic, since the bitstream depends on it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import quality as Q
 from .blocks import BlockContext
+
+if TYPE_CHECKING:
+    from .groups import GroupedScales
+    from .postfilter import PostFilter
 
 # Numbers the bitstream fixes (docs/format.md 4 and 5); the freezer and the float
 # reference model read them from here.
@@ -111,6 +117,11 @@ class Stack:
         ctx (where blocks are, and the feature canvases) is needed only by kernel-3
         layers, which read the hidden features of the causal neighbours.
         """
+        return self.run_with_hidden(cur, nb, bias, ctx)[0]
+
+    def run_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray,
+                        ctx: BlockContext | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """run, and the last hidden activation (the input of the last layer, integers)."""
         acc = nb @ self.W_nb.T + bias
         if self.W_cur is not None:
             acc += cur @ self.W_cur.T
@@ -124,7 +135,39 @@ class Stack:
             e = layer.e
         if self.W_skip is not None:
             acc += cur @ self.W_skip.T
-        return np.ldexp(acc, -e.astype(np.int64))
+        return np.ldexp(acc, -e.astype(np.int64)), h
+
+
+def scale_indices(bounds: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
+    """Scale-table index of each log-scale: comparisons with the table's bounds only."""
+    return np.searchsorted(bounds, log_scale, side="right")
+
+
+def scale_groups(context: GroupedScales | None, bounds: np.ndarray, scales: Scales, sym: np.ndarray,
+                 biases: dict[str, np.ndarray]) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
+    """(channels, scale-table indices) of each coding group of a wavefront, in bitstream
+    order: all channels at once without a context (families 1 and 2); else group by
+    group, each later group's log-scales corrected from the symbols of the earlier ones,
+    which the caller has put into sym (decoded, or the encoder's) before asking."""
+    if context is None:
+        yield slice(None), scale_indices(bounds, scales.log_scale)
+        return
+    assert scales.hidden is not None
+    hw = context.hidden_products(scales.hidden)
+    for g, cols in enumerate(context.columns()):
+        log_scale = scales.log_scale[:, cols]
+        if g:
+            log_scale = log_scale + context.correction(g, hw, sym, biases[f"ctx{g}"])
+        yield cols, scale_indices(bounds, log_scale)
+
+
+@dataclass
+class Scales:
+    """What the entropy network says of a wavefront's scales: the log-scales, and (network
+    family 3) its last hidden activation, from which later groups' corrections come."""
+
+    log_scale: np.ndarray  # (B, M)
+    hidden: np.ndarray | None = None
 
 
 @dataclass
@@ -135,7 +178,7 @@ class QualityParams:
     gain: np.ndarray  # (M,) latent gain
     inv_gain: np.ndarray  # (M,) gain before synthesis
     log_gain: np.ndarray  # (M,) added to the predicted log-scale
-    bias: dict[str, np.ndarray]  # first-layer bias of each stack
+    bias: dict[str, np.ndarray]  # first-layer bias of each stack (and of each group head, filter)
 
 
 @dataclass
@@ -156,6 +199,8 @@ class FrozenModel:
     f_latent: int  # exponent of the synthesis input integers
     config: dict = field(default_factory=dict)  # N, M, kernels, skip of the float model
     info: dict = field(default_factory=dict)  # provenance (train_steps, ...), not used to code
+    context: GroupedScales | None = None  # family 3: latents coded in groups (groups.py)
+    postfilter: PostFilter | None = None  # family 3, optional: the post-loop filter (postfilter.py)
 
     @property
     def M(self) -> int:
@@ -176,17 +221,34 @@ class FrozenModel:
             return table[k] * (1.0 - t) + table[k + 1] * t
 
         bias = {name: np.rint(lerp(s.qbias)) for name, s in self.stacks().items()}
+        if self.context is not None:
+            bias.update({f"ctx{g}": np.rint(lerp(h.qbias)) for g, h in enumerate(self.context.heads, start=1)})
+        if self.postfilter is not None:
+            bias["pf"] = np.rint(lerp(self.postfilter.qbias))
         return QualityParams(quality_x256, lerp(self.gain), lerp(self.inv_gain), lerp(self.log_gain), bias)
 
     def stacks(self) -> dict[str, Stack]:
         return {"ga": self.ga, "gs": self.gs, "he": self.he}
 
-    def entropy_params(self, nb: np.ndarray, qp: QualityParams, ctx: BlockContext | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Neighbours -> (means in the gained latent domain, scale-table indices)."""
-        out = self.he.run(None, nb, qp.bias["he"], ctx)
+    def entropy_params(self, nb: np.ndarray, qp: QualityParams, ctx: BlockContext | None = None) -> tuple[np.ndarray, Scales]:
+        """Neighbours -> (means in the gained latent domain, what scale_groups needs)."""
+        out, hidden = self.he.run_with_hidden(None, nb, qp.bias["he"], ctx)
         mean = out[:, : self.M] * qp.gain
         log_scale = out[:, self.M :] + qp.log_gain
-        return mean, np.searchsorted(self.scale_bounds, log_scale, side="right")
+        return mean, Scales(log_scale, hidden if self.context is not None else None)
+
+    def scale_groups(self, scales: Scales, sym: np.ndarray, qp: QualityParams) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
+        """The channels of each coding group and their scale-table indices, in bitstream
+        order; a group's indices may depend on sym's earlier groups (filled in by then)."""
+        return scale_groups(self.context, self.scale_bounds, scales, sym, qp.bias)
+
+    def group_columns(self) -> list[np.ndarray | slice]:
+        """The channels of each coding group, in bitstream order."""
+        return [slice(None)] if self.context is None else list(self.context.columns())
+
+    def finish(self, img: np.ndarray, qp: QualityParams) -> np.ndarray:
+        """The decoded image after the coding loop: post-filtered when the model has a filter."""
+        return img if self.postfilter is None else self.postfilter.apply(img, qp.bias["pf"])
 
     def analyse(self, block: np.ndarray, nb: np.ndarray, qp: QualityParams, ctx: BlockContext | None = None) -> np.ndarray:
         """Centred block pixels (B, 192) + neighbours -> gained latents (B, M)."""
@@ -223,3 +285,7 @@ def check_exact(model: FrozenModel) -> None:
                 bounds.append((ACT_MAX**2 * act.G.sum(1) + act.B).max())
         if max(bounds) >= EXACT_LIMIT:
             raise ValueError(f"weights of {name} could exceed exact float64 integers")
+    if model.context is not None:
+        model.context.check(model.M, model.he.layers[-1].W.shape[1])
+    if model.postfilter is not None:
+        model.postfilter.check()

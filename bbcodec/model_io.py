@@ -15,12 +15,16 @@ import numpy as np
 
 from .errors import Error
 from .exact import ACTIVATIONS, MAX_SYMBOL, Activation, FrozenModel, Layer, Stack, check_exact
+from .groups import GroupedScales, GroupHead
+from .postfilter import PostFilter
 
 FORMAT = "bbcodec-weights"
 # Network family ids, written into .bbc headers. The meta "version" equals the family
 # (a decoder that knows only version 1 refuses a family-2 file before reading it).
-FAMILIES = {1: "bb8-v9", 2: "bb8-v9s"}  # 2: v9 + linear shortcut in each auto-encoder network
-FAMILY_V9, FAMILY_SKIP = 1, 2
+# 2: v9 + linear shortcut in each auto-encoder network; 3: 2 + latents coded in groups
+# (groups.py) and, if the file has one, the post-loop filter (postfilter.py)
+FAMILIES = {1: "bb8-v9", 2: "bb8-v9s", 3: "bb8-v9sg"}
+FAMILY_V9, FAMILY_SKIP, FAMILY_GROUPS = 1, 2, 3
 STACK_NAMES = tuple(ACTIVATIONS)  # "ga", "gs", "he", in file order
 N_LAYERS = 3  # (activation, layer) pairs after the first layer of each stack
 # Meta keys: those of the layout itself, and the float model's configuration; any other
@@ -60,6 +64,10 @@ def to_arrays(model: FrozenModel) -> dict[str, np.ndarray]:
         out.update(_stack_arrays(name, st))
     for k in ("gain", "inv_gain", "log_gain", "scale_table", "scale_bounds"):
         out[k] = np.asarray(getattr(model, k), dtype=np.float64)
+    if model.context is not None:
+        out.update(_context_arrays(model.context))
+    if model.postfilter is not None:
+        out.update(_postfilter_arrays(model.postfilter))
     out["f_latent"] = np.array(model.f_latent)
     meta = {"format": FORMAT, "version": model.family, "family": model.family, "name": model.name,
             "max_symbol": MAX_SYMBOL, **model.config, **model.info}
@@ -84,6 +92,63 @@ def _stack_arrays(s: str, st: Stack) -> dict[str, np.ndarray]:
     return out
 
 
+def _layer_arrays(p: str, act: Activation, layer: Layer) -> dict[str, np.ndarray]:
+    """One leaky (activation, layer) pair of a group head or the filter."""
+    return {p + "f": np.array([act.fa, act.fh]), p + "W": layer.W.astype(np.int16),
+            p + "b": layer.b.astype(np.int64), p + "e": np.asarray(layer.e, dtype=np.int64)}
+
+
+def _context_arrays(cs: GroupedScales) -> dict[str, np.ndarray]:
+    out = {"ctx.perm": cs.perm.astype(np.int64), "ctx.sizes": np.asarray(cs.sizes, dtype=np.int64)}
+    for g, head in enumerate(cs.heads, start=1):
+        p = f"ctx{g}."
+        out.update({p + "0.Wh": head.W_h.astype(np.int16), p + "0.Ws": head.W_s.astype(np.int16),
+                    p + "0.qbias": head.qbias.astype(np.int64), p + "0.e": head.e0.astype(np.int64)})
+        for i, (act, layer) in enumerate(zip(head.acts, head.layers, strict=True), start=1):
+            out.update(_layer_arrays(f"{p}{i}.", act, layer))
+    return out
+
+
+def _leaky_layers(arrays: dict[str, np.ndarray], p: str) -> tuple[list[Activation], list[Layer]]:
+    """The (activation, layer) pairs p1., p2., ... of a group head or the filter."""
+    acts, layers = [], []
+    i = 1
+    while f"{p}{i}.W" in arrays:
+        q = f"{p}{i}."
+        fa, fh = (int(v) for v in arrays[q + "f"])
+        acts.append(Activation("leaky", fa, fh))
+        layers.append(Layer(_f64(arrays, q + "W"), _f64(arrays, q + "b"), np.asarray(arrays[q + "e"], dtype=np.int64)))
+        i += 1
+    if not layers:
+        raise LayoutError(f"{p} has no layers")
+    return acts, layers
+
+
+def _context(arrays: dict[str, np.ndarray]) -> GroupedScales:
+    sizes = [int(v) for v in np.asarray(arrays["ctx.sizes"]).ravel()]
+    heads = []
+    for g in range(1, len(sizes)):
+        p = f"ctx{g}."
+        acts, layers = _leaky_layers(arrays, p)
+        heads.append(GroupHead(_f64(arrays, p + "0.Wh"), _f64(arrays, p + "0.Ws"), _f64(arrays, p + "0.qbias"),
+                               np.asarray(arrays[p + "0.e"], dtype=np.int64), acts, layers))
+    return GroupedScales(np.asarray(arrays["ctx.perm"], dtype=np.int64).ravel(), sizes, heads)
+
+
+def _postfilter_arrays(pf: PostFilter) -> dict[str, np.ndarray]:
+    out = {"pf.P": np.array(pf.P), "pf.0.W": pf.W0.astype(np.int16), "pf.0.qbias": pf.qbias.astype(np.int64),
+           "pf.0.e": pf.e0.astype(np.int64)}
+    for i, (act, layer) in enumerate(zip(pf.acts, pf.layers, strict=True), start=1):
+        out.update(_layer_arrays(f"pf.{i}.", act, layer))
+    return out
+
+
+def _postfilter(arrays: dict[str, np.ndarray]) -> PostFilter:
+    acts, layers = _leaky_layers(arrays, "pf.")
+    return PostFilter(int(arrays["pf.P"]), _f64(arrays, "pf.0.W"), _f64(arrays, "pf.0.qbias"),
+                      np.asarray(arrays["pf.0.e"], dtype=np.int64), acts, layers)
+
+
 def from_arrays(arrays: dict[str, np.ndarray]) -> FrozenModel:
     """The FrozenModel of a weights file's arrays; refuses files that could lose exactness."""
     meta = read_meta(arrays)
@@ -101,13 +166,20 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> FrozenModel:
             f_latent=int(arrays["f_latent"]),
             config={k: meta[k] for k in CONFIG_KEYS if k in meta},
             info={k: v for k, v in meta.items() if k not in LAYOUT_KEYS + CONFIG_KEYS},
+            context=_context(arrays) if meta.get("family") == FAMILY_GROUPS else None,
+            postfilter=_postfilter(arrays) if meta.get("family") == FAMILY_GROUPS and "pf.0.W" in arrays else None,
         )
     except KeyError as e:
         raise LayoutError(f"array {e} is missing") from None
-    skips = {model.ga.W_skip is not None, model.gs.W_skip is not None, model.family == FAMILY_SKIP}
+    except (ValueError, TypeError) as e:  # arrays of shapes that do not fit together
+        raise LayoutError(f"malformed arrays: {e}") from None
+    skips = {model.ga.W_skip is not None, model.gs.W_skip is not None, model.family != FAMILY_V9}
     if len(skips) != 1 or model.he.W_skip is not None:
         raise LayoutError(f"network family {model.family} does not match the arrays of the file")
-    check_exact(model)
+    try:
+        check_exact(model)
+    except (ValueError, IndexError) as e:
+        raise LayoutError(str(e)) from None
     return model
 
 

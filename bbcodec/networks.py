@@ -23,7 +23,7 @@ imports torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,7 +38,9 @@ from .exact import (
     MAX_SYMBOL,
     PIXEL_EXP,
     SCALE_MIN,
+    Scales,
     scale_bounds,
+    scale_groups,
     scale_table,
 )
 from .layers import GDN, BlockMaskedConv2d
@@ -319,9 +321,18 @@ class FloatCodingModel:
         return st(cur, rows, p.q.expand(rows.shape[0]), ctx=ctx)
 
     @torch.no_grad()
-    def entropy_params(self, nb: np.ndarray, p: FloatParams, ctx: BlockContext) -> tuple[np.ndarray, np.ndarray]:
+    def entropy_params(self, nb: np.ndarray, p: FloatParams, ctx: BlockContext) -> tuple[np.ndarray, Scales]:
         mu, log_s = self._run(self.net.h_e, None, nb, p, ctx).chunk(2, dim=1)
-        return (mu * p.gain).numpy(), np.searchsorted(self.scale_bounds, (log_s + p.log_gain).numpy(), side="right")
+        return (mu * p.gain).numpy(), Scales((log_s + p.log_gain).numpy())
+
+    def scale_groups(self, scales: Scales, sym: np.ndarray, p: FloatParams) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
+        return scale_groups(None, self.scale_bounds, scales, sym, {})
+
+    def group_columns(self) -> list[np.ndarray | slice]:
+        return [slice(None)]
+
+    def finish(self, img: np.ndarray, p: FloatParams) -> np.ndarray:
+        return img
 
     @torch.no_grad()
     def analyse(self, block: np.ndarray, nb: np.ndarray, p: FloatParams, ctx: BlockContext) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 A quality is a number in [1, 8]: the integers are the trained operating points (one
 rate-distortion lambda each), fractions interpolate between them. A file stores it as
-quality_x256 = round(quality * 256), a u16 in 256..2048 (docs/format.md, 1 and 5.4).
+quality_x256 = round(quality * 256), a u16 in 256..2048 (docs/format.md, 1 and 5.7).
 No numpy, no torch: the container module imports this.
 """
 
@@ -45,7 +45,7 @@ def interpolation(quality_x256: int) -> tuple[int, float]:
     """(k, t): the quality lies between trained rows k and k+1 (0-based), at fraction t.
 
     Exact for every stored value (t is a multiple of 1/256), so every machine
-    interpolates the per-quality tables identically (docs/format.md 5.4).
+    interpolates the per-quality tables identically (docs/format.md 5.7).
     """
     k = min((quality_x256 - MIN_X256) // STEP, NUM_QUALITIES - 2)
     return k, (quality_x256 - MIN_X256 - STEP * k) / STEP

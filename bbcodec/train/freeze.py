@@ -65,7 +65,7 @@ def _cap_for_sums(e: np.ndarray, worst_real: np.ndarray) -> np.ndarray:
 
     worst_real: per output channel, max over inputs of |sum w x + b| in real units.
     """
-    cap = np.floor(np.log2(SUM_LIMIT / np.maximum(worst_real, 1e-300))).astype(np.int64)
+    cap = np.floor(np.log2(SUM_LIMIT / np.maximum(worst_real, 1e-30))).astype(np.int64)
     return np.minimum(e, cap)
 
 
@@ -171,7 +171,9 @@ def freeze(model: BlockCodecNet, crops: torch.Tensor, name: str, info: dict) -> 
     return FrozenModel(
         name=name,
         family=model_io.family_of(model.cfg.skip),
-        **stacks,
+        ga=stacks["ga"],
+        gs=stacks["gs"],
+        he=stacks["he"],
         gain=torch.exp(model.log_gain.detach()).numpy(),
         inv_gain=torch.exp(model.log_inv_gain.detach()).numpy(),
         log_gain=model.log_gain.detach().numpy(),
@@ -276,3 +278,35 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 if __name__ == "__main__":
     main(prog="python -m bbcodec.train.freeze")
+
+
+def freeze_leaky_tail(linears: list[tuple[torch.Tensor, torch.Tensor]], peaks: list[float]
+                      ) -> tuple[list[Activation], list[Layer]]:
+    """(leaky activation, layer) pairs of a small head (group heads, post-filter): layer i
+    (weight (out, in), bias) follows an activation whose input peaked at peaks[i]."""
+    acts, layers = [], []
+    for (W, b), peak in zip(linears, peaks, strict=True):
+        W, b = W.detach().double(), b.detach().double()
+        fa = exponent_for(MARGIN * peak, ACT_MAX)
+        acts.append(Activation("leaky", fa, fa))
+        e = _per_channel_exp(W, W_MAX, fa, cap=fa + 40)
+        e = _cap_for_sums(e, (ACT_MAX * 2.0**-fa * W.abs().sum(1) + b.abs()).numpy())
+        layers.append(Layer(_ints(W, e - fa), _ints(b, e), e))
+    return acts, layers
+
+
+def first_layer(parts: list[tuple[torch.Tensor, int, float]], qbias: torch.Tensor
+                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Integer first layer of a small head on several inputs, each (weight (K, in), exponent
+    of its input integers, largest |input integer|): one accumulator exponent per output
+    channel for all of them. Returns (integer weights, integer per-quality bias, e0)."""
+    K = qbias.shape[1]
+    e0 = np.full(K, 10**6, dtype=np.int64)
+    worst = qbias.detach().double().abs().max(0).values.numpy()
+    for W, f, max_int in parts:
+        W = W.detach().double()
+        e0 = np.minimum(e0, _per_channel_exp(W, W_MAX, f, cap=f + 40))
+        worst = worst + max_int * 2.0**-f * W.abs().sum(1).numpy()
+    e0 = _cap_for_sums(e0, worst)
+    ints = [_ints(W.detach(), e0 - f) for W, f, _ in parts]
+    return ints, np.rint(np.ldexp(qbias.detach().double().numpy(), e0[None, :])), e0

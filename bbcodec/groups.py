@@ -1,0 +1,93 @@
+"""Latents coded in groups that see each other (network family 3; docs/format.md 5.5).
+
+A block's M symbols are coded in groups of channels: `perm` orders the channels and
+`sizes` cuts that order into groups. The first group is coded with the entropy network's
+scales; each later group's log-scales are the entropy network's plus a correction that a
+small head computes from the entropy network's last hidden features and the magnitudes
+of the symbols of the earlier groups of the same block: the channel-conditional model of
+Minnen & Singh (2020) and ELIC (2022), for the scales only. The means are left alone, so
+the symbols and the reconstruction are exactly those of the same networks without the
+heads: only the rate changes, which is why the heads can be trained on a cache of a
+frozen codec's real encodes (bbcodec.train.context).
+
+Integer arithmetic as in exact.py: integers in float64 below 2^53, power-of-two scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .exact import ACT_MAX, EXACT_LIMIT, MAX_SYMBOL, Activation, Layer
+
+
+@dataclass
+class GroupHead:
+    """The log-scale correction of one group: a first layer on (hidden features at
+    exponent f_h, |symbols| of the earlier groups as integers) plus a per-quality bias,
+    then (activation, layer) pairs; the last accumulator is the correction at exponent e."""
+
+    W_h: np.ndarray  # (K, C) on the entropy network's last hidden activation
+    W_s: np.ndarray  # (K, start) on |symbols| of the earlier groups, in perm order
+    qbias: np.ndarray  # (8, K) accumulator units
+    e0: np.ndarray  # (K,)
+    acts: list[Activation]
+    layers: list[Layer]
+
+    def run(self, hw: np.ndarray, a: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """hw = h @ W_h^T (GroupedScales.hidden_products computes all heads' at once)."""
+        acc = hw + a @ self.W_s.T + bias
+        e = self.e0
+        for act, layer in zip(self.acts, self.layers, strict=True):
+            acc = act(acc, e) @ layer.W.T + layer.b
+            e = layer.e
+        return np.ldexp(acc, -e.astype(np.int64))  # exact: the real value of the accumulator
+
+    def worst_sums(self) -> list[float]:
+        """Largest partial sum of each layer for any input (hidden features and
+        activations within ACT_MAX, symbols within MAX_SYMBOL)."""
+        first = ACT_MAX * np.abs(self.W_h).sum(1) + MAX_SYMBOL * np.abs(self.W_s).sum(1) + np.abs(self.qbias).max(0)
+        return [float(first.max())] + [float((ACT_MAX * np.abs(la.W).sum(1) + np.abs(la.b)).max()) for la in self.layers]
+
+
+@dataclass
+class GroupedScales:
+    """Channel order, group sizes and one head per group after the first."""
+
+    perm: np.ndarray  # (M,) channel indices in coding order
+    sizes: list[int]
+    heads: list[GroupHead]
+
+    def __post_init__(self) -> None:
+        self._W_h = np.concatenate([head.W_h for head in self.heads]) if self.heads else np.zeros((0, 0))
+        self._split = np.cumsum([head.W_h.shape[0] for head in self.heads])[:-1]
+
+    def hidden_products(self, hidden: np.ndarray) -> list[np.ndarray]:
+        """h @ W_h^T of every head, in one matrix product (exact integers either way)."""
+        return np.split(hidden @ self._W_h.T, self._split, axis=1)
+
+    def columns(self) -> list[np.ndarray]:
+        """The channels of each group, in coding order."""
+        ends = np.cumsum(self.sizes)
+        return [self.perm[e - n : e] for n, e in zip(self.sizes, ends, strict=True)]
+
+    def correction(self, g: int, hw: list[np.ndarray], sym: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Log-scale correction (B, sizes[g]) of group g >= 1 from the hidden features'
+        products (hidden_products) and the symbols already known of the earlier groups."""
+        start = int(np.sum(self.sizes[:g]))
+        return self.heads[g - 1].run(hw[g - 1], np.abs(sym[:, self.perm[:start]]), bias)
+
+    def check(self, M: int, C: int) -> None:
+        """Refuse a malformed layout (M latent channels, C hidden features) or heads that
+        could leave the exact integer range."""
+        if sorted(self.perm.tolist()) != list(range(M)) or sum(self.sizes) != M or min(self.sizes) < 1:
+            raise ValueError("group layout is not a partition of the latent channels")
+        if len(self.heads) != len(self.sizes) - 1:
+            raise ValueError("one head per group after the first is needed")
+        for g, head in enumerate(self.heads, start=1):
+            if (head.W_h.shape[1] != C or head.W_s.shape[1] != int(np.sum(self.sizes[:g]))
+                    or head.layers[-1].W.shape[0] != self.sizes[g]):
+                raise ValueError(f"head {g} does not match its group")
+            if max(head.worst_sums()) >= EXACT_LIMIT:
+                raise ValueError(f"head {g} could exceed exact float64 integers")

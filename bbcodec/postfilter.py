@@ -1,0 +1,97 @@
+"""The post-loop filter of network family 3 (docs/format.md 5.6).
+
+No block of the coding loop sees the blocks below and to its right, so those edges are
+never corrected. Once the loop is done, this filter corrects the whole decoded image:
+the image is cut into P x P pixel cells (3 P^2 values each, as in blocks.py's channel
+order: colour, then row, then column); a first layer reads each cell's 3x3 neighbourhood
+of cells (3P x 3P pixels, both sides of every nearby edge) plus a per-quality bias, then
+per-cell layers give a residual added to the cell's pixels. It runs outside the loop, so
+no block depends on it, and in strips of cell rows, so its memory grows with the width.
+
+Arithmetic as in exact.py: integers in float64 below 2^53, power-of-two scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .exact import ACT_MAX, EXACT_LIMIT, PIXEL_EXP, Activation, Layer
+
+STRIP_CELLS = 16384  # cells filtered at a time (whole cell rows, at least one)
+
+
+@dataclass
+class PostFilter:
+    """Cell size P; first layer W0 (K, 3P^2 * 9) on the centred pixels of the 3x3 cells
+    around a cell (order: channel, cell row, cell column) plus a per-quality bias; then
+    (activation, layer) pairs; the last accumulator is the cell's residual (3P^2) at
+    exponent e, rounded to integers at the pixel scale."""
+
+    P: int
+    W0: np.ndarray
+    qbias: np.ndarray  # (8, K) accumulator units
+    e0: np.ndarray  # (K,)
+    acts: list[Activation]
+    layers: list[Layer]
+
+    def residual(self, windows: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """(n, 27 P^2) centred pixels -> (n, 3 P^2) integer residuals."""
+        acc = windows @ self.W0.T + bias
+        e = self.e0
+        for act, layer in zip(self.acts, self.layers, strict=True):
+            acc = act(acc, e) @ layer.W.T + layer.b
+            e = layer.e
+        return np.rint(np.ldexp(acc, PIXEL_EXP - e.astype(np.int64)))
+
+    def worst_sums(self) -> list[float]:
+        first = 128 * np.abs(self.W0).sum(1) + np.abs(self.qbias).max(0)
+        return [float(first.max())] + [float((ACT_MAX * np.abs(la.W).sum(1) + np.abs(la.b)).max()) for la in self.layers]
+
+    def check(self) -> None:
+        C = 3 * self.P * self.P
+        if self.P not in (1, 2, 4, 8) or self.W0.shape[1] != 9 * C or self.layers[-1].W.shape[0] != C:
+            raise ValueError("post-filter layers do not match its cell size")
+        if max(self.worst_sums()) >= EXACT_LIMIT:
+            raise ValueError("post-filter weights could exceed exact float64 integers")
+
+    def apply(self, img: np.ndarray, bias: np.ndarray, strip_cells: int = STRIP_CELLS) -> np.ndarray:
+        """Filtered copy of an HxWx3 uint8 image (the decoded one), strip by strip.
+
+        The image is extended by repeating its edge pixels to whole cells plus one cell on
+        every side; each cell of the image is corrected from its 3x3 cells, and the result
+        is cropped back to HxW.
+        """
+        P = self.P
+        height, width = img.shape[:2]
+        rows, cols = -(-height // P), -(-width // P)
+        x = np.clip(np.arange(-P, (cols + 1) * P), 0, width - 1)
+        out = np.empty_like(img)
+        step = max(1, strip_cells // cols)
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            y = np.clip(np.arange((r0 - 1) * P, (r1 + 1) * P), 0, height - 1)
+            strip = img[y][:, x]  # (rows + 2) P x (cols + 2) P x 3, edges repeated
+            cells = to_cells(strip, P)  # (r1 - r0 + 2, cols + 2, 3 P^2) int16, centred
+            win = np.lib.stride_tricks.sliding_window_view(cells, (3, 3), axis=(0, 1))  # type: ignore[call-overload]
+            win = win.reshape((r1 - r0) * cols, -1).astype(np.float64)  # (n, C, 3, 3) -> rows
+            centre = cells[1:-1, 1:-1].reshape((r1 - r0) * cols, -1)
+            new = np.clip(centre + self.residual(win, bias), -128, 127).astype(np.int16)
+            top, bottom = r0 * P, min(height, r1 * P)
+            out[top:bottom] = from_cells(new.reshape(r1 - r0, cols, -1), P)[: bottom - top, :width]
+        return out
+
+
+def to_cells(img: np.ndarray, P: int) -> np.ndarray:
+    """(hP, wP, 3) uint8 -> (h, w, 3 P^2) int16 centred, channel = colour P^2 + dy P + dx."""
+    h, w = img.shape[0] // P, img.shape[1] // P
+    c = img.reshape(h, P, w, P, 3).transpose(0, 2, 4, 1, 3).reshape(h, w, 3 * P * P)
+    return c.astype(np.int16) - 128
+
+
+def from_cells(cells: np.ndarray, P: int) -> np.ndarray:
+    """Inverse of to_cells: (h, w, 3 P^2) centred -> (hP, wP, 3) uint8."""
+    h, w = cells.shape[:2]
+    img = (cells + 128).astype(np.uint8).reshape(h, w, 3, P, P).transpose(0, 3, 1, 4, 2)
+    return img.reshape(h * P, w * P, 3)

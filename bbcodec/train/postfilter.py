@@ -1,0 +1,190 @@
+"""Train the post-loop filter of network family 3 on a frozen codec's decoded images.
+
+The filter (bbcodec/postfilter.py) runs after the coding loop, so nothing in the loop
+depends on it: it is trained on pairs (real decoded image, original) from the cache
+(bbcodec.train.cache) with the codec frozen, on mean squared error, and judged by the
+PSNR it adds on the held-out photos' real decodes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ..exact import LEAKY_SHIFT, PIXEL_EXP
+from ..images import IMAGE_SUFFIXES
+from ..networks import NUM_QUALITIES
+from ..postfilter import PostFilter
+from .freeze import first_layer, freeze_leaky_tail
+
+Pair = tuple[np.ndarray, np.ndarray, int]  # (decoded, original, quality)
+
+
+@dataclass
+class FilterConfig:
+    P: int = 2  # cell size in pixels
+    K: int = 32  # hidden units per cell
+    depth: int = 2  # hidden layers (the first reads 3x3 cells, the others one cell)
+
+
+class FilterNet(nn.Module):
+    """Float form of postfilter.PostFilter, on images in [-1, 1) (pixel - 128) / 128."""
+
+    def __init__(self, cfg: FilterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        C = 3 * cfg.P * cfg.P
+        self.first = nn.Conv2d(C, cfg.K, 3)
+        self.qbias = nn.Parameter(torch.zeros(NUM_QUALITIES, cfg.K))
+        layers = [nn.Conv2d(cfg.K, cfg.K, 1) for _ in range(cfg.depth - 1)] + [nn.Conv2d(cfg.K, C, 1)]
+        nn.init.zeros_(layers[-1].weight)  # start as the identity
+        nn.init.zeros_(layers[-1].bias)  # type: ignore[arg-type]
+        self.rest = nn.ModuleList(layers)
+        self.tail: list[nn.Conv2d] = layers  # typed view of rest
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor, trace: dict[str, float] | None = None) -> torch.Tensor:
+        """x (B, 3, H, W), H and W multiples of P; q (B,) integer qualities."""
+        P = self.cfg.P
+        cells = F.pixel_unshuffle(F.pad(x, (P, P, P, P), mode="replicate"), P)
+        z = self.first(cells) + self.qbias[q - 1][:, :, None, None]
+        for i, layer in enumerate(self.tail):
+            if trace is not None:
+                trace[str(i)] = max(trace.get(str(i), 0.0), float(z.detach().abs().max()))
+            z = layer(F.leaky_relu(z, 2.0**-LEAKY_SHIFT))
+        return x + F.pixel_shuffle(z, P)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 128 - 1
+
+
+def load_pairs(cache_dir: Path, photos: Path) -> list[Pair]:
+    """(decoded, original, quality) of every cached image; originals from the photo folder."""
+    by_stem = {p.stem: p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairs, originals = [], {}
+    for f in sorted(cache_dir.glob("*.npz")):
+        stem = f.stem.rsplit("_q", 1)[0]
+        if stem not in originals:
+            with Image.open(by_stem[stem]) as im:
+                originals[stem] = np.asarray(im.convert("RGB"))
+        with np.load(f) as z:
+            pairs.append((z["rec"], originals[stem], int(z["q"])))
+    return pairs
+
+
+def train(pairs: list[Pair], cfg: FilterConfig, steps: int, batch: int = 16, crop: int = 96,
+          lr: float = 5e-4, seed: int = 0, log_every: int = 1000) -> FilterNet:
+    """Adam on the mean log MSE of random crops, i.e. their mean PSNR, so that high
+    qualities count as much as low ones (crops aligned to the 8x8 block grid; their outer
+    8 pixels, where the crop's edge replaces the picture, are left out of the loss)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    usable = [p for p in pairs if min(p[0].shape[:2]) >= crop]
+    net = FilterNet(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    t0 = time.time()
+    for step in range(steps):
+        if step == int(0.75 * steps):
+            for group in opt.param_groups:
+                group["lr"] = lr / 5
+        xs, ys, qs = [], [], []
+        for k in rng.integers(0, len(usable), batch):
+            rec, org, q = usable[k]
+            i = 8 * rng.integers(0, (rec.shape[0] - crop) // 8 + 1)
+            j = 8 * rng.integers(0, (rec.shape[1] - crop) // 8 + 1)
+            xs.append(to_tensor(rec[i : i + crop, j : j + crop]))
+            ys.append(to_tensor(org[i : i + crop, j : j + crop]))
+            qs.append(q)
+        x, y = torch.stack(xs), torch.stack(ys)
+        out = net(x, torch.tensor(qs))
+        err = ((out - y)[..., 8:-8, 8:-8] ** 2).mean((1, 2, 3))
+        loss = torch.log(err + 1e-8).mean()  # the mean dB change: every quality counts alike
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if log_every and (step + 1) % log_every == 0:
+            base = torch.log(((x - y)[..., 8:-8, 8:-8] ** 2).mean((1, 2, 3)) + 1e-8).mean()
+            print(f"filter step {step + 1}: {10 / np.log(10) * float(base - loss):+.3f} dB on the batch "
+                  f"{time.time() - t0:.0f}s", flush=True)
+    return net
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+def evaluate(net: FilterNet | PostFilter, pairs: list[Pair], biases: dict[int, np.ndarray] | None = None
+             ) -> list[tuple[int, float, float]]:
+    """Per quality: (quality, mean PSNR of the decodes, of the filtered decodes). A
+    PostFilter (integers) needs its per-quality biases."""
+    sums: dict[int, list[float]] = {}
+    for rec, org, q in pairs:
+        if isinstance(net, PostFilter):
+            assert biases is not None
+            out = net.apply(rec, biases[q])
+        else:
+            out = apply_float(net, rec, q)
+        s = sums.setdefault(q, [0.0, 0.0, 0])
+        s[0] += psnr(rec, org)
+        s[1] += psnr(out, org)
+        s[2] += 1
+    return [(q, s[0] / s[2], s[1] / s[2]) for q, s in sorted(sums.items())]
+
+
+@torch.no_grad()
+def apply_float(net: FilterNet, rec: np.ndarray, q: int) -> np.ndarray:
+    """The float filter on a whole image (edges repeated to whole cells), rounded to uint8."""
+    P = net.cfg.P
+    h, w = rec.shape[:2]
+    x = F.pad(to_tensor(rec)[None], (0, -w % P, 0, -h % P), mode="replicate")
+    out = net(x, torch.tensor([q]))[0, :, :h, :w]
+    return torch.round((out + 1) * 128).clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def report(rows: list[tuple[int, float, float]]) -> str:
+    lines = [f"q{q}: {a:.3f} -> {b:.3f} dB ({b - a:+.3f})" for q, a, b in rows]
+    lines.append(f"mean gain {np.mean([b - a for _, a, b in rows]):+.3f} dB")
+    return "\n".join(lines)
+
+
+def freeze_filter(net: FilterNet, calib: list[Pair]) -> PostFilter:
+    """The integer filter of a trained net; activation ranges from calibration decodes."""
+    net = net.double().eval()
+    peaks: dict[str, float] = {}
+    P = net.cfg.P
+    with torch.no_grad():
+        for rec, _, q in calib:
+            h, w = rec.shape[:2]
+            x = F.pad(to_tensor(rec)[None].double(), (0, -w % P, 0, -h % P), mode="replicate")
+            net(x, torch.tensor([q]), trace=peaks)
+    W0 = net.first.weight.flatten(1)  # (K, C * 3 * 3): channel, cell row, cell column
+    assert net.first.bias is not None
+    qb = net.qbias.detach().double() + net.first.bias.detach().double()[None]
+    (W0i,), qbias, e0 = first_layer([(W0, PIXEL_EXP, 128)], qb)
+    layers = []
+    for la in net.tail:
+        assert la.bias is not None
+        layers.append((la.weight.flatten(1), la.bias))
+    acts, ints = freeze_leaky_tail(layers, [peaks[str(i)] for i in range(len(layers))])
+    pf = PostFilter(P, W0i, qbias, e0, acts, ints)
+    pf.check()
+    return pf
+
+
+def save(net: FilterNet, path: Path) -> None:
+    torch.save({"config": asdict(net.cfg), "state": net.state_dict()}, path)
+
+
+def load(path: Path) -> FilterNet:
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    net = FilterNet(FilterConfig(**ck["config"]))
+    net.load_state_dict(ck["state"])
+    return net

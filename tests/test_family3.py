@@ -1,0 +1,202 @@
+"""Network family 3: latents coded in groups (groups.py) and the post-loop filter
+(postfilter.py), built on the shipped family-2 weights with small random heads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bbcodec import codec, format, model_io
+from bbcodec import quality as Q
+from bbcodec import weights as W
+from bbcodec.exact import Scales, scale_indices
+
+torch = pytest.importorskip("torch")
+from conftest import random_image  # noqa: E402
+
+from bbcodec.train import context, postfilter  # noqa: E402
+from bbcodec.train.freeze import write_weights  # noqa: E402
+
+SIZES = [2, 2, 4, 8, 16, 32, 64]
+
+
+def _random_cache(model, n: int = 512, seed: int = 0) -> context.Cache:
+    """Blocks with plausible statistics: hidden activations, log-scales and symbols."""
+    g = torch.Generator().manual_seed(seed)
+    C = model.he.layers[-1].W.shape[1]
+    hidden = torch.randint(0, 2000, (n, C), generator=g, dtype=torch.int16)
+    log_scale = torch.randn(n, model.M, generator=g) - 1
+    sym = torch.round(torch.randn(n, model.M, generator=g) * torch.exp(log_scale)).to(torch.int16)
+    return context.Cache(hidden, log_scale, sym, torch.randint(1, 9, (n,), generator=g))
+
+
+def _context_net(model, seed: int = 0) -> context.GroupedScalesNet:
+    torch.manual_seed(seed)
+    cfg = context.ContextConfig(sizes=SIZES, K=16, f_h=model.he.acts[-1].fh)
+    net = context.GroupedScalesNet(cfg, model.he.layers[-1].W.shape[1], torch.randperm(model.M))
+    with torch.no_grad():  # heads that really change the scales (trained ones start at zero)
+        for _, _, tail in net.heads:
+            tail[-1].weight.normal_(0, 0.3)
+            tail[-1].bias.normal_(0, 0.3)
+    return net
+
+
+def _filter_net(seed: int = 0, P: int = 2) -> postfilter.FilterNet:
+    torch.manual_seed(seed)
+    net = postfilter.FilterNet(postfilter.FilterConfig(P=P, K=8, depth=2))
+    with torch.no_grad():
+        net.tail[-1].weight.normal_(0, 0.05)
+        net.tail[-1].bias.normal_(0, 0.01)
+    return net
+
+
+@pytest.fixture(scope="module")
+def family3(weights, tmp_path_factory):
+    """(family-3 Weights with a filter, one without, the base weights) from random heads."""
+    base = weights.model
+    calib = _random_cache(base)
+    images = [(random_image(40, 56, seed=s), random_image(40, 56, seed=s), s % 8 + 1) for s in range(4)]
+    folder = tmp_path_factory.mktemp("f3")
+    built = {}
+    for name, pf in (("f3-pf", postfilter.freeze_filter(_filter_net(), images)), ("f3", None)):
+        model = dataclasses.replace(base, name=name, family=model_io.FAMILY_GROUPS,
+                                    context=context.freeze_context(_context_net(base), calib), postfilter=pf)
+        built[name] = W.load(write_weights(model, folder / name))
+    return built["f3-pf"], built["f3"], weights
+
+
+@pytest.mark.parametrize("quality", [1, 2.5, 8])
+def test_round_trip_with_groups_and_filter(family3, kodak_crop, quality):
+    w3 = family3[0]
+    data, rec = codec.encode(kodak_crop, quality, w3)
+    header, payload = format.unpack(data)
+    assert header.model_id == 3
+    assert np.array_equal(codec.decode(header, payload, w3), rec)
+
+
+def test_groups_change_the_rate_only(family3, kodak_crop):
+    """Without the filter, the decoded image is the base model's to the bit, and only
+    the payload differs (the same symbols under other scales)."""
+    _, w3, base = family3
+    d3, r3 = codec.encode(kodak_crop, 3, w3)
+    d2, r2 = codec.encode(kodak_crop, 3, base)
+    assert np.array_equal(r3, r2)
+    assert format.unpack(d3)[1] != format.unpack(d2)[1]
+
+
+def test_filter_changes_the_image_and_is_in_the_digest(family3, kodak_crop):
+    w3pf, w3, _ = family3
+    _, with_filter = codec.encode(kodak_crop, 3, w3pf)
+    _, without = codec.encode(kodak_crop, 3, w3)
+    assert not np.array_equal(with_filter, without)
+    data, _ = codec.encode(kodak_crop, 3, w3pf)
+    header, payload = format.unpack(data)
+    wrong = dataclasses.replace(w3pf, model=dataclasses.replace(w3pf.model, postfilter=None))
+    with pytest.raises(codec.DecodeError, match="digest"):
+        codec.decode(header, payload, wrong)
+
+
+def test_raster_encoder_writes_the_same_file(family3):
+    img = random_image(27, 41, seed=3)
+    w3 = family3[0]
+    assert codec.encode(img, 2, w3, schedule="raster")[0] == codec.encode(img, 2, w3)[0]
+
+
+def test_grayscale_and_odd_sizes(family3):
+    w3 = family3[0]
+    for img in (random_image(9, 17, seed=1)[:, :, 0].copy(), random_image(1, 1, seed=2), random_image(13, 5, seed=4)):
+        data, rec = codec.encode(img, 4, w3)
+        assert np.array_equal(codec.decode(*format.unpack(data), w3), rec)
+
+
+def test_integer_heads_follow_the_float_heads(weights):
+    """The integer correction is the float one up to the rounding of its activations."""
+    base = weights.model
+    cache = _random_cache(base, n=256, seed=5)
+    net = _context_net(base)
+    cs = context.freeze_context(net, cache)
+    with torch.no_grad():
+        ref = net.double()(cache.hidden, cache.log_scale.double(), cache.sym, cache.q).numpy()
+    qp = dataclasses.replace(base, context=cs).params_at(Q.to_x256(3))
+    rows = np.nonzero(cache.q.numpy() == 3)[0]
+    sym = cache.sym.numpy()[rows].astype(np.float64)
+    ls = cache.log_scale.numpy()[rows].astype(np.float64)
+    start = 0
+    for g, cols in enumerate(cs.columns()):
+        if g:
+            hw = cs.hidden_products(cache.hidden.numpy()[rows].astype(np.float64))
+            got = ls[:, cols] + cs.correction(g, hw, sym, qp.bias[f"ctx{g}"])
+            assert np.abs(got - ref[rows, start : start + len(cols)]).max() < 0.02
+        start += len(cols)
+
+
+def test_scale_groups_of_family_2_is_one_group(weights):
+    model = weights.model
+    ls = np.random.default_rng(0).normal(size=(5, model.M))
+    groups = list(model.scale_groups(Scales(ls), np.zeros((5, model.M)), model.params_at(512)))
+    assert len(groups) == 1 and groups[0][0] == slice(None)
+    assert np.array_equal(groups[0][1], scale_indices(model.scale_bounds, ls))
+
+
+@pytest.mark.parametrize("P", [1, 2, 4, 8])
+def test_filter_strips_give_the_same_image_and_follow_the_float_filter(P):
+    net = _filter_net(seed=P, P=P)
+    img = random_image(37, 45, seed=P)
+    pf = postfilter.freeze_filter(net, [(img, img, 2)])
+    bias = np.rint(pf.qbias[1])
+    whole = pf.apply(img, bias, strip_cells=10**6)
+    for cells in (1, 7, 100):
+        assert np.array_equal(pf.apply(img, bias, strip_cells=cells), whole)
+    ref = postfilter.apply_float(net.float(), img, 2).astype(int)
+    assert np.abs(ref - whole.astype(int)).max() <= 1
+    assert np.mean(ref != whole) < 0.05
+
+
+def test_weights_layout_round_trip_and_refusals(family3):
+    w3pf = family3[0]
+    arrays = model_io.to_arrays(w3pf.model)
+    again = model_io.to_arrays(model_io.from_arrays(arrays))
+    assert arrays.keys() == again.keys()
+    assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
+    bad_perm = dict(arrays, **{"ctx.perm": np.zeros_like(arrays["ctx.perm"])})
+    with pytest.raises(model_io.LayoutError, match="partition"):
+        model_io.from_arrays(bad_perm)
+    huge = dict(arrays, **{"ctx1.0.qbias": np.full_like(arrays["ctx1.0.qbias"], 2**53)})
+    with pytest.raises(model_io.LayoutError, match="exact"):
+        model_io.from_arrays(huge)
+    missing = {k: v for k, v in arrays.items() if k != "ctx2.0.Wh"}
+    with pytest.raises(model_io.LayoutError, match="missing"):
+        model_io.from_arrays(missing)
+    huge_filter = dict(arrays, **{"pf.1.b": np.full_like(arrays["pf.1.b"], 2**53)})
+    with pytest.raises(model_io.LayoutError, match="exact"):
+        model_io.from_arrays(huge_filter)
+    wrong_shape = dict(arrays, **{"pf.P": np.array(3)})
+    with pytest.raises(model_io.LayoutError, match="cell size"):
+        model_io.from_arrays(wrong_shape)
+
+
+def test_one_command_builds_family_3_on_shipped_weights(weights, tmp_path):
+    """bbcodec.train.family3 on ten small photos: caches, trains both parts a few steps,
+    freezes, registers a family-3 file that codes and decodes."""
+    from PIL import Image
+
+    from bbcodec.train import family3
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(10):
+        Image.fromarray(random_image(96, 104, seed=i)).save(data / f"grp_{i:02d}.png")
+    out = tmp_path / "w"
+    family3.main(["--base", str(weights.path), "--data", str(data), "--work", str(tmp_path / "work"),
+                  "--name", "f3-test", "--out", str(out), "--context-steps", "3", "--filter-steps", "3"])
+    assert len(list((tmp_path / "work" / "cache").glob("*.npz"))) == 9 * 2
+    assert len(list((tmp_path / "work" / "cache-val").glob("*.npz"))) == 8
+    (path,) = out.glob("f3-test-*.npz")
+    assert path.name in (out / "SHA256SUMS").read_text()
+    w3 = W.load(path)
+    assert w3.model.family == 3 and w3.model.postfilter is not None
+    img = random_image(30, 50, seed=11)
+    data_, rec = codec.encode(img, 3, w3)
+    assert np.array_equal(codec.decode(*format.unpack(data_), w3), rec)
