@@ -161,6 +161,9 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
     """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked
     (progress as for encode)."""
     model = weights.model
+    if schedule == "sequential" and len(model.group_columns()) > 1:
+        raise ValueError("one block at a time reads a block's symbols together: network families 1 and 2 "
+                         "only (family 3 writes a wavefront group by group)")
     qp = model.params_at(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
     canvas = blocks.new_canvas(rows, cols)

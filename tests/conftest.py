@@ -20,6 +20,14 @@ def weights():
 
 
 @pytest.fixture(scope="session")
+def family2_weights():
+    """The shipped family-2 weights (the default before network family 3)."""
+    from bbcodec import weights as w
+
+    return w.load(Path(__file__).resolve().parents[1] / "weights" / "bb8-n192m128s-738aa1b7.npz")
+
+
+@pytest.fixture(scope="session")
 def kodak_crop() -> np.ndarray:
     """A 48x64 crop of kodim23 (a real photo), or a smooth synthetic image without Kodak."""
     path = KODAK / "kodim23.png"

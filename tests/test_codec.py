@@ -55,7 +55,9 @@ def test_raster_and_wavefront_encoders_write_the_same_file(weights):
     assert codec.encode(img, 3, weights, "raster")[0] == codec.encode(img, 3, weights, "wavefront")[0]
 
 
-def test_batched_and_one_block_at_a_time_decoders_agree(weights):
+def test_batched_and_one_block_at_a_time_decoders_agree(family2_weights):
+    """(Family 2: family 3 writes a wavefront's symbols group by group.)"""
+    weights = family2_weights
     img = random_image(30, 45, seed=8)
     data, rec = codec.encode(img, 2, weights, "raster")
     header, payload = format.unpack(data)

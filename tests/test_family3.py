@@ -98,6 +98,13 @@ def test_filter_changes_the_image_and_is_in_the_digest(family3, kodak_crop):
         codec.decode(header, payload, wrong)
 
 
+def test_one_block_at_a_time_decoder_is_refused(family3, kodak_crop):
+    w3 = family3[0]
+    data, _ = codec.encode(kodak_crop, 2, w3)
+    with pytest.raises(ValueError, match="group by group"):
+        codec.decode(*format.unpack(data), w3, "sequential")
+
+
 def test_raster_encoder_writes_the_same_file(family3):
     img = random_image(27, 41, seed=3)
     w3 = family3[0]

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("weights"), help="folder of the new weights file")
     p.add_argument("--default", action="store_true", help="make it the default of --out")
     p.add_argument("--context-steps", type=int, default=20000)
-    p.add_argument("--filter-steps", type=int, default=20000)
+    p.add_argument("--filter-steps", type=int, default=15000)
     p.add_argument("--no-filter", action="store_true", help="family 3 without the post-loop filter")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     a = p.parse_args(argv)
