@@ -56,7 +56,11 @@ def scale_bounds(table: np.ndarray) -> np.ndarray:
 def requantise(acc: np.ndarray, exp_from: np.ndarray | int, exp_to: int) -> np.ndarray:
     """Integers at scale 2^-exp_from -> nearest integers at scale 2^-exp_to, clipped."""
     shift = np.asarray(exp_to - np.asarray(exp_from), dtype=np.int64)
-    return np.clip(np.rint(np.ldexp(acc, shift)), -ACT_MAX, ACT_MAX)
+    # acc * 2^shift is ldexp(acc, shift), exactly (a power of two, integers far from
+    # overflow), and faster than ldexp per element; so are maximum/minimum than clip.
+    x = np.rint(acc * np.ldexp(1.0, shift))
+    np.maximum(x, -ACT_MAX, out=x)
+    return np.minimum(x, ACT_MAX, out=x)
 
 
 @dataclass
@@ -85,7 +89,9 @@ class Activation:
     def __call__(self, acc: np.ndarray, e: np.ndarray) -> np.ndarray:
         a = requantise(acc, e, self.fa)
         if self.kind == "leaky":
-            return np.where(a >= 0, a, np.rint(np.ldexp(a, -LEAKY_SHIFT)))
+            # = where(a >= 0, a, rint(a 2^-7)) for integers a: rint(a 2^-7) <= a when a >= 0
+            # and >= a when a < 0
+            return np.maximum(a, np.rint(a * 2.0**-LEAKY_SHIFT))
         assert self.G is not None and self.B is not None
         s = self.B + (a * a) @ self.G.T  # exact: every term and partial sum < 2^53
         if self.kind == "gdn":  # x / sqrt(beta + gamma x^2)

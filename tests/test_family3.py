@@ -53,8 +53,9 @@ def _filter_net(seed: int = 0, P: int = 2) -> postfilter.FilterNet:
 
 
 @pytest.fixture(scope="module")
-def family3(weights, tmp_path_factory):
+def family3(family2_weights, tmp_path_factory):
     """(family-3 Weights with a filter, one without, the base weights) from random heads."""
+    weights = family2_weights
     base = weights.model
     calib = _random_cache(base)
     images = [(random_image(40, 56, seed=s), random_image(40, 56, seed=s), s % 8 + 1) for s in range(4)]
@@ -118,9 +119,9 @@ def test_grayscale_and_odd_sizes(family3):
         assert np.array_equal(codec.decode(*format.unpack(data), w3), rec)
 
 
-def test_integer_heads_follow_the_float_heads(weights):
+def test_integer_heads_follow_the_float_heads(family2_weights):
     """The integer correction is the float one up to the rounding of its activations."""
-    base = weights.model
+    base = family2_weights.model
     cache = _random_cache(base, n=256, seed=5)
     net = _context_net(base)
     cs = context.freeze_context(net, cache)
@@ -139,8 +140,8 @@ def test_integer_heads_follow_the_float_heads(weights):
         start += len(cols)
 
 
-def test_scale_groups_of_family_2_is_one_group(weights):
-    model = weights.model
+def test_scale_groups_of_family_2_is_one_group(family2_weights):
+    model = family2_weights.model
     ls = np.random.default_rng(0).normal(size=(5, model.M))
     groups = list(model.scale_groups(Scales(ls), np.zeros((5, model.M)), model.params_at(512)))
     assert len(groups) == 1 and groups[0][0] == slice(None)
@@ -184,7 +185,7 @@ def test_weights_layout_round_trip_and_refusals(family3):
         model_io.from_arrays(wrong_shape)
 
 
-def test_one_command_builds_family_3_on_shipped_weights(weights, tmp_path):
+def test_one_command_builds_family_3_on_shipped_weights(family2_weights, tmp_path):
     """bbcodec.train.family3 on ten small photos: caches, trains both parts a few steps,
     freezes, registers a family-3 file that codes and decodes."""
     from PIL import Image
@@ -196,7 +197,7 @@ def test_one_command_builds_family_3_on_shipped_weights(weights, tmp_path):
     for i in range(10):
         Image.fromarray(random_image(96, 104, seed=i)).save(data / f"grp_{i:02d}.png")
     out = tmp_path / "w"
-    family3.main(["--base", str(weights.path), "--data", str(data), "--work", str(tmp_path / "work"),
+    family3.main(["--base", str(family2_weights.path), "--data", str(data), "--work", str(tmp_path / "work"),
                   "--name", "f3-test", "--out", str(out), "--context-steps", "3", "--filter-steps", "3"])
     assert len(list((tmp_path / "work" / "cache").glob("*.npz"))) == 9 * 2
     assert len(list((tmp_path / "work" / "cache-val").glob("*.npz"))) == 8
@@ -207,3 +208,10 @@ def test_one_command_builds_family_3_on_shipped_weights(weights, tmp_path):
     img = random_image(30, 50, seed=11)
     data_, rec = codec.encode(img, 3, w3)
     assert np.array_equal(codec.decode(*format.unpack(data_), w3), rec)
+
+
+def test_default_weights_are_family_3_with_a_filter(weights):
+    """What ships: bb8-n192m128sg, groups 2/2/4/8/16/32/64 and a 2x2-cell filter."""
+    m = weights.model
+    assert m.family == 3 and m.context is not None and m.postfilter is not None
+    assert m.context.sizes == [2, 2, 4, 8, 16, 32, 64] and m.postfilter.P == 2
