@@ -124,12 +124,13 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
         sym = np.clip(np.rint(y - mean), -L, L)
         canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
-        indices = np.empty(sym.shape, dtype=np.uint8)
-        for group, idx in model.scale_groups(scales, sym, qp):
-            if in_order:
+        if in_order:
+            for group, idx in model.scale_groups(scales, sym, qp):
                 coder.encode(sym[:, group], model.scale_table[idx])
-            indices[:, group] = idx
-        if not in_order:
+        else:  # kept for the wavefront-order pass below
+            indices = np.empty(sym.shape, dtype=np.uint8)
+            for group, idx in model.scale_groups(scales, sym, qp):
+                indices[:, group] = idx
             symbols[r, c], scale_idx[r, c] = sym, indices
         if progress is not None:
             progress(len(r) * blocks.BLOCK * blocks.BLOCK)
