@@ -68,7 +68,7 @@ def __dir__() -> list[str]:
 
 def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float = _quality.DEFAULT, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
-           weights: str | os.PathLike[str] | None = None) -> bytes:
+           weights: str | os.PathLike[str] | None = None, effort: int = 1) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or an HxWx3 / HxW (grayscale) uint8 array.
 
@@ -78,15 +78,19 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     bits per pixel / the smallest file reaching that PSNR in dB (the nearest end when out
     of reach, as `bbcodec encode --target-bpp`). weights: a weights file (.npz) to use
     instead of the default; decoding finds it by its hash in the searched folders.
+    effort: 1 (default, fast) to effort.MAX: more encoder time for a smaller file at the
+    same quality (bbcodec.effort); every effort decodes with the same decoder.
     """
     import numpy as np
     from PIL import Image
 
     from . import codec, images, ratecontrol
+    from . import effort as efforts
     from . import weights as wmod
 
     if target_bpp is not None and target_psnr is not None:
         raise _quality.QualityError("give only one of target_bpp and target_psnr")
+    efforts.check(effort)
     if isinstance(image, Image.Image):
         arr = images.to_array(image)
     elif isinstance(image, (str, os.PathLike)):
@@ -100,8 +104,8 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
                                     "or a uint8 array")
     w = wmod.default() if weights is None else wmod.from_file(weights)
     if target_bpp is not None or target_psnr is not None:
-        return ratecontrol.encode_to_target(arr, w, target_bpp, target_psnr).data
-    data, _ = codec.encode(arr, quality, w)
+        return ratecontrol.encode_to_target(arr, w, target_bpp, target_psnr, effort).data
+    data, _ = codec.encode(arr, quality, w, effort=effort)
     return data
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import effort as efforts
 from . import quality as Q
 from .errors import Error
 
@@ -189,6 +190,7 @@ PROGRESS_PIXELS = 4_000_000  # images above this many pixels show a progress bar
 Examples:
   bbcodec encode photo.png photo.bbc -q 6
   bbcodec encode photo.png photo.bbc --target-bpp 0.5
+  bbcodec encode photo.png photo.bbc -q 4 -e 3       smaller file, slower encode
   bbcodec encode *.png packed/                  several images into a folder
   bbcodec encode photos/ compressed/ -q 5 --jobs 2 --recursive""")
 @click.argument("paths", nargs=-1, required=True, metavar="IN... OUT")
@@ -198,6 +200,9 @@ Examples:
               help="Pick the quality giving the largest file not above this many bits per pixel.")
 @click.option("--target-psnr", type=FiniteFloatRange(0, min_open=True), default=None,
               help="Pick the quality giving the smallest file with at least this PSNR (dB).")
+@click.option("-e", "--effort", type=click.IntRange(efforts.MIN, efforts.MAX), default=efforts.DEFAULT,
+              show_default=True, help=f"Encoder effort {efforts.MIN} (fast) .. {efforts.MAX} (smallest files, "
+              "slowest); decoding is the same at every effort.")
 @click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
               help="Encode with this weights file (.npz) instead of the default; decoding finds it by its "
                    "hash in $BBCODEC_WEIGHTS or the shipped weights.")
@@ -211,7 +216,7 @@ Examples:
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           weights_file: str | None, schedule: str, jobs: int, recursive: bool, force: bool, as_json: bool,
+           effort: int, weights_file: str | None, schedule: str, jobs: int, recursive: bool, force: bool, as_json: bool,
            quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
     IN: every image in it into the folder OUT; several INs (or an existing folder OUT):
@@ -220,11 +225,13 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
 
     if sum(v is not None for v in (quality, target_bpp, target_psnr)) > 1:
         raise click.UsageError("give only one of --quality, --target-bpp, --target-psnr")
+    if effort > efforts.MIN and schedule != "wavefront":
+        raise click.UsageError(f"--schedule {schedule} codes at effort {efforts.MIN} only")
     dst = paths[-1]
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
     opts = EncodeOptions(Q.DEFAULT if quality is None else quality, target_bpp, target_psnr, schedule,
-                         verbose or as_json, weights_file)
+                         verbose or as_json, weights_file, effort)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc"):
         return
     src = paths[0]
@@ -239,6 +246,8 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         raise _fail(_named(e, src, dst), as_json, src) from None
     line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, quality {r.quality:g}, "
             f"{r.bytes} bytes, {r.bpp:.4f} bpp, {r.seconds:.2f} s")
+    if r.effort != efforts.DEFAULT:
+        line += f", effort {r.effort}"
     if r.psnr is not None:
         line += f", PSNR {r.psnr:.2f} dB"
     if r.target_met is False:

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import blocks, entropy, errors, format
+from . import blocks, entropy, errors, format, rdoq
+from . import effort as efforts
 from . import quality as Q
 from .blocks import BlockContext
 from .exact import Scales
@@ -84,9 +85,12 @@ def digest(img: np.ndarray) -> bytes:
     return format.image_digest(np.ascontiguousarray(img).data)
 
 
+Choose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scales, np.ndarray], np.ndarray]
+
+
 @_one_blas_thread
 def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront",
-           progress: Callable[[int], None] | None = None) -> tuple[bytes, np.ndarray]:
+           progress: Callable[[int], None] | None = None, effort: int = efforts.DEFAULT) -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     Grayscale is coded as RGB with equal channels and decoded back to one channel.
@@ -95,7 +99,12 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     per wavefront and symbols are range-coded as they come (wavefront schedule) or kept
     as int16 with uint8 scale indices (raster), never as whole-image float64 arrays.
     progress, if given, is called with the number of pixels of each step's blocks.
+    effort > 1 (effort.py) codes the image more than once: at effort 1 for a proxy of the
+    blocks not yet coded, then choosing each block's symbols (rdoq.py); wavefront only.
     """
+    level = efforts.LEVELS[efforts.check(effort)]
+    if level is not None and schedule != "wavefront":
+        raise efforts.EffortError("efforts above 1 code in wavefront order only (not the raster schedule)")
     gray = img.ndim == 2
     if gray:
         img = np.broadcast_to(img[:, :, None], (*img.shape, 3))  # a view, no copy
@@ -107,7 +116,37 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     quality_x256 = Q.to_x256(quality)
     qp = model.params_at(quality_x256)
     grid = blocks.block_grid(blocks.pad_to_blocks(img))
-    rows, cols = blocks.grid_shape(height, width)
+    choose = None
+    if level is not None:
+        rdoq.check_model(model)
+        _, proxy = _code(model, qp, grid, schedule, None, None)
+        for _ in range(level.proxies - 1):
+            _, proxy = _code(model, qp, grid, schedule, rdoq.Chooser(model, qp, grid, proxy, level), None)
+        choose = rdoq.Chooser(model, qp, grid, proxy, level)
+        del proxy
+    payload, canvas = _code(model, qp, grid, schedule, choose, progress)
+    del grid, choose
+    rec = model.finish(blocks.from_blocks(canvas[1:, 1:-1], height, width), qp)
+    del canvas
+    if gray:
+        rec = to_gray(rec)
+    header = format.Header(
+        width=width,
+        height=height,
+        quality_x256=quality_x256,
+        weights_sha256=weights.prefix,
+        image_digest=digest(rec),
+        model_id=weights.family_id,
+        channels=1 if gray else 3,
+    )
+    return format.pack(header, payload), rec
+
+
+def _code(model: CodingModel, qp: Any, grid: np.ndarray, schedule: str, choose: Choose | None,
+          progress: Callable[[int], None] | None) -> tuple[bytes, np.ndarray]:
+    """The encoder's loop over a block grid -> (range-coded payload, reconstruction canvas).
+    choose(r, c, nb, mean, scales, y) picks the symbols (default: y - mean rounded)."""
+    rows, cols = grid.shape[0], grid.shape[2]
     canvas = blocks.new_canvas(rows, cols)
     ctx = BlockContext(rows, cols)
     L = model.max_symbol
@@ -122,7 +161,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         ctx.at(r, c)
         mean, scales = model.entropy_params(nb, qp, ctx)
         y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
-        sym = np.clip(np.rint(y - mean), -L, L)
+        sym = np.clip(np.rint(y - mean), -L, L) if choose is None else choose(r, c, nb, mean, scales, y)
         canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
         if in_order:
             for group, idx in model.scale_groups(scales, sym, qp):
@@ -139,21 +178,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         for r, c in blocks.wavefronts(rows, cols):
             for group in order:
                 coder.encode(symbols[r, c][:, group], model.scale_table[scale_idx[r, c][:, group]])
-    del ctx, grid
-    rec = model.finish(blocks.from_blocks(canvas[1:, 1:-1], height, width), qp)
-    del canvas
-    if gray:
-        rec = to_gray(rec)
-    header = format.Header(
-        width=width,
-        height=height,
-        quality_x256=quality_x256,
-        weights_sha256=weights.prefix,
-        image_digest=digest(rec),
-        model_id=weights.family_id,
-        channels=1 if gray else 3,
-    )
-    return format.pack(header, coder.payload()), rec
+    return coder.payload(), canvas
 
 
 @_one_blas_thread

@@ -277,6 +277,7 @@ class EncodeOptions:
     schedule: str = "wavefront"
     measure_psnr: bool = False
     weights: str | None = None  # a weights file instead of the default (--weights)
+    effort: int = 1  # encoder effort (effort.py): more encoder time, smaller files
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ class EncodeResult(_Result):
     """One image encoded to a .bbc file."""
 
     weights: str  # file name of the weights used
+    effort: int = 1  # encoder effort
     target_met: bool | None = None  # with a rate target: whether it was met
     encodes: int | None = None  # with a rate target: encodes tried
     psnr: float | None = None  # when measured (-v, --json, rate targets)
@@ -365,11 +367,11 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     t0 = time.perf_counter()
     target_met = encodes = None
     if opts.target_bpp is not None or opts.target_psnr is not None:
-        r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr)
+        r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr, opts.effort)
         out, rec, quality, target_met, encodes = r.data, r.reconstruction, r.quality, r.met, r.probes
     else:
         with _progress(progress_for, *arr.shape[:2]) as update:
-            out, rec = codec.encode(arr, opts.quality, w, opts.schedule, progress=update)
+            out, rec = codec.encode(arr, opts.quality, w, opts.schedule, progress=update, effort=opts.effort)
         quality = opts.quality
     secs = time.perf_counter() - t0
     write_output(dst, out, src)
@@ -377,7 +379,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     return EncodeResult(
         input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=float(quality),
         input_bytes=input_bytes, bytes=len(out), bpp=8 * len(out) / (h * wd), seconds=secs, weights=w.path.name,
-        target_met=target_met, encodes=encodes,
+        effort=opts.effort, target_met=target_met, encodes=encodes,
         psnr=rd.psnr(arr, rec) if opts.measure_psnr or target_met is not None else None,
     )
 

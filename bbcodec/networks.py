@@ -44,6 +44,7 @@ from .exact import (
     scale_table,
 )
 from .layers import GDN, BlockMaskedConv2d
+from .quality import LAMBDAS as QUALITY_LAMBDAS
 from .quality import NUM_QUALITIES, from_x256
 
 # trace(point, layer, value): called with every value that freezing must bound: the
@@ -52,7 +53,7 @@ from .quality import NUM_QUALITIES, from_x256
 Trace = Callable[[str, int, torch.Tensor], None]
 # CompressAI's lambdas x 255^2, one per quality 1..8: loss = bpp + lambda * MSE with the
 # MSE of pixels scaled to 0..1 (= bpp + lambda / 255^2 * MSE on the 0..255 scale).
-LAMBDAS = tuple(255.0**2 * v for v in (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18))
+LAMBDAS = tuple(255.0**2 * v for v in QUALITY_LAMBDAS)
 LEAKY_SLOPE = 2.0**-LEAKY_SHIFT  # a power of two, so the integer decoder applies it exactly
 
 

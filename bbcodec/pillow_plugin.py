@@ -13,10 +13,10 @@ register_extension). Opening reads the file (no further than its header says) an
 checks its container only (docs/format.md, section 2, checks 1-7), never decoding:
 pixels are decoded on load(), which refuses a payload that cannot hold the declared
 image as soon as it runs out (so a tiny file declaring 8192x8192 costs milliseconds). Saving takes `quality` (a number within quality.MIN..quality.MAX, default
-quality.DEFAULT). A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
+quality.DEFAULT) and `effort` (effort.MIN..effort.MAX, default 1: encoder time for size). A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
 while opening (so Image.open tries other formats and then raises
 UnidentifiedImageError), OSError while loading pixels or saving, and ValueError for a
-bad quality option (QualityError, which is one).
+bad quality or effort option (QualityError, EffortError, which are).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
+from . import effort as efforts
 from . import format as fmt
 from . import quality as Q
 from .errors import Error
@@ -74,8 +75,10 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
     quality = im.encoderinfo.get("quality", Q.DEFAULT)
     Q.to_x256(quality)  # a bad quality raises QualityError (a ValueError) before any work
+    effort = efforts.check(im.encoderinfo.get("effort", efforts.DEFAULT))  # likewise EffortError
     try:
-        data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), weights.default())
+        data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), weights.default(),
+                               effort=effort)
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)

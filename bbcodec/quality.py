@@ -16,6 +16,9 @@ DEFAULT = 4  # the default of the CLI, the API and the Pillow plugin
 TRAINED = tuple(range(MIN, MAX + 1))  # 1, 2, .. 8: what bbcodec bench sweeps by default
 STEP = 256  # stored as quality * 256
 MIN_X256, MAX_X256 = MIN * STEP, MAX * STEP  # 256 .. 2048
+# The rate-distortion lambda each trained quality was trained at (CompressAI's values:
+# loss = bpp + lambda * MSE of 0..1 pixels); the effort levels' choices weigh with them.
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
 
 
 class QualityError(Error, ValueError):

@@ -1,0 +1,63 @@
+"""Encoder effort, the knob (like cjxl -e): what each level spends, and its checks.
+
+Effort 1 is the plain encoder; higher levels choose symbols by rate and distortion
+(rdoq.py) for smaller files at the same quality, at more encoder time. The decoder and
+the format are the same at every effort: a file does not record the effort it was made
+at. No numpy (the CLI imports this to check its option).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral
+
+from . import quality as Q
+from .errors import Error
+
+DEFAULT = 1
+
+
+@dataclass(frozen=True)
+class Level:
+    """What one effort level spends."""
+
+    rdoq: tuple[float, ...]  # lambda multipliers of the RDOQ candidates
+    lookahead: int  # dependents judged with each candidate (0..4)
+    lam: float  # multiplier of the quality's training lambda in every decision
+    passes: int = 1  # RDOQ rounds (each tries single changes to the last round's result)
+    proxies: int = 1  # whole-image passes before the last; each one's image is the next one's proxy
+
+
+# Effort 1 is the plain encoder. The training lambda undervalues distortion against the
+# rate of the real files (their RD slope is ~1.6x steeper at q2-q6), hence lam.
+LEVELS: dict[int, Level | None] = {
+    1: None,
+    2: Level(rdoq=(1.0,), lookahead=2, lam=1.6),
+    3: Level(rdoq=(0.5, 1.0), lookahead=4, lam=1.6),
+}
+MIN, MAX = min(LEVELS), max(LEVELS)
+
+
+class EffortError(Error, ValueError):
+    """An effort outside MIN..MAX (or not an integer)."""
+
+
+def check(effort: object) -> int:
+    """A valid effort as an int, else EffortError (before any work)."""
+    if isinstance(effort, bool) or not isinstance(effort, Integral):
+        raise EffortError(f"effort must be an integer within {MIN}..{MAX}, got {effort!r}")
+    value = int(effort)
+    if not MIN <= value <= MAX:
+        raise EffortError(f"effort must be within {MIN}..{MAX}, got {value}")
+    return value
+
+
+def rd_lambda(quality_x256: int) -> float:
+    """The training lambda at a (fractional) quality, geometric between trained ones, as
+    bits per unit of (sum of squared 0..255 errors / 3): the cost of a block is
+    bits + lambda x SSE / 3, i.e. 64 x (bpp + lambda x MSE)."""
+    k, t = Q.interpolation(quality_x256)
+    return math.exp((1 - t) * math.log(Q.LAMBDAS[k]) + t * math.log(Q.LAMBDAS[k + 1]))
+
+

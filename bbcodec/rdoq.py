@@ -1,0 +1,175 @@
+"""Rate-distortion optimised choice of symbols: what efforts above 1 do (effort.py).
+
+The plain encoder rounds each latent to the nearest symbol around its predicted mean.
+Here the image is first coded that way: that reconstruction, the proxy, stands in for
+the blocks not yet coded. It is then coded again wavefront by wavefront, each block's
+symbols chosen among a few candidates:
+
+* the plain rounding;
+* rate-distortion optimised rounding (RDOQ) at one or more lambdas: every symbol near a
+  decision boundary is tried alone at its other rounding, judged by the block's exact
+  integer synthesis and the bits the coder will spend (the grouped scales included), and
+  every change that lowers bits + lambda x SSE is kept (in `passes` rounds).
+
+A candidate's cost is its own plus that of the blocks that read it as a neighbour (right,
+below, below-left, below-right; `lookahead` of them), each coded by the plain rule
+against the candidate's reconstruction, with already coded blocks, this wavefront's other
+blocks at their plain rounding, and the proxy elsewhere. Judging a block alone makes it
+coarser than the blocks predicted from it can afford (measured: no better than effort
+1); the look-ahead is what makes the choice pay.
+
+All decisions are the encoder's: the file is an ordinary file of the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import blocks
+from .effort import EffortError, Level, rd_lambda
+from .exact import FrozenModel, Scales
+
+# Symbols whose rounding is this close to a decision boundary are RDOQ candidates
+# (|latent - symbol| > 1/2 - BOUNDARY); zeros only if |latent| > ZERO_FROM.
+BOUNDARY = 0.3
+ZERO_FROM = 0.3
+MAX_BITS_SYMBOL = 512  # the bits table's range of |symbol|; larger ones cost as this one
+# (dependent row offset, column offset, slot of the judged block among its neighbours
+# [UL, U, UR, L]), in the order the look-ahead takes them.
+DEPENDENTS = ((0, 1, 3), (1, 0, 1), (1, -1, 2), (1, 1, 0))
+
+
+def check_model(model: object) -> None:
+    """Efforts above 1 judge blocks out of coding order, from pixels alone: integer models
+    whose only neighbour-reading layer is the first (kernels 3,1,1,1, as all shipped)."""
+    kernels = tuple(model.config.get("kernels", ())) if isinstance(model, FrozenModel) else (3, 3)
+    if 3 in kernels[1:]:
+        raise EffortError("efforts above 1 need integer weights whose hidden layers read no neighbours")
+
+
+def bits_table(scale_table: np.ndarray) -> np.ndarray:
+    """bits[i, a]: -log2 P(|symbol| = a) under scale i's unit-bin Gaussian, for one sign
+    (what the range coder spends, to a fraction of a percent)."""
+    a = np.arange(MAX_BITS_SYMBOL + 1, dtype=np.float64)[None, :]
+    s = np.asarray(scale_table, dtype=np.float64)[:, None] * math.sqrt(2.0)
+    erfc = np.frompyfunc(math.erfc, 1, 1)
+    p = (erfc((a - 0.5) / s) - erfc((a + 0.5) / s)).astype(np.float64) / 2
+    return -np.log2(np.maximum(p, 1e-12))
+
+
+class Chooser:
+    """Picks each wavefront's symbols at one effort level (see the module docstring).
+
+    Called by codec.encode in wavefront order with what the plain encoder computed; keeps
+    its own canvas: coded blocks, then the proxy (the effort-1 reconstruction)."""
+
+    def __init__(self, model, qp, grid: np.ndarray, proxy: np.ndarray, level: Level) -> None:  # noqa: ANN001
+        self.model, self.qp, self.grid, self.level = model, qp, grid, level
+        self.canvas = proxy.copy()
+        self.rows, self.cols = proxy.shape[0] - 1, proxy.shape[1] - 2
+        self.lam = level.lam * rd_lambda(qp.quality_x256)
+        self.bits = bits_table(model.scale_table)
+        self.L = model.max_symbol
+
+    def cost_bits(self, scales: Scales, sym: np.ndarray) -> np.ndarray:
+        """Bits of each row of symbols (the coder's grouped scales)."""
+        total = np.zeros(len(sym))
+        mag = np.minimum(np.abs(sym), MAX_BITS_SYMBOL).astype(np.int64)
+        for cols, idx in self.model.scale_groups(scales, sym, self.qp):
+            total += self.bits[idx, mag[:, cols]].sum(axis=1)
+        return total
+
+    def cost(self, scales: Scales, sym: np.ndarray, rec: np.ndarray, blk: np.ndarray) -> np.ndarray:
+        return self.cost_bits(scales, sym) + self.lam * ((rec - blk) ** 2).sum(axis=1) / 3.0
+
+    def rdoq(self, res: np.ndarray, s0: np.ndarray, rec0: np.ndarray, mean: np.ndarray, nb: np.ndarray,
+             scales: Scales, blk: np.ndarray) -> list[np.ndarray]:
+        """One RDOQ candidate per multiplier m: s0 with every single-symbol change kept that
+        lowers the block's own bits + m x lambda x SSE (then again from there, `passes`)."""
+        near = np.abs(res - s0) > 0.5 - BOUNDARY
+        b, ch = np.nonzero(near & ((s0 != 0) | (np.abs(res) > ZERO_FROM)))
+        if len(b) == 0:
+            return [s0] * len(self.level.rdoq)
+        # The other rounding of each candidate symbol (toward the latent's side).
+        alt = np.clip(s0[b, ch] + np.where(res[b, ch] > s0[b, ch], 1.0, -1.0), -self.L, self.L)
+        first = self._changes(s0, rec0, b, ch, alt, mean, nb, scales, blk)  # shared by every m
+        out = []
+        for m in self.level.rdoq:
+            s, rec, (new, d_bits, d_sse) = s0, rec0, first
+            for round_ in range(self.level.passes):
+                if round_:
+                    new, d_bits, d_sse = self._changes(s, rec, b, ch, np.where(s[b, ch] == alt, s0[b, ch], alt),
+                                                       mean, nb, scales, blk)
+                keep = d_bits + m * self.lam * d_sse < 0
+                if not keep.any():
+                    break
+                s = s.copy()
+                s[b[keep], ch[keep]] = new[keep]
+                if round_ + 1 < self.level.passes:
+                    rec = self.model.synthesise(s, mean, nb, self.qp)
+            out.append(s)
+        return out
+
+    def _changes(self, s: np.ndarray, rec: np.ndarray, b: np.ndarray, ch: np.ndarray, new: np.ndarray,
+                 mean: np.ndarray, nb: np.ndarray, scales: Scales, blk: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(new, change of bits, change of SSE / 3) of each single change s[b, ch] -> new
+        against s, whose reconstruction is rec."""
+        trial = s[b]
+        trial[np.arange(len(b)), ch] = new
+        sub = Scales(scales.log_scale[b], None if scales.hidden is None else scales.hidden[b])
+        trial_rec = self.model.synthesise(trial, mean[b], nb[b], self.qp)
+        d_bits = self.cost_bits(sub, trial) - self.cost_bits(scales, s)[b]
+        d_sse = (((trial_rec - blk[b]) ** 2).sum(axis=1) - ((rec - blk) ** 2).sum(axis=1)[b]) / 3.0
+        return new, d_bits, d_sse
+
+    def __call__(self, r: np.ndarray, c: np.ndarray, nb: np.ndarray, mean: np.ndarray, scales: Scales,
+                 y: np.ndarray) -> np.ndarray:
+        """The symbols of the wavefront's blocks (r, c), whose plain latents are y."""
+        model, qp = self.model, self.qp
+        n = len(r)
+        blk = blocks.block_rows(self.grid, r, c)
+        res = y - mean
+        s0 = np.clip(np.rint(res), -self.L, self.L)
+        rec0 = model.synthesise(s0, mean, nb, qp)
+        cands = [s0, *self.rdoq(res, s0, rec0, mean, nb, scales, blk)]
+        differs = np.zeros(n, dtype=bool)
+        for s in cands[1:]:
+            differs |= (s != s0).any(axis=1)
+        self.canvas[r + 1, c + 1] = rec0
+        if not differs.any():
+            return s0
+        # Only blocks with a real choice go on; K candidates each.
+        i = np.nonzero(differs)[0]
+        K, m = len(cands), len(i)
+        sym = np.concatenate([s[i] for s in cands])
+        rec = np.concatenate([rec0[i], model.synthesise(sym[m:], np.tile(mean[i], (K - 1, 1)),
+                                                          np.tile(nb[i], (K - 1, 1)), qp)])
+        sc = Scales(np.tile(scales.log_scale[i], (K, 1)), None if scales.hidden is None else np.tile(scales.hidden[i], (K, 1)))
+        J = self.cost(sc, sym, rec, np.tile(blk[i], (K, 1))).reshape(K, m)
+        for dr, dc, slot in DEPENDENTS[: self.level.lookahead]:
+            rr, cc = r[i] + dr, c[i] + dc
+            ok = (rr < self.rows) & (cc >= 0) & (cc < self.cols)
+            if not ok.any():
+                continue
+            J[:, ok] += self.dependents(rr[ok], cc[ok], slot, rec.reshape(K, m, -1)[:, ok]).reshape(K, -1)
+        k = np.argmin(J, axis=0)
+        chosen = s0.copy()
+        chosen[i] = sym.reshape(K, m, -1)[k, np.arange(m)]
+        self.canvas[r[i] + 1, c[i] + 1] = rec.reshape(K, m, -1)[k, np.arange(m)]
+        return chosen
+
+    def dependents(self, rr: np.ndarray, cc: np.ndarray, slot: int, recs: np.ndarray) -> np.ndarray:
+        """Cost of blocks (rr, cc), coded by the plain rule, with the neighbour in `slot`
+        replaced by each candidate reconstruction (recs: (K, len(rr), 192)) -> (K * len(rr),)."""
+        K = recs.shape[0]
+        nb = np.tile(blocks.gather_neighbours(self.canvas, rr, cc), (K, 1))
+        width = blocks.BLOCK_CH
+        nb[:, slot * width : (slot + 1) * width] = recs.reshape(-1, width)
+        blk = np.tile(blocks.block_rows(self.grid, rr, cc), (K, 1))
+        mean, scales = self.model.entropy_params(nb, self.qp)
+        s = np.clip(np.rint(self.model.analyse(blk, nb, self.qp) - mean), -self.L, self.L)
+        rec = self.model.synthesise(s, mean, nb, self.qp)
+        return self.cost(scales, s, rec, blk)

@@ -1,0 +1,140 @@
+"""Encoder effort levels: every file decodes with the unchanged decoder, higher efforts
+buy a lower rate-distortion cost, and bad efforts are refused before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import KODAK, random_image
+from PIL import Image
+
+import bbcodec
+from bbcodec import codec, effort, entropy, format, ratecontrol, rdoq
+from bbcodec import quality as Q
+from bbcodec.cli import cli
+
+HIGHER = list(range(effort.MIN + 1, effort.MAX + 1))
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A 96x128 crop of a real photo (busy and smooth parts), or a smooth image without Kodak."""
+    path = KODAK / "kodim05.png"
+    if not path.exists():
+        return random_image(96, 128, seed=5)
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))[200:296, 300:428].copy()
+
+
+@pytest.mark.parametrize("level", HIGHER)
+@pytest.mark.parametrize("quality", [2, 5.5])
+def test_files_of_every_effort_decode_with_the_unchanged_decoder(photo, weights, level, quality):
+    data, rec = codec.encode(photo, quality, weights, effort=level)
+    plain, _ = codec.encode(photo, quality, weights)
+    assert data != plain  # the effort changed the symbols ...
+    assert format.unpack(data)[0].quality_x256 == format.unpack(plain)[0].quality_x256
+    assert np.array_equal(codec.decode(*format.unpack(data), weights), rec)  # ... and the decoder follows
+
+
+def test_effort_1_is_the_plain_encoder(photo, weights):
+    assert codec.encode(photo, 3, weights, effort=1)[0] == codec.encode(photo, 3, weights)[0]
+
+
+def _cost(img: np.ndarray, data: bytes, rec: np.ndarray, quality: float) -> float:
+    """What the effort levels minimise, per pixel: bpp + lambda x MSE (lambda as they weigh it)."""
+    lam = effort.LEVELS[effort.MAX].lam * effort.rd_lambda(Q.to_x256(quality)) / 64
+    mse = float(np.mean((rec.astype(np.float64) - img) ** 2))
+    return 8 * len(data) / (img.shape[0] * img.shape[1]) + lam * mse
+
+
+@pytest.mark.parametrize("quality", [2, 4, 6])
+def test_the_highest_effort_lowers_the_rate_distortion_cost(photo, weights, quality):
+    base = _cost(photo, *codec.encode(photo, quality, weights), quality)
+    best = _cost(photo, *codec.encode(photo, quality, weights, effort=effort.MAX), quality)
+    assert best < base
+
+
+def test_grayscale_odd_sizes_and_the_family_2_weights(family2_weights):
+    gray = random_image(37, 53, seed=3)[:, :, 1].copy()
+    data, rec = codec.encode(gray, 3, family2_weights, effort=effort.MAX)
+    out = codec.decode(*format.unpack(data), family2_weights)
+    assert out.shape == (37, 53) and np.array_equal(out, rec)
+
+
+def test_bits_table_is_what_the_range_coder_spends(weights):
+    rng = np.random.default_rng(0)
+    table = weights.model.scale_table
+    idx = rng.integers(0, len(table), 20000)
+    sym = np.rint(rng.normal(0, 1, 20000) * table[idx]).clip(-300, 300)
+    bits = rdoq.bits_table(table)[idx, np.abs(sym).astype(np.int64)].sum()
+    spent = 8 * len(entropy.encode_symbols(sym.astype(np.int32), table[idx], weights.model.max_symbol))
+    assert abs(spent - bits) < 0.01 * bits + 64
+
+
+def test_rd_lambda_is_geometric_between_trained_qualities():
+    assert effort.rd_lambda(Q.to_x256(4)) == pytest.approx(Q.LAMBDAS[3])
+    assert effort.rd_lambda(Q.to_x256(4.5)) == pytest.approx(math.sqrt(Q.LAMBDAS[3] * Q.LAMBDAS[4]))
+
+
+@pytest.mark.parametrize("bad", [0, effort.MAX + 1, 2.5, "3", True, None])
+def test_bad_efforts_are_refused_everywhere(photo, weights, bad):
+    with pytest.raises(effort.EffortError):
+        effort.check(bad)
+    with pytest.raises(bbcodec.Error):
+        bbcodec.encode(photo, 4, effort=bad)
+    with pytest.raises(ValueError):
+        Image.fromarray(photo).save(io.BytesIO(), format="BBC", effort=bad)
+
+
+def test_raster_schedule_and_neighbour_reading_hidden_layers_are_refused(photo, weights):
+    with pytest.raises(effort.EffortError, match="wavefront"):
+        codec.encode(photo, 4, weights, schedule="raster", effort=2)
+    m = weights.model
+    wider = dataclasses.replace(m, config={**m.config, "kernels": [3, 3, 1, 1]})
+    with pytest.raises(effort.EffortError):
+        rdoq.check_model(wider)
+
+
+def test_rate_target_at_a_higher_effort(photo, weights):
+    pixels = photo.shape[0] * photo.shape[1]
+    target = 8 * len(codec.encode(photo, 4, weights)[0]) / pixels
+    r = ratecontrol.encode_to_target(photo, weights, target_bpp=target, effort=2)
+    assert r.met and 0.9 * target <= r.bpp <= target
+    assert np.array_equal(codec.decode(*format.unpack(r.data), weights), r.reconstruction)
+    plain = ratecontrol.encode_to_target(photo, weights, target_bpp=target)
+    assert r.probes <= plain.probes + 10
+
+
+def test_cli_api_and_pillow_take_an_effort(photo, tmp_path):
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["encode", str(src), str(tmp_path / "a.bbc"), "-q", "3", "-e", "2"])
+    assert res.exit_code == 0, res.output
+    assert "effort 2" in res.output
+    data = (tmp_path / "a.bbc").read_bytes()
+    assert data == bbcodec.encode(photo, 3, effort=2)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="BBC", quality=3, effort=2)
+    assert buf.getvalue() == data
+    assert np.array_equal(np.asarray(bbcodec.decode(data)), np.asarray(Image.open(io.BytesIO(data))))
+    (tmp_path / "dir").mkdir()
+    Image.fromarray(photo[:40, :56]).save(tmp_path / "dir" / "b.png")
+    res = runner.invoke(cli, ["encode", str(tmp_path / "dir"), str(tmp_path / "out"), "-e", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "b.bbc").read_bytes() == bbcodec.encode(photo[:40, :56], effort=2)
+
+
+@pytest.mark.parametrize("args", [["-e", "0"], ["-e", str(effort.MAX + 1)], ["-e", "x"],
+                                  ["-e", "2", "--schedule", "raster"]])
+def test_cli_refuses_bad_efforts_with_a_usage_error(photo, tmp_path, args):
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    res = CliRunner().invoke(cli, ["encode", str(src), str(tmp_path / "a.bbc"), *args])
+    assert res.exit_code == 2 and not (tmp_path / "a.bbc").exists()
+    assert "effort" in res.output or "schedule" in res.output
