@@ -117,18 +117,22 @@ class Stack:
     layers: list[Layer]
     W_skip: np.ndarray | None = None  # (out, cin) shortcut on the own input, at the last exponent
 
-    def run(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray, ctx: BlockContext | None = None) -> np.ndarray:
+    def run(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray, ctx: BlockContext | None = None,
+            nb_product: np.ndarray | None = None) -> np.ndarray:
         """Integer inputs -> output accumulator as exact real values (B, out).
 
         ctx (where blocks are, and the feature canvases) is needed only by kernel-3
         layers, which read the hidden features of the causal neighbours.
         """
-        return self.run_with_hidden(cur, nb, bias, ctx)[0]
+        return self.run_with_hidden(cur, nb, bias, ctx, nb_product)[0]
 
-    def run_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray,
-                        ctx: BlockContext | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """run, and the last hidden activation (the input of the last layer, integers)."""
-        acc = nb @ self.W_nb.T + bias
+    def run_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray,
+                        ctx: BlockContext | None = None, nb_product: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """run, and the last hidden activation (the input of the last layer, integers).
+        nb_product, if given, is nb @ W_nb.T computed by the caller (in parts: integer sums
+        are exact in any order), and nb is not read."""
+        acc = (nb @ self.W_nb.T if nb_product is None else nb_product) + bias
         if self.W_cur is not None:
             acc += cur @ self.W_cur.T
         e = self.e0
@@ -159,7 +163,7 @@ def scale_groups(context: GroupedScales | None, bounds: np.ndarray, scales: Scal
         yield slice(None), scale_indices(bounds, scales.log_scale)
         return
     assert scales.hidden is not None
-    hw = context.hidden_products(scales.hidden)
+    hw = context.hidden_products(scales.hidden) if scales.products is None else scales.products
     for g, cols in enumerate(context.columns()):
         log_scale = scales.log_scale[:, cols]
         if g:
@@ -174,6 +178,14 @@ class Scales:
 
     log_scale: np.ndarray  # (B, M)
     hidden: np.ndarray | None = None
+    # The heads' products of hidden (GroupedScales.hidden_products), when a caller that
+    # asks for many rows of the same blocks (rdoq.py) has computed them once.
+    products: list[np.ndarray] | None = None
+
+    def rows(self, idx: np.ndarray) -> Scales:
+        """The scales of rows idx (repeats allowed), products computed once and shared."""
+        return Scales(self.log_scale[idx], None if self.hidden is None else self.hidden[idx],
+                      None if self.products is None else [p[idx] for p in self.products])
 
 
 @dataclass
@@ -236,9 +248,11 @@ class FrozenModel:
     def stacks(self) -> dict[str, Stack]:
         return {"ga": self.ga, "gs": self.gs, "he": self.he}
 
-    def entropy_params(self, nb: np.ndarray, qp: QualityParams, ctx: BlockContext | None = None) -> tuple[np.ndarray, Scales]:
-        """Neighbours -> (means in the gained latent domain, what scale_groups needs)."""
-        out, hidden = self.he.run_with_hidden(None, nb, qp.bias["he"], ctx)
+    def entropy_params(self, nb: np.ndarray | None, qp: QualityParams, ctx: BlockContext | None = None,
+                       nb_product: np.ndarray | None = None) -> tuple[np.ndarray, Scales]:
+        """Neighbours -> (means in the gained latent domain, what scale_groups needs);
+        nb_product as for Stack.run (here and in analyse, synthesise)."""
+        out, hidden = self.he.run_with_hidden(None, nb, qp.bias["he"], ctx, nb_product)
         mean = out[:, : self.M] * qp.gain
         log_scale = out[:, self.M :] + qp.log_gain
         return mean, Scales(log_scale, hidden if self.context is not None else None)
@@ -256,16 +270,17 @@ class FrozenModel:
         """The decoded image after the coding loop: post-filtered when the model has a filter."""
         return img if self.postfilter is None else self.postfilter.apply(img, qp.bias["pf"])
 
-    def analyse(self, block: np.ndarray, nb: np.ndarray, qp: QualityParams, ctx: BlockContext | None = None) -> np.ndarray:
+    def analyse(self, block: np.ndarray, nb: np.ndarray | None, qp: QualityParams, ctx: BlockContext | None = None,
+                nb_product: np.ndarray | None = None) -> np.ndarray:
         """Centred block pixels (B, 192) + neighbours -> gained latents (B, M)."""
-        return self.ga.run(block, nb, qp.bias["ga"], ctx) * qp.gain
+        return self.ga.run(block, nb, qp.bias["ga"], ctx, nb_product) * qp.gain
 
-    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, qp: QualityParams,
-                   ctx: BlockContext | None = None) -> np.ndarray:
+    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray | None, qp: QualityParams,
+                   ctx: BlockContext | None = None, nb_product: np.ndarray | None = None) -> np.ndarray:
         """Symbols around the mean -> centred reconstructed block pixels (B, 192) int16."""
         y_hat = (symbols + mean) * qp.inv_gain
         cur = np.clip(np.rint(np.ldexp(y_hat, self.f_latent)), -ACT_MAX, ACT_MAX)
-        out = self.gs.run(cur, nb, qp.bias["gs"], ctx)
+        out = self.gs.run(cur, nb, qp.bias["gs"], ctx, nb_product)
         return np.clip(np.rint(np.ldexp(out, PIXEL_EXP)), -128, 127).astype(np.int16)
 
 

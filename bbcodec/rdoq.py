@@ -84,43 +84,44 @@ class Chooser:
     def cost(self, scales: Scales, sym: np.ndarray, rec: np.ndarray, blk: np.ndarray) -> np.ndarray:
         return self.cost_bits(scales, sym) + self.lam * ((rec - blk) ** 2).sum(axis=1) / 3.0
 
-    def rdoq(self, res: np.ndarray, s0: np.ndarray, rec0: np.ndarray, mean: np.ndarray, nb: np.ndarray,
+    def rdoq(self, res: np.ndarray, s0: np.ndarray, rec0: np.ndarray, mean: np.ndarray, p_gs: np.ndarray,
              scales: Scales, blk: np.ndarray) -> list[np.ndarray]:
         """One RDOQ candidate per multiplier m: s0 with every single-symbol change kept that
-        lowers the block's own bits + m x lambda x SSE (then again from there, `passes`)."""
+        lowers the block's own bits + m x lambda x SSE (then again from there, `passes`);
+        p_gs: the blocks' neighbour product of the synthesis' first layer."""
         near = np.abs(res - s0) > 0.5 - BOUNDARY
         b, ch = np.nonzero(near & ((s0 != 0) | (np.abs(res) > ZERO_FROM)))
         if len(b) == 0:
             return [s0] * len(self.level.rdoq)
         # The other rounding of each candidate symbol (toward the latent's side).
         alt = np.clip(s0[b, ch] + np.where(res[b, ch] > s0[b, ch], 1.0, -1.0), -self.L, self.L)
-        first = self._changes(s0, rec0, b, ch, alt, mean, nb, scales, blk)  # shared by every m
+        first = self._changes(s0, rec0, b, ch, alt, mean, p_gs, scales, blk)  # shared by every m
         out = []
         for m in self.level.rdoq:
             s, rec, (new, d_bits, d_sse) = s0, rec0, first
             for round_ in range(self.level.passes):
                 if round_:
                     new, d_bits, d_sse = self._changes(s, rec, b, ch, np.where(s[b, ch] == alt, s0[b, ch], alt),
-                                                       mean, nb, scales, blk)
+                                                       mean, p_gs, scales, blk)
                 keep = d_bits + m * self.lam * d_sse < 0
                 if not keep.any():
                     break
                 s = s.copy()
                 s[b[keep], ch[keep]] = new[keep]
                 if round_ + 1 < self.level.passes:
-                    rec = self.model.synthesise(s, mean, nb, self.qp)
+                    rec = self.model.synthesise(s, mean, None, self.qp, nb_product=p_gs)
             out.append(s)
         return out
 
     def _changes(self, s: np.ndarray, rec: np.ndarray, b: np.ndarray, ch: np.ndarray, new: np.ndarray,
-                 mean: np.ndarray, nb: np.ndarray, scales: Scales, blk: np.ndarray
+                 mean: np.ndarray, p_gs: np.ndarray, scales: Scales, blk: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(new, change of bits, change of SSE / 3) of each single change s[b, ch] -> new
         against s, whose reconstruction is rec."""
         trial = s[b]
         trial[np.arange(len(b)), ch] = new
-        sub = Scales(scales.log_scale[b], None if scales.hidden is None else scales.hidden[b])
-        trial_rec = self.model.synthesise(trial, mean[b], nb[b], self.qp)
+        sub = scales.rows(b)
+        trial_rec = self.model.synthesise(trial, mean[b], None, self.qp, nb_product=p_gs[b])
         d_bits = self.cost_bits(sub, trial) - self.cost_bits(scales, s)[b]
         d_sse = (((trial_rec - blk[b]) ** 2).sum(axis=1) - ((rec - blk) ** 2).sum(axis=1)[b]) / 3.0
         return new, d_bits, d_sse
@@ -133,8 +134,11 @@ class Chooser:
         blk = blocks.block_rows(self.grid, r, c)
         res = y - mean
         s0 = np.clip(np.rint(res), -self.L, self.L)
-        rec0 = model.synthesise(s0, mean, nb, qp)
-        cands = [s0, *self.rdoq(res, s0, rec0, mean, nb, scales, blk)]
+        if model.context is not None and scales.hidden is not None:  # the heads' products, once
+            scales = Scales(scales.log_scale, scales.hidden, model.context.hidden_products(scales.hidden))
+        p_gs = nb @ model.gs.W_nb.T  # the synthesis' first-layer product, shared by every candidate
+        rec0 = model.synthesise(s0, mean, None, qp, nb_product=p_gs)
+        cands = [s0, *self.rdoq(res, s0, rec0, mean, p_gs, scales, blk)]
         differs = np.zeros(n, dtype=bool)
         for s in cands[1:]:
             differs |= (s != s0).any(axis=1)
@@ -145,9 +149,9 @@ class Chooser:
         i = np.nonzero(differs)[0]
         K, m = len(cands), len(i)
         sym = np.concatenate([s[i] for s in cands])
-        rec = np.concatenate([rec0[i], model.synthesise(sym[m:], np.tile(mean[i], (K - 1, 1)),
-                                                          np.tile(nb[i], (K - 1, 1)), qp)])
-        sc = Scales(np.tile(scales.log_scale[i], (K, 1)), None if scales.hidden is None else np.tile(scales.hidden[i], (K, 1)))
+        rec = np.concatenate([rec0[i], model.synthesise(sym[m:], np.tile(mean[i], (K - 1, 1)), None, qp,
+                                                          nb_product=np.tile(p_gs[i], (K - 1, 1)))])
+        sc = scales.rows(np.tile(i, K))
         J = self.cost(sc, sym, rec, np.tile(blk[i], (K, 1))).reshape(K, m)
         for dr, dc, slot in DEPENDENTS[: self.level.lookahead]:
             rr, cc = r[i] + dr, c[i] + dc
@@ -165,11 +169,16 @@ class Chooser:
         """Cost of blocks (rr, cc), coded by the plain rule, with the neighbour in `slot`
         replaced by each candidate reconstruction (recs: (K, len(rr), 192)) -> (K * len(rr),)."""
         K = recs.shape[0]
-        nb = np.tile(blocks.gather_neighbours(self.canvas, rr, cc), (K, 1))
-        width = blocks.BLOCK_CH
-        nb[:, slot * width : (slot + 1) * width] = recs.reshape(-1, width)
+        nb = blocks.gather_neighbours(self.canvas, rr, cc)
+        cols = slice(slot * blocks.BLOCK_CH, (slot + 1) * blocks.BLOCK_CH)
+        nb[:, cols] = 0
+        flat = recs.reshape(-1, blocks.BLOCK_CH).astype(np.float64)
+        # Each network's first-layer product: the three other neighbours once, the
+        # candidate's slot per candidate (integer sums: exact in any order).
+        p = {name: np.tile(nb @ st.W_nb.T, (K, 1)) + flat @ st.W_nb[:, cols].T
+             for name, st in self.model.stacks().items()}
         blk = np.tile(blocks.block_rows(self.grid, rr, cc), (K, 1))
-        mean, scales = self.model.entropy_params(nb, self.qp)
-        s = np.clip(np.rint(self.model.analyse(blk, nb, self.qp) - mean), -self.L, self.L)
-        rec = self.model.synthesise(s, mean, nb, self.qp)
+        mean, scales = self.model.entropy_params(None, self.qp, nb_product=p["he"])
+        s = np.clip(np.rint(self.model.analyse(blk, None, self.qp, nb_product=p["ga"]) - mean), -self.L, self.L)
+        rec = self.model.synthesise(s, mean, None, self.qp, nb_product=p["gs"])
         return self.cost(scales, s, rec, blk)

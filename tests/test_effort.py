@@ -138,3 +138,35 @@ def test_cli_refuses_bad_efforts_with_a_usage_error(photo, tmp_path, args):
     res = CliRunner().invoke(cli, ["encode", str(src), str(tmp_path / "a.bbc"), *args])
     assert res.exit_code == 2 and not (tmp_path / "a.bbc").exists()
     assert "effort" in res.output or "schedule" in res.output
+
+
+def test_shared_first_layer_products_and_head_products_give_the_same_integers(photo, weights):
+    """rdoq.py computes the networks' neighbour products in parts and the heads' products
+    once: the integers must be those of the plain calls."""
+    from bbcodec import blocks
+    from bbcodec.exact import Scales
+
+    m = weights.model
+    qp = m.params_at(Q.to_x256(3.5))
+    grid = blocks.block_grid(blocks.pad_to_blocks(photo))
+    r, c = np.array([3, 4, 5]), np.array([6, 4, 2])
+    canvas = blocks.new_canvas(*blocks.grid_shape(*photo.shape[:2]))
+    canvas[1:, 1:-1] = blocks.to_blocks(blocks.pad_to_blocks(photo))
+    nb = blocks.gather_neighbours(canvas, r, c)
+    blk = blocks.block_rows(grid, r, c)
+    slot = slice(192, 384)
+    other = nb.copy()
+    other[:, slot] = 0
+    parts = {name: other @ st.W_nb.T + nb[:, slot] @ st.W_nb[:, slot].T for name, st in m.stacks().items()}
+    mean, scales = m.entropy_params(nb, qp)
+    mean2, scales2 = m.entropy_params(None, qp, nb_product=parts["he"])
+    assert np.array_equal(mean, mean2) and np.array_equal(scales.log_scale, scales2.log_scale)
+    y = m.analyse(blk, nb, qp)
+    assert np.array_equal(y, m.analyse(blk, None, qp, nb_product=parts["ga"]))
+    s = np.rint(y - mean)
+    assert np.array_equal(m.synthesise(s, mean, nb, qp), m.synthesise(s, mean, None, qp, nb_product=parts["gs"]))
+    shared = Scales(scales.log_scale, scales.hidden, m.context.hidden_products(scales.hidden)).rows(np.array([2, 0, 2]))
+    plain = Scales(scales.log_scale[[2, 0, 2]], scales.hidden[[2, 0, 2]])
+    for (cols_a, idx_a), (cols_b, idx_b) in zip(m.scale_groups(shared, s[[2, 0, 2]], qp),
+                                                m.scale_groups(plain, s[[2, 0, 2]], qp), strict=True):
+        assert np.array_equal(cols_a, cols_b) and np.array_equal(idx_a, idx_b)
