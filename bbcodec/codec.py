@@ -119,9 +119,9 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     choose = None
     if level is not None:
         rdoq.check_model(model)
-        _, proxy = _code(model, qp, grid, schedule, None, None)
-        for _ in range(level.proxies - 1):
-            _, proxy = _code(model, qp, grid, schedule, rdoq.Chooser(model, qp, grid, proxy, level), None)
+        proxy = None
+        if level.needs_proxy:
+            _, proxy = _code(model, qp, grid, schedule, None, None)
         choose = rdoq.Chooser(model, qp, grid, proxy, level)
         del proxy
     payload, canvas = _code(model, qp, grid, schedule, choose, progress)

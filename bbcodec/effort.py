@@ -23,10 +23,17 @@ class Level:
     """What one effort level spends."""
 
     rdoq: tuple[float, ...]  # lambda multipliers of the RDOQ candidates
-    lookahead: int  # dependents judged with each candidate (0..4)
+    lookahead: int  # dependents judged with each candidate (0..4: right, below, below-left, below-right)
     lam: float  # multiplier of the quality's training lambda in every decision
+    boundary: float = 0.3  # RDOQ tries symbols whose latent lies within this of a rounding boundary
     passes: int = 1  # RDOQ rounds (each tries single changes to the last round's result)
-    proxies: int = 1  # whole-image passes before the last; each one's image is the next one's proxy
+    ahead: float = 1.0  # weight of the dependents' cost against the block's own
+
+    @property
+    def needs_proxy(self) -> bool:
+        """Whether a look-ahead reads blocks not yet coded (the right neighbour reads only
+        coded blocks and this wavefront's; the blocks below read the next wavefronts')."""
+        return self.lookahead > 1
 
 
 # Effort 1 is the plain encoder. The training lambda undervalues distortion against the

@@ -1,22 +1,23 @@
 """Rate-distortion optimised choice of symbols: what efforts above 1 do (effort.py).
 
 The plain encoder rounds each latent to the nearest symbol around its predicted mean.
-Here the image is first coded that way: that reconstruction, the proxy, stands in for
-the blocks not yet coded. It is then coded again wavefront by wavefront, each block's
-symbols chosen among a few candidates:
+Here each wavefront's blocks choose their symbols among a few candidates:
 
 * the plain rounding;
-* rate-distortion optimised rounding (RDOQ) at one or more lambdas: every symbol near a
-  decision boundary is tried alone at its other rounding, judged by the block's exact
-  integer synthesis and the bits the coder will spend (the grouped scales included), and
-  every change that lowers bits + lambda x SSE is kept (in `passes` rounds).
+* rate-distortion optimised rounding (RDOQ) at one or more lambdas: every symbol whose
+  latent lies near a rounding boundary is tried alone at its other rounding, judged by
+  the block's exact integer synthesis and the bits the coder will spend (the grouped
+  scales included), and every change that lowers bits + lambda x SSE is kept; `passes`
+  rounds, each from the last one's result.
 
 A candidate's cost is its own plus that of the blocks that read it as a neighbour (right,
-below, below-left, below-right; `lookahead` of them), each coded by the plain rule
-against the candidate's reconstruction, with already coded blocks, this wavefront's other
-blocks at their plain rounding, and the proxy elsewhere. Judging a block alone makes it
-coarser than the blocks predicted from it can afford (measured: no better than effort
-1); the look-ahead is what makes the choice pay.
+below, below-left, below-right: `lookahead` of them), each coded by the plain rule
+against the candidate's reconstruction, with the blocks already coded and this
+wavefront's others at their plain rounding. Blocks below read blocks of later wavefronts
+too: for them the image is first coded at effort 1, and that reconstruction (the proxy)
+stands in for blocks not yet coded. Judging a block alone makes it coarser than the
+blocks predicted from it can afford (measured: no better than effort 1); the look-ahead
+is what makes the choice pay.
 
 All decisions are the encoder's: the file is an ordinary file of the same weights.
 """
@@ -31,9 +32,8 @@ from . import blocks
 from .effort import EffortError, Level, rd_lambda
 from .exact import FrozenModel, Scales
 
-# Symbols whose rounding is this close to a decision boundary are RDOQ candidates
-# (|latent - symbol| > 1/2 - BOUNDARY); zeros only if |latent| > ZERO_FROM.
-BOUNDARY = 0.3
+# Zero symbols are RDOQ candidates only if |latent| > ZERO_FROM (and near a boundary,
+# |latent - symbol| > 1/2 - Level.boundary, as every candidate).
 ZERO_FROM = 0.3
 MAX_BITS_SYMBOL = 512  # the bits table's range of |symbol|; larger ones cost as this one
 # (dependent row offset, column offset, slot of the judged block among its neighbours
@@ -65,10 +65,11 @@ class Chooser:
     Called by codec.encode in wavefront order with what the plain encoder computed; keeps
     its own canvas: coded blocks, then the proxy (the effort-1 reconstruction)."""
 
-    def __init__(self, model, qp, grid: np.ndarray, proxy: np.ndarray, level: Level) -> None:  # noqa: ANN001
+    def __init__(self, model, qp, grid: np.ndarray, proxy: np.ndarray | None, level: Level) -> None:  # noqa: ANN001
         self.model, self.qp, self.grid, self.level = model, qp, grid, level
-        self.canvas = proxy.copy()
-        self.rows, self.cols = proxy.shape[0] - 1, proxy.shape[1] - 2
+        self.rows, self.cols = grid.shape[0], grid.shape[2]
+        # A proxy is needed only when level.needs_proxy (else its blocks are never read).
+        self.canvas = blocks.new_canvas(self.rows, self.cols) if proxy is None else proxy.copy()
         self.lam = level.lam * rd_lambda(qp.quality_x256)
         self.bits = bits_table(model.scale_table)
         self.L = model.max_symbol
@@ -89,7 +90,7 @@ class Chooser:
         """One RDOQ candidate per multiplier m: s0 with every single-symbol change kept that
         lowers the block's own bits + m x lambda x SSE (then again from there, `passes`);
         p_gs: the blocks' neighbour product of the synthesis' first layer."""
-        near = np.abs(res - s0) > 0.5 - BOUNDARY
+        near = np.abs(res - s0) > 0.5 - self.level.boundary
         b, ch = np.nonzero(near & ((s0 != 0) | (np.abs(res) > ZERO_FROM)))
         if len(b) == 0:
             return [s0] * len(self.level.rdoq)
@@ -158,7 +159,7 @@ class Chooser:
             ok = (rr < self.rows) & (cc >= 0) & (cc < self.cols)
             if not ok.any():
                 continue
-            J[:, ok] += self.dependents(rr[ok], cc[ok], slot, rec.reshape(K, m, -1)[:, ok]).reshape(K, -1)
+            J[:, ok] += self.level.ahead * self.dependents(rr[ok], cc[ok], slot, rec.reshape(K, m, -1)[:, ok]).reshape(K, -1)
         k = np.argmin(J, axis=0)
         chosen = s0.copy()
         chosen[i] = sym.reshape(K, m, -1)[k, np.arange(m)]

@@ -181,7 +181,7 @@ def test_a_folder_encodes_every_image_and_reports_the_bad_one(tmp_path):
 SUMMARY_KEYS = ["files", "done", "failed", "bytes_before", "bytes_after", "mean_bpp", "bpp_overall", "skipped"]
 DECODE_KEYS = ["input", "output", "width", "height", "channels", "quality", "input_bytes", "bytes", "bpp", "seconds",
                "weights"]
-ENCODE_KEYS = DECODE_KEYS
+ENCODE_KEYS = [*DECODE_KEYS, "effort"]
 
 
 def test_encode_json_summary_and_rate_targets(png, tmp_path):
