@@ -118,11 +118,11 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     grid = blocks.block_grid(blocks.pad_to_blocks(img))
     choose = None
     if level is not None:
-        rdoq.check_model(model)
+        frozen = rdoq.check_model(model)
         proxy = None
         if level.needs_proxy:
             _, proxy = _code(model, qp, grid, schedule, None, None)
-        choose = rdoq.Chooser(model, qp, grid, proxy, level)
+        choose = rdoq.Chooser(frozen, qp, grid, proxy, level)
         del proxy
     payload, canvas = _code(model, qp, grid, schedule, choose, progress)
     del grid, choose

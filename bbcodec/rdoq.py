@@ -30,7 +30,7 @@ import numpy as np
 
 from . import blocks
 from .effort import EffortError, Level, rd_lambda
-from .exact import FrozenModel, Scales
+from .exact import FrozenModel, QualityParams, Scales
 
 # Zero symbols are RDOQ candidates only if |latent| > ZERO_FROM (and near a boundary,
 # |latent - symbol| > 1/2 - Level.boundary, as every candidate).
@@ -41,12 +41,13 @@ MAX_BITS_SYMBOL = 512  # the bits table's range of |symbol|; larger ones cost as
 DEPENDENTS = ((0, 1, 3), (1, 0, 1), (1, -1, 2), (1, 1, 0))
 
 
-def check_model(model: object) -> None:
-    """Efforts above 1 judge blocks out of coding order, from pixels alone: integer models
-    whose only neighbour-reading layer is the first (kernels 3,1,1,1, as all shipped)."""
-    kernels = tuple(model.config.get("kernels", ())) if isinstance(model, FrozenModel) else (3, 3)
-    if 3 in kernels[1:]:
+def check_model(model: object) -> FrozenModel:
+    """model, if efforts above 1 can use it: they judge blocks out of coding order, from
+    pixels alone, so integer models whose only neighbour-reading layer is the first
+    (kernels 3,1,1,1, as all shipped); else EffortError."""
+    if not isinstance(model, FrozenModel) or 3 in tuple(model.config.get("kernels", ()))[1:]:
         raise EffortError("efforts above 1 need integer weights whose hidden layers read no neighbours")
+    return model
 
 
 def bits_table(scale_table: np.ndarray) -> np.ndarray:
@@ -62,14 +63,15 @@ def bits_table(scale_table: np.ndarray) -> np.ndarray:
 class Chooser:
     """Picks each wavefront's symbols at one effort level (see the module docstring).
 
-    Called by codec.encode in wavefront order with what the plain encoder computed; keeps
-    its own canvas: coded blocks, then the proxy (the effort-1 reconstruction)."""
+    Called by codec.encode in wavefront order with what the plain encoder computed. Its
+    canvas holds the coded blocks and, beyond them, the proxy (the effort-1 canvas, which
+    it takes over and overwrites; needed only when level.needs_proxy)."""
 
-    def __init__(self, model, qp, grid: np.ndarray, proxy: np.ndarray | None, level: Level) -> None:  # noqa: ANN001
+    def __init__(self, model: FrozenModel, qp: QualityParams, grid: np.ndarray, proxy: np.ndarray | None,
+                 level: Level) -> None:
         self.model, self.qp, self.grid, self.level = model, qp, grid, level
         self.rows, self.cols = grid.shape[0], grid.shape[2]
-        # A proxy is needed only when level.needs_proxy (else its blocks are never read).
-        self.canvas = blocks.new_canvas(self.rows, self.cols) if proxy is None else proxy.copy()
+        self.canvas = blocks.new_canvas(self.rows, self.cols) if proxy is None else proxy
         self.lam = level.lam * rd_lambda(qp.quality_x256)
         self.bits = bits_table(model.scale_table)
         self.L = model.max_symbol
