@@ -44,7 +44,6 @@ LEVELS: dict[int, Level | None] = {
     1: None,
     2: Level(rdoq=(1.0,), lookahead=1, lam=1.6, boundary=0.15),  # no proxy pass
     3: Level(rdoq=(0.5, 1.0), lookahead=4, lam=1.6, passes=2),
-    4: Level(rdoq=(0.5, 1.0, 2.0), lookahead=4, lam=1.6, passes=3, boundary=0.4),
 }
 MIN, MAX = min(LEVELS), max(LEVELS)
 
