@@ -21,10 +21,11 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-# What `import bbcodec` loads: Pillow and the container modules (format, quality,
+# What `import bbcodec` loads: Pillow and the container modules (format, quality, effort,
 # errors), because the Pillow plugin below registers .bbc with Pillow right away.
 # numpy, constriction, the networks and the weights load on the first encode or
 # decode (the imports inside the functions), so importing stays quick.
+from . import effort as _effort
 from . import pillow_plugin
 from . import quality as _quality
 from .errors import Error
@@ -68,7 +69,7 @@ def __dir__() -> list[str]:
 
 def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float = _quality.DEFAULT, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
-           weights: str | os.PathLike[str] | None = None, effort: int = 1) -> bytes:
+           weights: str | os.PathLike[str] | None = None, effort: int = _effort.DEFAULT) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or an HxWx3 / HxW (grayscale) uint8 array.
 
@@ -85,12 +86,11 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     from PIL import Image
 
     from . import codec, images, ratecontrol
-    from . import effort as efforts
     from . import weights as wmod
 
     if target_bpp is not None and target_psnr is not None:
         raise _quality.QualityError("give only one of target_bpp and target_psnr")
-    efforts.check(effort)
+    _effort.check(effort)
     if isinstance(image, Image.Image):
         arr = images.to_array(image)
     elif isinstance(image, (str, os.PathLike)):

@@ -85,7 +85,7 @@ def digest(img: np.ndarray) -> bytes:
     return format.image_digest(np.ascontiguousarray(img).data)
 
 
-Choose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scales, np.ndarray], np.ndarray]
+Choose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scales, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @_one_blas_thread
@@ -145,7 +145,8 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
 def _code(model: CodingModel, qp: Any, grid: np.ndarray, schedule: str, choose: Choose | None,
           progress: Callable[[int], None] | None) -> tuple[bytes, np.ndarray]:
     """The encoder's loop over a block grid -> (range-coded payload, reconstruction canvas).
-    choose(r, c, nb, mean, scales, y) picks the symbols (default: y - mean rounded)."""
+    choose(r, c, nb, mean, scales, y) picks the symbols and returns them with their
+    reconstruction, which it has computed (default: y - mean rounded, synthesised here)."""
     rows, cols = grid.shape[0], grid.shape[2]
     canvas = blocks.new_canvas(rows, cols)
     ctx = BlockContext(rows, cols)
@@ -161,8 +162,11 @@ def _code(model: CodingModel, qp: Any, grid: np.ndarray, schedule: str, choose: 
         ctx.at(r, c)
         mean, scales = model.entropy_params(nb, qp, ctx)
         y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
-        sym = np.clip(np.rint(y - mean), -L, L) if choose is None else choose(r, c, nb, mean, scales, y)
-        canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
+        if choose is None:
+            sym = np.clip(np.rint(y - mean), -L, L)
+            canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
+        else:
+            sym, canvas[r + 1, c + 1] = choose(r, c, nb, mean, scales, y)
         if in_order:
             for group, idx in model.scale_groups(scales, sym, qp):
                 coder.encode(sym[:, group], model.scale_table[idx])

@@ -27,7 +27,6 @@ class Level:
     lam: float  # multiplier of the quality's training lambda in every decision
     boundary: float = 0.3  # RDOQ tries symbols whose latent lies within this of a rounding boundary
     passes: int = 1  # RDOQ rounds (each tries single changes to the last round's result)
-    ahead: float = 1.0  # weight of the dependents' cost against the block's own
 
     @property
     def needs_proxy(self) -> bool:

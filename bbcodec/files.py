@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
+from . import effort as efforts
 from . import quality as Q
 from .errors import Error
 from .parallel import map_jobs
@@ -277,7 +278,7 @@ class EncodeOptions:
     schedule: str = "wavefront"
     measure_psnr: bool = False
     weights: str | None = None  # a weights file instead of the default (--weights)
-    effort: int = 1  # encoder effort (effort.py): more encoder time, smaller files
+    effort: int = efforts.DEFAULT  # encoder effort (effort.py): more encoder time, smaller files
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ class EncodeResult(_Result):
     """One image encoded to a .bbc file."""
 
     weights: str  # file name of the weights used
-    effort: int = 1  # encoder effort
+    effort: int = efforts.DEFAULT  # encoder effort
     target_met: bool | None = None  # with a rate target: whether it was met
     encodes: int | None = None  # with a rate target: encodes tried
     psnr: float | None = None  # when measured (-v, --json, rate targets)

@@ -130,8 +130,9 @@ class Chooser:
         return new, d_bits, d_sse
 
     def __call__(self, r: np.ndarray, c: np.ndarray, nb: np.ndarray, mean: np.ndarray, scales: Scales,
-                 y: np.ndarray) -> np.ndarray:
-        """The symbols of the wavefront's blocks (r, c), whose plain latents are y."""
+                 y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(symbols, their reconstruction) of the wavefront's blocks (r, c), whose plain
+        latents are y."""
         model, qp = self.model, self.qp
         n = len(r)
         blk = blocks.block_rows(self.grid, r, c)
@@ -147,7 +148,7 @@ class Chooser:
             differs |= (s != s0).any(axis=1)
         self.canvas[r + 1, c + 1] = rec0
         if not differs.any():
-            return s0
+            return s0, rec0
         # Only blocks with a real choice go on; K candidates each.
         i = np.nonzero(differs)[0]
         K, m = len(cands), len(i)
@@ -161,12 +162,13 @@ class Chooser:
             ok = (rr < self.rows) & (cc >= 0) & (cc < self.cols)
             if not ok.any():
                 continue
-            J[:, ok] += self.level.ahead * self.dependents(rr[ok], cc[ok], slot, rec.reshape(K, m, -1)[:, ok]).reshape(K, -1)
+            J[:, ok] += self.dependents(rr[ok], cc[ok], slot, rec.reshape(K, m, -1)[:, ok]).reshape(K, -1)
         k = np.argmin(J, axis=0)
-        chosen = s0.copy()
+        chosen, chosen_rec = s0.copy(), rec0.copy()
         chosen[i] = sym.reshape(K, m, -1)[k, np.arange(m)]
-        self.canvas[r[i] + 1, c[i] + 1] = rec.reshape(K, m, -1)[k, np.arange(m)]
-        return chosen
+        chosen_rec[i] = rec.reshape(K, m, -1)[k, np.arange(m)]
+        self.canvas[r[i] + 1, c[i] + 1] = chosen_rec[i]
+        return chosen, chosen_rec
 
     def dependents(self, rr: np.ndarray, cc: np.ndarray, slot: int, recs: np.ndarray) -> np.ndarray:
         """Cost of blocks (rr, cc), coded by the plain rule, with the neighbour in `slot`
