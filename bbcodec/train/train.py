@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         if world == 1:  # RNG streams are per process; a resumed multi-process run reseeds
             sampler.rng.bit_generator.state = ck["sampler_rng"]
             qrng.bit_generator.state = ck["q_rng"]
-            torch.set_rng_state(ck["torch_rng"])
+            torch.set_rng_state(ck["torch_rng"].cpu())  # map_location moved it to the device
         print(f"resumed at step {step}", file=log)
     elif args.init is not None:
         state = torch.load(args.init, map_location="cpu", weights_only=False)["model"]
