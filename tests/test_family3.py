@@ -215,3 +215,38 @@ def test_default_weights_are_family_3_with_a_filter(weights):
     m = weights.model
     assert m.family == 3 and m.context is not None and m.postfilter is not None
     assert m.context.sizes == [2, 2, 4, 8, 16, 32, 64] and m.postfilter.P == 2
+
+
+def test_warm_started_heads_keep_their_order_and_learn(family2_weights):
+    """Heads continued on a fine-tuned base keep their channel order (not the cache's) and
+    lower the rate of the blocks they train on; heads of other groups are refused."""
+    base = family2_weights.model
+    cache = _random_cache(base, n=512, seed=7)
+    init = _context_net(base, seed=3)
+    table = context.table_tensor(base.scale_table)
+    cfg = context.ContextConfig(sizes=SIZES, K=16, f_h=base.he.acts[-1].fh + 1)
+    net = context.train(cache, cfg, steps=60, batch=256, lr=1e-2, log_every=0, init=init)
+    assert torch.equal(net.perm, init.perm) and not torch.equal(net.perm, context.channel_order(cache))
+    assert net.cfg.f_h == cfg.f_h and init.cfg.f_h == cfg.f_h - 1  # the initial net is not changed
+    before = sum(b for _, _, b in context.evaluate(init, cache, table))
+    after = sum(b for _, _, b in context.evaluate(net, cache, table))
+    assert after < before
+    other = dataclasses.replace(cfg, sizes=[2, 2, 4, 8, 16, 32, 32, 32])
+    with pytest.raises(SystemExit, match="do not fit"):
+        context.train(cache, other, steps=1, init=init)
+
+
+def test_warm_started_filter_continues_from_its_weights():
+    init = _filter_net(seed=4)
+    img = random_image(96, 96, seed=4).copy()  # writable, as the cached decodes are
+    pairs = [(img, img, 3)]
+    same = postfilter.train(pairs, postfilter.FilterConfig(P=2, K=8), steps=0, init=init)
+    for a, b in zip(same.parameters(), init.parameters()):
+        assert torch.equal(a, b) and a is not b
+    cont = postfilter.train(pairs, postfilter.FilterConfig(P=2, K=8), steps=20, lr=1e-2, log_every=0, init=init)
+    x = postfilter.to_tensor(img)[None]
+    q = torch.tensor([3])
+    with torch.no_grad():  # the pair's target is its own input: the filter learns to leave it alone
+        err0 = float(((init(x, q) - x) ** 2).mean())
+        err1 = float(((cont(x, q) - x) ** 2).mean())
+    assert err1 < err0

@@ -9,9 +9,10 @@ held-out cache, the bits the coder would spend with quantised scales are the mea
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -154,10 +155,19 @@ def evaluate(net: GroupedScalesNet, cache: Cache, table: torch.Tensor) -> list[t
 
 
 def train(cache: Cache, cfg: ContextConfig, steps: int, batch: int = 2048, lr: float = 1e-3,
-          seed: int = 0, log_every: int = 1000) -> GroupedScalesNet:
-    """Adam on the rate of random cached blocks; lr drops 5x for the last 30 %."""
+          seed: int = 0, log_every: int = 1000, init: GroupedScalesNet | None = None) -> GroupedScalesNet:
+    """Adam on the rate of random cached blocks; lr drops 5x for the last 30 %.
+
+    init: heads trained for an earlier version of the same base networks (a fine-tuned
+    auto-encoder), continued with their channel order: far fewer steps than from zero."""
     torch.manual_seed(seed)
-    net = GroupedScalesNet(cfg, cache.hidden.shape[1], channel_order(cache))
+    if init is None:
+        net = GroupedScalesNet(cfg, cache.hidden.shape[1], channel_order(cache))
+    else:
+        if init.cfg.sizes != cfg.sizes or init.heads[0][0].in_features - init.starts[1] != cache.hidden.shape[1]:
+            raise SystemExit("the initial heads do not fit these base networks (groups or hidden width differ)")
+        net = copy.deepcopy(init)
+        net.cfg = replace(init.cfg, f_h=cfg.f_h)  # features are read as floats: their exponent is the base's
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()

@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--default", action="store_true", help="make it the default of --out")
     p.add_argument("--context-steps", type=int, default=20000)
     p.add_argument("--filter-steps", type=int, default=15000)
+    p.add_argument("--context-init", type=Path,
+                   help="context.pt of heads trained on an earlier version of the same base networks: continued")
+    p.add_argument("--filter-init", type=Path, help="filter.pt likewise")
+    p.add_argument("--context-lr", type=float, default=1e-3)
+    p.add_argument("--filter-lr", type=float, default=5e-4)
     p.add_argument("--no-filter", action="store_true", help="family 3 without the post-loop filter")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     a = p.parse_args(argv)
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         ctx_net = context.load(ckpt)
     else:
         cfg = context.ContextConfig(sizes=doubling_groups(base.M), f_h=base.he.acts[-1].fh)
-        ctx_net = context.train(train_cache, cfg, a.context_steps)
+        init = context.load(a.context_init) if a.context_init else None
+        ctx_net = context.train(train_cache, cfg, a.context_steps, lr=a.context_lr, init=init)
         context.save(ctx_net, ckpt)
     val = context.load_cache(a.work / "cache-val")
     print("grouped scales on the held-out cache (bits per block, quantised scales):")
@@ -94,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         if fck.exists():
             pf_net = postfilter.load(fck)
         else:
-            pf_net = postfilter.train(pairs, postfilter.FilterConfig(), a.filter_steps)
+            init_pf = postfilter.load(a.filter_init) if a.filter_init else None
+            pf_net = postfilter.train(pairs, postfilter.FilterConfig(), a.filter_steps, lr=a.filter_lr, init=init_pf)
             postfilter.save(pf_net, fck)
         print("post-loop filter on the held-out decodes (PSNR-RGB):")
         print(postfilter.report(postfilter.evaluate(pf_net, postfilter.load_pairs(a.work / "cache-val", a.data))), flush=True)

@@ -8,6 +8,7 @@ PSNR it adds on the held-out photos' real decodes.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,14 +81,16 @@ def load_pairs(cache_dir: Path, photos: Path) -> list[Pair]:
 
 
 def train(pairs: list[Pair], cfg: FilterConfig, steps: int, batch: int = 16, crop: int = 96,
-          lr: float = 5e-4, seed: int = 0, log_every: int = 1000) -> FilterNet:
+          lr: float = 5e-4, seed: int = 0, log_every: int = 1000, init: FilterNet | None = None) -> FilterNet:
     """Adam on the mean log MSE of random crops, i.e. their mean PSNR, so that high
     qualities count as much as low ones (crops aligned to the 8x8 block grid; their outer
-    8 pixels, where the crop's edge replaces the picture, are left out of the loss)."""
+    8 pixels, where the crop's edge replaces the picture, are left out of the loss).
+    init: a filter trained on the decodes of an earlier version of the same base networks,
+    continued (cfg is then its own)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     usable = [p for p in pairs if min(p[0].shape[:2]) >= crop]
-    net = FilterNet(cfg)
+    net = FilterNet(cfg) if init is None else copy.deepcopy(init)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     t0 = time.time()
     for step in range(steps):
