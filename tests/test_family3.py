@@ -241,7 +241,7 @@ def test_warm_started_filter_continues_from_its_weights():
     img = random_image(96, 96, seed=4).copy()  # writable, as the cached decodes are
     pairs = [(img, img, 3)]
     same = postfilter.train(pairs, postfilter.FilterConfig(P=2, K=8), steps=0, init=init)
-    for a, b in zip(same.parameters(), init.parameters()):
+    for a, b in zip(same.parameters(), init.parameters(), strict=True):
         assert torch.equal(a, b) and a is not b
     cont = postfilter.train(pairs, postfilter.FilterConfig(P=2, K=8), steps=20, lr=1e-2, log_every=0, init=init)
     x = postfilter.to_tensor(img)[None]
