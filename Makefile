@@ -57,7 +57,7 @@ test-slow: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(VENV)/bin/bbcodec bench ../shared/data/kodak --out report
 
-# The training data packed losslessly into .pack/train-K.npz parts of <= 60 MB each, to
+# The training data packed losslessly into .pack/train-K.npz parts of <= 50 MB each, to
 # carry to a GPU machine (one part per call: a machine keeps what an earlier call left).
 pack: $(VENV)/.dev
 	$(PY) -m bbcodec.train.data ../shared/data/train .pack

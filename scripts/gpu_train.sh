@@ -2,7 +2,7 @@
 # One command for a CUDA machine (torch only; no compressai or constriction needed):
 # train from the packed data files, freeze to integer weights, write both to OUT.
 #
-#   make pack                                      # here: .pack/train-1.npz, train-2.npz (<= 60 MB each)
+#   make pack                                      # here: .pack/train-1.npz, train-2.npz (<= 50 MB each)
 #   (one call per part, carrying .pack/train-K.npz: the machine keeps the earlier ones)
 #   bash scripts/gpu_train.sh "$OUT" --minutes 20  # there, once every part has arrived
 #

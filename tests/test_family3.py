@@ -211,7 +211,7 @@ def test_one_command_builds_family_3_on_shipped_weights(family2_weights, tmp_pat
 
 
 def test_default_weights_are_family_3_with_a_filter(weights):
-    """What ships: bb8-n192m128sgf, groups 2/2/4/8/16/32/64 and a 2x2-cell filter."""
+    """What ships: bb8-n192m128s3gf, groups 2/2/4/8/16/32/64 and a 2x2-cell filter."""
     m = weights.model
     assert m.family == 3 and m.context is not None and m.postfilter is not None
     assert m.context.sizes == [2, 2, 4, 8, 16, 32, 64] and m.postfilter.P == 2
