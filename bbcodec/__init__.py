@@ -69,7 +69,8 @@ def __dir__() -> list[str]:
 
 def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float = _quality.DEFAULT, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
-           weights: str | os.PathLike[str] | None = None, effort: int = _effort.DEFAULT) -> bytes:
+           weights: str | os.PathLike[str] | None = None, effort: int = _effort.DEFAULT,
+           threads: int | None = None) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or an HxWx3 / HxW (grayscale) uint8 array.
 
@@ -81,6 +82,9 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     instead of the default; decoding finds it by its hash in the searched folders.
     effort: 1 (default, fast) to effort.MAX: more encoder time for a smaller file at the
     same quality (bbcodec.effort); every effort decodes with the same decoder.
+    threads: threads coding the image (default: the cores this process may use); the
+    bytes are the same for any number. Efforts above 1 code in this process alone,
+    except for the effort-1 pass some of them make first (codec.encode).
     """
     import numpy as np
     from PIL import Image
@@ -104,19 +108,20 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
                                     "or a uint8 array")
     w = wmod.default() if weights is None else wmod.from_file(weights)
     if target_bpp is not None or target_psnr is not None:
-        return ratecontrol.encode_to_target(arr, w, target_bpp, target_psnr, effort).data
-    data, _ = codec.encode(arr, quality, w, effort=effort)
+        return ratecontrol.encode_to_target(arr, w, target_bpp, target_psnr, effort, threads=threads).data
+    data, _ = codec.encode(arr, quality, w, effort=effort, threads=threads)
     return data
 
 
-def decode(data: bytes) -> Image.Image:
-    """Decompress .bbc bytes to a Pillow image (mode RGB, or L for grayscale files)."""
+def decode(data: bytes, *, threads: int | None = None) -> Image.Image:
+    """Decompress .bbc bytes to a Pillow image (mode RGB, or L for grayscale files);
+    threads as for encode (the pixels are the same for any number)."""
     from PIL import Image
 
     from . import codec, format, weights
 
     header, payload = format.unpack(data)
-    return Image.fromarray(codec.decode(header, payload, weights.for_header(header)))
+    return Image.fromarray(codec.decode(header, payload, weights.for_header(header), threads=threads))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,12 @@ so any order that visits those four first is valid. Two are used:
       4 5 6 7 8 9
 
 The wavefront order is also the order of the symbols in the bitstream (docs/format.md).
+
+The coding loop keeps only the front: in any order that respects the dependencies
+(raster, wavefront, one block at a time), a block reads its column's previous row and
+its neighbour columns' current and previous rows, and no block of the same wavefront
+writes those. So a Canvas needs two block rows per column (rolling), whatever the
+image height; the blocks themselves go straight into the output image (put_pixels).
 """
 
 from __future__ import annotations
@@ -96,6 +102,78 @@ def gather_neighbours(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray) ->
     return np.concatenate(parts, axis=1).astype(np.float64)
 
 
+def gather_pixels(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(B, 192) float64 centred pixels of the blocks at (rows, cols) of an unpadded HxWx3
+    image, padded as pad_to_blocks pads (the last row and column repeated): no copy of
+    the image is made."""
+    h, w = img.shape[:2]
+    span = np.arange(BLOCK)
+    y = np.minimum(rows[:, None] * BLOCK + span, h - 1)  # (B, 8): edge padding = clamped indices
+    x = np.minimum(cols[:, None] * BLOCK + span, w - 1)
+    b = img[y[:, :, None], x[:, None, :]]  # (B, 8, 8, 3)
+    out = np.empty((len(rows), 3, BLOCK, BLOCK))
+    np.subtract(b.transpose(0, 3, 1, 2), 128.0, out=out)
+    return out.reshape(len(rows), BLOCK_CH)
+
+
+def put_pixels(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
+    """Write centred blocks (B, 192) into an unpadded HxWx3 uint8 image, cropping the
+    blocks that cross its right or bottom edge."""
+    h, w = img.shape[:2]
+    px = values.astype(np.uint8)  # two's complement: v + 128 is v mod 256 plus 128, in uint8
+    px += np.uint8(128)
+    px = px.reshape(len(rows), 3, BLOCK, BLOCK).transpose(0, 2, 3, 1)  # (B, dy, dx, colour)
+    R, C = h // BLOCK, w // BLOCK  # whole blocks
+    inside = (rows < R) & (cols < C)
+    whole = img[: R * BLOCK, : C * BLOCK].reshape(R, BLOCK, C, BLOCK, 3)  # a view: axes are only split
+    if inside.all():
+        whole[rows, :, cols] = px
+        return
+    whole[rows[inside], :, cols[inside]] = px[inside]
+    for i in np.flatnonzero(~inside):
+        y, x = int(rows[i]) * BLOCK, int(cols[i]) * BLOCK
+        img[y : y + BLOCK, x : x + BLOCK] = px[i, : h - y, : w - x]
+
+
+class Canvas:
+    """Reconstructed blocks (or a layer's hidden features) as their later neighbours read
+    them: a border of zeros (mid grey) above, left and right; block (r, c) at row r + 1,
+    column c + 1 of new_canvas's layout. rolling keeps two block rows per column (enough
+    for any order that respects the dependencies, see the module docstring), else all."""
+
+    def __init__(self, rows: int, cols: int, channels: int = BLOCK_CH, dtype: type = np.int16,
+                 rolling: bool = True, shared: bool = False) -> None:
+        self.rolling = rolling
+        self.channels = channels
+        shape = (2 if rolling else rows + 1, cols + 2, channels)
+        if shared:  # in memory that processes forked later share (parallel.shared_zeros)
+            from .parallel import shared_zeros
+
+            self.data: np.ndarray = shared_zeros(shape, dtype)
+        else:
+            self.data = np.zeros(shape, dtype=dtype)
+
+    def _row(self, r: np.ndarray) -> np.ndarray:
+        return (r + 1) % 2 if self.rolling else r + 1
+
+    def put(self, r: np.ndarray, c: np.ndarray, values: np.ndarray) -> None:
+        self.data[self._row(r), c + 1] = values
+
+    def neighbours(self, r: np.ndarray, c: np.ndarray, ones: bool = False) -> np.ndarray:
+        """(B, 4 C) float64 vectors [UL, U, UR, L] of the blocks at (r, c), as
+        gather_neighbours; ones: one more column of ones (FrozenModel.prepare's bias)."""
+        C = self.channels
+        out = np.empty((len(r), 4 * C + ones))
+        up, here = self._row(r - 1), self._row(r)
+        out[:, :C] = self.data[up, c]  # UL
+        out[:, C : 2 * C] = self.data[up, c + 1]  # U
+        out[:, 2 * C : 3 * C] = self.data[up, c + 2]  # UR
+        out[:, 3 * C : 4 * C] = self.data[here, c]  # L
+        if ones:
+            out[:, 4 * C] = 1.0
+        return out
+
+
 def wavefronts(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(row indices, col indices) of each wavefront t = 2r + c, rows ascending."""
     for t in range(2 * (rows - 1) + cols):
@@ -129,23 +207,40 @@ def wavefront_rank(rows: int, cols: int) -> np.ndarray:
 
 class BlockContext:
     """Where the current blocks are, and the hidden features of blocks already done (one
-    canvas per kernel-3 layer, bordered like the pixel canvas): what a layer that reads
-    its causal neighbours' features needs, in the integer and the float model alike."""
+    Canvas per kernel-3 layer): what a layer that reads its causal neighbours' features
+    needs, in the integer and the float model alike.
 
-    def __init__(self, rows: int, cols: int) -> None:
-        self.rows, self.cols = rows, cols
+    at() moves this context; chunk() gives a context of its own for part of a
+    wavefront, sharing the feature canvases (the blocks of one wavefront never read
+    what the others write), so that workers can each code a chunk; add_features makes a
+    canvas up front (in shared memory, for worker processes). rolling: keep two block
+    rows of features (the coding loop), else the whole grid (any order).
+    """
+
+    def __init__(self, rows: int, cols: int, rolling: bool = False) -> None:
+        self.rows, self.cols, self.rolling = rows, cols, rolling
         self.r = self.c = np.zeros(0, dtype=np.int64)
-        self._features: dict[Hashable, np.ndarray] = {}
+        self._features: dict[Hashable, Canvas] = {}
 
     def at(self, r: np.ndarray, c: np.ndarray) -> BlockContext:
         self.r, self.c = r, c
         return self
 
+    def chunk(self, r: np.ndarray, c: np.ndarray) -> BlockContext:
+        """A context at (r, c) sharing this one's feature canvases."""
+        ctx = BlockContext(self.rows, self.cols, self.rolling)
+        ctx._features = self._features
+        return ctx.at(r, c)
+
+    def add_features(self, layer: Hashable, channels: int, dtype: type, shared: bool = False) -> None:
+        """Make the feature canvas of a layer now (with_neighbours makes it on first use)."""
+        self._features[layer] = Canvas(self.rows, self.cols, channels, dtype, self.rolling, shared)
+
     def with_neighbours(self, layer: Hashable, h: np.ndarray, dtype: type = np.float64) -> np.ndarray:
         """Store h (B, C) for the current blocks under the key `layer`; return
         [UL, U, UR, L, h] (B, 5 C). The canvas holds dtype (int16 for integer features)."""
-        if layer not in self._features:
-            self._features[layer] = np.zeros((self.rows + 1, self.cols + 2, h.shape[1]), dtype=dtype)
-        canvas = self._features[layer]
-        canvas[self.r + 1, self.c + 1] = h
-        return np.concatenate([gather_neighbours(canvas, self.r, self.c), h], axis=1)
+        canvas = self._features.get(layer)
+        if canvas is None:  # setdefault: two chunks may get here at once, one canvas wins
+            canvas = self._features.setdefault(layer, Canvas(self.rows, self.cols, h.shape[1], dtype, self.rolling))
+        canvas.put(self.r, self.c, h)
+        return np.concatenate([canvas.neighbours(self.r, self.c), h], axis=1)

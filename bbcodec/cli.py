@@ -184,6 +184,12 @@ def _progress(pixels: int, quiet: bool, as_json: bool):  # noqa: ANN202 - a cont
 
 PROGRESS_PIXELS = 4_000_000  # images above this many pixels show a progress bar on a terminal
 
+THREADS_HELP = ("Workers per image: this process and N-1 forked ones (the same bytes for any number).  "
+                "[default: the cores this process may use; with --jobs, each job's share]")
+# Efforts above 1 choose each wavefront's symbols in this process (rdoq.Chooser reads the
+# whole canvas): only their effort-1 proxy pass, if any, uses the workers.
+ENCODE_THREADS_HELP = THREADS_HELP[:-1] + "; at --effort above 1 only a first effort-1 pass uses them]"
+
 
 @cli.command(epilog=EXIT_CODES + """
 \b
@@ -210,14 +216,15 @@ Examples:
               show_default=True, help="Block order of the encoder (same bytes either way).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
+@click.option("--threads", type=click.IntRange(1, 64), default=None, help=ENCODE_THREADS_HELP)
 @click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
 @click.option("-f", "--force", is_flag=True, help="Write OUT even if its extension is not .bbc.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           effort: int, weights_file: str | None, schedule: str, jobs: int, recursive: bool, force: bool, as_json: bool,
-           quiet: bool, verbose: bool) -> None:
+           effort: int, weights_file: str | None, schedule: str, jobs: int, threads: int | None, recursive: bool,
+           force: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
     IN: every image in it into the folder OUT; several INs (or an existing folder OUT):
     each into OUT as NAME.bbc."""
@@ -231,7 +238,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
     opts = EncodeOptions(Q.DEFAULT if quality is None else quality, target_bpp, target_psnr, schedule,
-                         verbose or as_json, weights_file, effort)
+                         verbose or as_json, weights_file, threads, effort)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc"):
         return
     src = paths[0]
@@ -291,28 +298,30 @@ Examples:
               help="Write this format whatever OUT's extension (jpeg and webp at quality 95: lossy).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
+@click.option("--threads", type=click.IntRange(1, 64), default=None, help=THREADS_HELP)
 @click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the quality, bpp and weights of the file.")
 @click.option("-q", "no_quality", default=None, hidden=True, expose_value=False, callback=_no_quality)
-def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, recursive: bool, as_json: bool, quiet: bool,
-           verbose: bool) -> None:
+def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | None, recursive: bool, as_json: bool,
+           quiet: bool, verbose: bool) -> None:
     """Decompress IN.bbc ('-' = stdin) to the image OUT ('-' = stdout, PNG). A folder IN:
     every .bbc in it into the folder OUT; several INs (or an existing folder OUT): each
     into OUT as NAME.png (or the --format's extension)."""
-    from .files import FORMAT_SUFFIX, FORMATS, decode_file
+    from .files import FORMAT_SUFFIX, FORMATS, DecodeOptions, decode_file
 
     dst = paths[-1]
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
     suffix = FORMAT_SUFFIX[FORMATS[fmt.lower()]] if fmt else ".png"
-    if _run_many("decode", paths, fmt.lower() if fmt else None, jobs, as_json, quiet, recursive, suffix):
+    if _run_many("decode", paths, DecodeOptions(fmt.lower() if fmt else None, threads), jobs, as_json, quiet,
+                 recursive, suffix):
         return
     src = paths[0]
     _no_binary_to_terminal(dst)
     try:
-        r = decode_file(src, dst, fmt, progress_for=lambda px: _progress(px, quiet, as_json))
+        r = decode_file(src, dst, fmt, progress_for=lambda px: _progress(px, quiet, as_json), threads=threads)
     except Error as e:
         raise _fail(_named(e, src, dst), as_json, src) from None
     line = f"{dst}: {r.width}x{r.height}, decoded in {r.seconds:.2f} s"

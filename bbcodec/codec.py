@@ -4,10 +4,42 @@ Encoder, for each wavefront of blocks (blocks.py):
   neighbours -> entropy params (mean, scale index)      [exact integer nets]
   block + neighbours -> latents; symbols = round(latent - mean), clipped
   symbols + mean -> synthesis -> reconstructed block, written to the canvas
-then all symbols are range-coded in wavefront order. The decoder runs the same loop
-with symbols read from the coder instead of computed from the image. Both use
-exact.py's integer arithmetic, so their canvases agree bit for bit on any machine;
+and the wavefront's symbols are range-coded, in wavefront order. The decoder runs the
+same loop with symbols read from the coder instead of computed from the image. Both
+use exact.py's integer arithmetic, so their canvases agree bit for bit on any machine;
 the file's image digest proves it.
+
+Parallel coding (threads > 1): the blocks of a wavefront are independent, so a large
+wavefront is cut into chunks (contiguous runs of blocks in bitstream order), one per
+worker; each chunk has its own position (BlockContext.chunk) and writes only its own
+blocks. Exact arithmetic makes every block's result independent of the cut, and the
+range coder takes the chunks' symbols in bitstream order, so files and images are the
+same for any number of workers. The calling process codes the first chunk and runs
+the range coder; the others are processes forked for the image (parallel.Forked),
+sharing the canvas and the output image. Threads would not do: the range coder
+(constriction) holds Python's GIL while it runs, and the networks need it between
+their many numpy calls, so threads took turns rather than working at once (measured:
+a thread of matrix products beside a thread of range coding made 98 products/s
+instead of 2888; split wavefronts ran slower on two threads than on one). The encoder
+codes a wavefront's symbols while the workers compute the next; the decoder decodes
+each chunk's symbols as soon as its scale indices arrive, and that worker synthesises
+its blocks while the next chunks' symbols are decoded. Small wavefronts, the float
+model, and processes that cannot fork safely (no os.fork, or other threads running)
+are coded in the calling process alone.
+
+Network family 3 (coding groups, post-loop filter): the symbols of a wavefront are
+written group by group (docs/format.md 3), and a later group's scales depend on the
+earlier groups' symbols. The encoder knows them all, so its workers return each chunk's
+symbols and scale indices of every group and this process codes the wavefront group by
+group over the chunks in order; it forks as for families 1 and 2. The forked decoder
+is not extended to groups (each group would need another exchange with every worker
+per wavefront): a model with more than one group decodes in the calling process alone,
+with the same fast loop (fast networks, two-row canvas). The post-loop filter
+(model.finish) runs after the loop, in the calling process, for both.
+
+Memory: the canvas keeps two block rows per column (blocks.Canvas), blocks go
+straight into the output image, and symbols are coded as each wavefront passes, so
+besides the input and output images the loop holds O(width) data.
 """
 
 from __future__ import annotations
@@ -22,9 +54,10 @@ from threadpoolctl import threadpool_limits
 from . import blocks, entropy, errors, format, rdoq
 from . import effort as efforts
 from . import quality as Q
-from .blocks import BlockContext
-from .exact import Scales
+from .blocks import BlockContext, Canvas
+from .exact import FrozenModel, Prepared, Scales
 from .images import ImageError
+from .parallel import Forked, can_fork, default_threads, receive, reply, shared_zeros, split
 from .weights import Weights
 
 Schedule = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
@@ -50,13 +83,72 @@ class CodingModel(Protocol):
     family: int
 
     def params_at(self, quality_x256: int) -> Any: ...
-    def entropy_params(self, nb: np.ndarray, params: Any, ctx: BlockContext) -> tuple[np.ndarray, Scales]: ...
+    def entropy_params(self, nb: Any, params: Any, ctx: BlockContext) -> tuple[np.ndarray, Scales]: ...
     def scale_groups(self, scales: Scales, sym: np.ndarray, params: Any) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]: ...
     def group_columns(self) -> list[np.ndarray | slice]: ...
     def finish(self, img: np.ndarray, params: Any) -> np.ndarray: ...
-    def analyse(self, block: np.ndarray, nb: np.ndarray, params: Any, ctx: BlockContext) -> np.ndarray: ...
-    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray, params: Any,
+    def analyse(self, block: np.ndarray, nb: Any, params: Any, ctx: BlockContext) -> np.ndarray: ...
+    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: Any, params: Any,
                    ctx: BlockContext) -> np.ndarray: ...
+
+
+# Blocks a chunk has at least: a wavefront of fewer than twice this many is coded by
+# the calling process alone (a hand-off costs about what a few blocks of work do).
+MIN_CHUNK = 12
+# The decoding process's own chunk, against each worker's: it also runs the range
+# coder, which takes about 0.4 of the networks' time (benchmarks/speed.py, part 3).
+# (0.25 and 0.2 measured no better; the encoder's coder, 0.1 of its networks' time,
+# runs while the workers compute the next wavefront, so its chunks are equal.)
+DECODER_SHARE = 0.5
+# A decoding worker's chunk goes in this many pieces (of at least MIN_CHUNK / 2
+# blocks), so that the coder decodes one piece while the worker computes the next
+# piece's entropy network, and the worker synthesises it while the coder goes on.
+PIECES = 2
+
+
+def _workers(threads: int | None, rows: int, cols: int, model: CodingModel, decoding: bool = False) -> int:
+    """Processes coding an image, this one included: as many as asked (default: the
+    cores), no more than its largest wavefront keeps busy; 0 (this process alone) for
+    one, where workers cannot be forked safely (parallel.can_fork), for a model
+    other than the integer networks (the float model of networks.py runs torch, which
+    is not to be forked), or, decoding, for a model coding its latents in more than one
+    group (network family 3): a later group's scales need the earlier groups' symbols
+    of every block of the wavefront, which the forked decoder does not pass back and
+    forth (not done yet); such files decode in this process, with the same fast loop.
+    The encoder knows every symbol, so it forks for family 3 as for families 1 and 2."""
+    n = default_threads() if threads is None else threads
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, not {n}")
+    widest = min(rows, (cols + 1) // 2)  # blocks in the largest wavefront
+    n = min(n, max(1, widest // MIN_CHUNK))
+    if decoding and len(model.group_columns()) > 1:
+        return 0
+    return n if n > 1 and can_fork() and isinstance(model, FrozenModel) else 0
+
+
+def _shared_state(model: CodingModel, rows: int, cols: int, height: int, width: int,
+                  shared: bool, rolling: bool = True) -> tuple[Canvas, BlockContext, np.ndarray]:
+    """The canvas, the block context and the output image; in shared memory for workers
+    (with a feature canvas made up front for each kernel-3 layer of the integer model)."""
+    canvas = Canvas(rows, cols, rolling=rolling, shared=shared)  # rolling: two block rows
+    ctx = BlockContext(rows, cols, rolling=True)
+    if not shared:
+        return canvas, ctx, np.empty((height, width, 3), dtype=np.uint8)
+    assert isinstance(model, FrozenModel)
+    for st in model.stacks().values():
+        for i, layer in enumerate(st.layers):
+            if layer.k == 3:
+                ctx.add_features((id(st), i), layer.W.shape[1] // 5, np.int16, shared=True)
+    return canvas, ctx, shared_zeros((height, width, 3), np.uint8)
+
+
+def _neighbours(model: CodingModel, canvas: Canvas, qp: Any) -> Callable:
+    """(r, c) -> what the model's networks take as neighbours: the vectors, in the form
+    exact.FrozenModel.prepare gives them where the model has it."""
+    prepare = getattr(model, "prepare", None)
+    if prepare is None:
+        return canvas.neighbours
+    return lambda r, c: prepare(canvas.neighbours(r, c, ones=True), qp)
 
 
 class DecodeError(errors.Error, ValueError):
@@ -90,17 +182,26 @@ Choose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scales, np.nd
 
 @_one_blas_thread
 def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront",
-           progress: Callable[[int], None] | None = None, effort: int = efforts.DEFAULT) -> tuple[bytes, np.ndarray]:
+           progress: Callable[[int], None] | None = None, effort: int = efforts.DEFAULT,
+           threads: int | None = None) -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     Grayscale is coded as RGB with equal channels and decoded back to one channel.
-    Memory: besides the image and its reconstruction, the canvases of integer blocks
-    (the pixels and each kernel-3 layer's features, int16); block pixels are gathered
-    per wavefront and symbols are range-coded as they come (wavefront schedule) or kept
-    as int16 with uint8 scale indices (raster), never as whole-image float64 arrays.
+    threads: how many processes share the wavefronts' blocks (default: the cores this
+    process may use; see the module docstring); the bytes are the same for any number.
+    Memory: besides the image and its reconstruction, two block rows of canvas per
+    column (and of each kernel-3 layer's features); blocks are gathered from the image
+    per wavefront and symbols are range-coded as they come (wavefront schedule) or
+    kept as int16 with uint8 scale indices (raster), never as whole-image arrays.
     progress, if given, is called with the number of pixels of each step's blocks.
+
     effort > 1 (effort.py) codes the image more than once: at effort 1 for a proxy of the
-    blocks not yet coded, then choosing each block's symbols (rdoq.py); wavefront only.
+    blocks not yet coded (level.needs_proxy; this pass uses the workers as above), then
+    choosing each block's symbols (rdoq.Chooser); wavefront only. The choosing pass runs
+    in this process alone, whatever threads says: the Chooser judges each wavefront's
+    blocks against the whole canvas (its own, the proxy's, of new_canvas's layout) and
+    the padded image's block grid, which the workers do not share. It holds those
+    whole-image arrays, as before #19.
     """
     level = efforts.LEVELS[efforts.check(effort)]
     if level is not None and schedule != "wavefront":
@@ -115,19 +216,16 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     model = weights.model
     quality_x256 = Q.to_x256(quality)
     qp = model.params_at(quality_x256)
-    grid = blocks.block_grid(blocks.pad_to_blocks(img))
     choose = None
     if level is not None:
         frozen = rdoq.check_model(model)
         proxy = None
-        if level.needs_proxy:
-            _, proxy = _code(model, qp, grid, schedule, None, None)
-        choose = rdoq.Chooser(frozen, qp, grid, proxy, level)
+        if level.needs_proxy:  # the effort-1 canvas, whole (and with the workers, if any)
+            proxy = _code(model, qp, img, schedule, threads, None, None, whole_canvas=True)[2]
+        choose = rdoq.Chooser(frozen, qp, blocks.block_grid(blocks.pad_to_blocks(img)), proxy, level)
         del proxy
-    payload, canvas = _code(model, qp, grid, schedule, choose, progress)
-    del grid, choose
-    rec = model.finish(blocks.from_blocks(canvas[1:, 1:-1], height, width), qp)
-    del canvas
+    payload, rec, _ = _code(model, qp, img, schedule, threads, choose, progress)
+    del choose
     if gray:
         rec = to_gray(rec)
     header = format.Header(
@@ -142,80 +240,213 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     return format.pack(header, payload), rec
 
 
-def _code(model: CodingModel, qp: Any, grid: np.ndarray, schedule: str, choose: Choose | None,
-          progress: Callable[[int], None] | None) -> tuple[bytes, np.ndarray]:
-    """The encoder's loop over a block grid -> (range-coded payload, reconstruction canvas).
+def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: int | None,
+          choose: Choose | None, progress: Callable[[int], None] | None,
+          whole_canvas: bool = False) -> tuple[bytes, np.ndarray, np.ndarray | None]:
+    """The encoder's loop over an HxWx3 image -> (range-coded payload, the decoder's
+    image, and with whole_canvas the reconstruction canvas of every block in
+    blocks.new_canvas's layout, else None). The image is post-filtered unless
+    whole_canvas (the proxy pass of encode, which needs only the canvas).
     choose(r, c, nb, mean, scales, y) picks the symbols and returns them with their
-    reconstruction, which it has computed (default: y - mean rounded, synthesised here)."""
-    rows, cols = grid.shape[0], grid.shape[2]
-    canvas = blocks.new_canvas(rows, cols)
-    ctx = BlockContext(rows, cols)
-    L = model.max_symbol
-    coder = entropy.SymbolEncoder(L)
+    reconstruction, which it has computed (default: y - mean rounded, synthesised here;
+    nb the plain (B, 768) neighbour vectors): with choose the loop runs in this process
+    alone (it is called per wavefront, in wavefront order)."""
+    height, width = img.shape[:2]
+    rows, cols = blocks.grid_shape(height, width)
     in_order = schedule == "wavefront"  # symbols come in bitstream order: code them at once
-    if not in_order:
-        assert L < 2**15 and len(model.scale_table) <= 256
-        symbols = np.zeros((rows, cols, model.M), dtype=np.int16)
-        scale_idx = np.zeros((rows, cols, model.M), dtype=np.uint8)
-    for r, c in SCHEDULES[schedule](rows, cols):
-        nb = blocks.gather_neighbours(canvas, r, c)
-        ctx.at(r, c)
-        mean, scales = model.entropy_params(nb, qp, ctx)
-        y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
+    n = _workers(threads, rows, cols, model) if in_order and choose is None else 0
+    canvas, ctx, rec = _shared_state(model, rows, cols, height, width, n > 0, rolling=not whole_canvas)
+    neighbours = _neighbours(model, canvas, qp)
+    L, M = model.max_symbol, model.M
+    coder = entropy.SymbolEncoder(L)
+
+    def code(chunk: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        r, c = chunk
+        at = ctx.chunk(r, c)
+        nb = neighbours(r, c)
+        mean, scales = model.entropy_params(nb, qp, at)
+        y = model.analyse(blocks.gather_pixels(img, r, c), nb, qp, at)
         if choose is None:
             sym = np.clip(np.rint(y - mean), -L, L)
-            canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
+            out = model.synthesise(sym, mean, nb, qp, at)
         else:
-            sym, canvas[r + 1, c + 1] = choose(r, c, nb, mean, scales, y)
-        if in_order:
-            for group, idx in model.scale_groups(scales, sym, qp):
-                coder.encode(sym[:, group], model.scale_table[idx])
-        else:  # kept for the wavefront-order pass below
-            indices = np.empty(sym.shape, dtype=np.uint8)
-            for group, idx in model.scale_groups(scales, sym, qp):
-                indices[:, group] = idx
-            symbols[r, c], scale_idx[r, c] = sym, indices
-        if progress is not None:
-            progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            plain = nb.nb[:, : 4 * blocks.BLOCK_CH] if isinstance(nb, Prepared) else nb
+            sym, out = choose(r, c, plain, mean, scales, y)
+        canvas.put(r, c, out)
+        blocks.put_pixels(rec, r, c, out)
+        idx = np.empty(sym.shape, dtype=np.uint8)
+        for group, g_idx in model.scale_groups(scales, sym, qp):  # the encoder knows every group's symbols
+            idx[:, group] = g_idx
+        return sym, idx
+
+    order = model.group_columns()
+
+    def emit(parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Range-code a wavefront's (symbols, scale indices), given as contiguous runs of
+        its blocks in wavefront order: group by group, each group's channels of every
+        block in wavefront order (docs/format.md 3; one group for families 1 and 2)."""
+        for group in order:
+            for sym, idx in parts:
+                coder.encode(sym[:, group], model.scale_table[idx[:, group]])
+
     if not in_order:
-        order = model.group_columns()
+        assert L < 2**15 and len(model.scale_table) <= 256
+        symbols = np.zeros((rows, cols, M), dtype=np.int16)
+        scale_idx = np.zeros((rows, cols, M), dtype=np.uint8)
+        for r, c in SCHEDULES[schedule](rows, cols):
+            symbols[r, c], scale_idx[r, c] = code((r, c))
+            if progress is not None:
+                progress(len(r) * blocks.BLOCK * blocks.BLOCK)
         for r, c in blocks.wavefronts(rows, cols):
-            for group in order:
-                coder.encode(symbols[r, c][:, group], model.scale_table[scale_idx[r, c][:, group]])
-    return coder.payload(), canvas
+            emit([(symbols[r, c], scale_idx[r, c])])
+    elif not n:
+        for r, c in blocks.wavefronts(rows, cols):
+            emit([code((r, c))])
+            if progress is not None:
+                progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+    else:
+        waves = [(r, c) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+
+        def serve(i: int, conn: Any) -> None:  # worker i + 1: chunk i + 1 of each wavefront cut in chunks
+            for r, c in waves:
+                chunks = split(r, c, n, MIN_CHUNK)
+                if len(chunks) > 1:
+                    receive(conn)  # go: the blocks before this wavefront are done
+                    if i + 1 < len(chunks):
+                        sym, idx = code(chunks[i + 1])
+                        reply(conn, sym.astype(np.int16).tobytes() + idx.astype(np.uint8).tobytes())
+                    else:
+                        reply(conn)
+
+        pending: list[tuple[np.ndarray, np.ndarray]] = []  # coded while the next wavefront runs
+        with Forked(n - 1, serve) as workers:
+            for r, c in waves:
+                chunks = split(r, c, n, MIN_CHUNK)
+                if len(chunks) > 1:
+                    for i in range(n - 1):
+                        workers.send(i, b"g")
+                parts = [code(chunks[0])]  # this process codes the first chunk
+                emit(pending)
+                if len(chunks) > 1:
+                    for i in range(n - 1):
+                        data = workers.recv(i)
+                        if i + 1 < len(chunks):
+                            b = len(chunks[i + 1][0]) * M
+                            parts.append((np.frombuffer(data[: 2 * b], np.int16).reshape(-1, M),
+                                          np.frombuffer(data[2 * b :], np.uint8).reshape(-1, M)))
+                pending = parts
+                if progress is not None:
+                    progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            emit(pending)
+    if whole_canvas:
+        return coder.payload(), rec, canvas.data
+    return coder.payload(), model.finish(rec, qp), None  # the post-loop filter (family 3), in this process
 
 
 @_one_blas_thread
 def decode(header: format.Header, payload: bytes, weights: Weights, schedule: str = "wavefront",
-           progress: Callable[[int], None] | None = None) -> np.ndarray:
+           progress: Callable[[int], None] | None = None, threads: int | None = None) -> np.ndarray:
     """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked
-    (progress as for encode)."""
+    (progress and threads as for encode)."""
     model = weights.model
     if schedule == "sequential" and len(model.group_columns()) > 1:
         raise ValueError("one block at a time reads a block's symbols together: network families 1 and 2 "
                          "only (family 3 writes a wavefront group by group)")
     qp = model.params_at(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
-    canvas = blocks.new_canvas(rows, cols)
-    ctx = BlockContext(rows, cols)
+    # Family 3 (more than one coding group) decodes in this process alone: see _workers.
+    n = _workers(threads, rows, cols, model, decoding=True) if schedule == "wavefront" else 0
+    canvas, ctx, img = _shared_state(model, rows, cols, header.height, header.width, n > 0)
+    neighbours = _neighbours(model, canvas, qp)
     dec = entropy.SymbolDecoder(payload, model.max_symbol)
+    M = model.M
+
+    def predict(chunk: tuple[np.ndarray, np.ndarray]) -> tuple[Any, BlockContext, np.ndarray, Scales]:
+        r, c = chunk
+        at = ctx.chunk(r, c)
+        nb = neighbours(r, c)
+        mean, scales = model.entropy_params(nb, qp, at)
+        return nb, at, mean, scales
+
+    def one_group(scales: Scales) -> np.ndarray:  # the scale indices of a one-group model (forked path)
+        ((_, idx),) = model.scale_groups(scales, np.empty(0), qp)
+        return idx
+
+    def reconstruct(nb: Any, at: BlockContext, mean: np.ndarray, sym: np.ndarray) -> None:
+        out = model.synthesise(sym, mean, nb, qp, at)
+        canvas.put(at.r, at.c, out)
+        blocks.put_pixels(img, at.r, at.c, out)
+
+    def one(r: np.ndarray, c: np.ndarray) -> None:  # a wavefront (or block) in this process
+        nb, at, mean, scales = predict((r, c))
+        sym = np.zeros(mean.shape)
+        for group, idx in model.scale_groups(scales, sym, qp):  # group g reads sym's earlier groups
+            sym[:, group] = dec.decode(model.scale_table[idx])
+        reconstruct(nb, at, mean, sym)
+
     try:
-        for r, c in DECODE_SCHEDULES[schedule](rows, cols):
-            nb = blocks.gather_neighbours(canvas, r, c)
-            ctx.at(r, c)
-            mean, scales = model.entropy_params(nb, qp, ctx)
-            sym = np.zeros(mean.shape)
-            for group, idx in model.scale_groups(scales, sym, qp):
-                sym[:, group] = dec.decode(model.scale_table[idx])
-            canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
-            if progress is not None:
-                progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+        if not n:
+            for r, c in DECODE_SCHEDULES[schedule](rows, cols):
+                one(r, c)
+                if progress is not None:
+                    progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+        else:
+            waves = [(r, c) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+
+            def pieces(chunk: tuple[np.ndarray, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+                return split(*chunk, PIECES, MIN_CHUNK // 2)
+
+            def serve(i: int, conn: Any) -> None:  # worker i + 1: entropy network, symbols, synthesis
+                for r, c in waves:
+                    chunks = split(r, c, n, MIN_CHUNK, DECODER_SHARE)
+                    if len(chunks) > 1:
+                        receive(conn)  # go
+                        if i + 1 < len(chunks):
+                            done = []
+                            for piece in pieces(chunks[i + 1]):
+                                nb, at, mean, scales = predict(piece)
+                                idx = one_group(scales)
+                                reply(conn, idx.astype(np.uint8).tobytes())
+                                done.append((nb, at, mean, idx.shape))
+                            for nb, at, mean, shape in done:
+                                sym = np.frombuffer(receive(conn), np.int16).reshape(shape)
+                                reconstruct(nb, at, mean, sym.astype(np.float64))
+                        reply(conn)  # done
+
+            with Forked(n - 1, serve) as workers:
+                for r, c in waves:
+                    chunks = split(r, c, n, MIN_CHUNK, DECODER_SHARE)
+                    if len(chunks) == 1:
+                        one(r, c)
+                    else:
+                        for i in range(n - 1):
+                            workers.send(i, b"g")
+                        # This process: the first chunk, and every piece's symbols as soon as
+                        # its entropy network is done, in bitstream order; a worker
+                        # synthesises a piece while the next pieces' symbols are decoded.
+                        nb, at, mean, scales = predict(chunks[0])
+                        stds = model.scale_table[one_group(scales)]
+                        sym0 = dec.decode_only(stds)
+                        later = []
+                        for i, chunk in enumerate(chunks[1:]):
+                            for cr, _ in pieces(chunk):
+                                s_i = model.scale_table[np.frombuffer(workers.recv(i), np.uint8).reshape(len(cr), M)]
+                                sym = dec.decode_only(s_i)
+                                workers.send(i, sym.astype(np.int16).tobytes())
+                                later.append((sym, s_i))
+                        dec.account(sym0, stds)
+                        for sym, s_i in later:
+                            dec.account(sym, s_i)
+                        reconstruct(nb, at, mean, sym0.astype(np.float64))
+                        dec.check_words()  # once per wavefront (docs/format.md, check 9)
+                        for i in range(n - 1):
+                            workers.recv(i)
+                    if progress is not None:
+                        progress(len(r) * blocks.BLOCK * blocks.BLOCK)
         dec.finish()
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
-    del ctx
-    img = model.finish(blocks.from_blocks(canvas[1:, 1:-1], header.height, header.width), qp)
-    del canvas
+    img = model.finish(img, qp)  # the post-loop filter (family 3), in this process
     if header.channels == 1:
         img = to_gray(img)
     if digest(img) != header.image_digest:

@@ -74,8 +74,18 @@ class SymbolDecoder:
         self._check = SymbolEncoder(max_symbol)
         self._symbols = 0
 
-    def decode(self, stds: np.ndarray) -> np.ndarray:
-        """Next stds.size symbols (int32, shape of stds)."""
+    def decode(self, stds: np.ndarray, check: bool = True) -> np.ndarray:
+        """Next stds.size symbols (int32, shape of stds), accounted (see account); check:
+        then check_words() (a caller decoding a wavefront in pieces checks after the last)."""
+        out = self.decode_only(stds)
+        self.account(out, stds)
+        if check:
+            self.check_words()
+        return out
+
+    def decode_only(self, stds: np.ndarray) -> np.ndarray:
+        """decode without the accounting: the caller passes the symbols to account() next
+        (before any check), e.g. after handing them on."""
         std = np.ascontiguousarray(stds, dtype=np.float64).ravel()
         if not std.size:
             return np.zeros(stds.shape, dtype=np.int32)
@@ -85,13 +95,18 @@ class SymbolDecoder:
             if isinstance(e, KeyboardInterrupt | SystemExit):
                 raise
             raise EntropyError(f"range decoder failed: {e}") from None
-        out = np.asarray(out, dtype=np.int32)
-        self._check.encode(out, std)
-        self._symbols += out.size
+        return np.asarray(out, dtype=np.int32).reshape(stds.shape)
+
+    def account(self, symbols: np.ndarray, stds: np.ndarray) -> None:
+        """Re-encode decoded symbols, for check_words and finish."""
+        self._check.encode(symbols, stds)
+        self._symbols += symbols.size
+
+    def check_words(self) -> None:
+        """Refuse the payload if the symbols decoded so far need more words than it holds."""
         if self._check.num_words() > self._words:
             raise EntropyError(f"payload of {self._words} words ends before symbol {self._symbols} "
                                "(its symbols need more: truncated or not a coded payload)")
-        return out.reshape(stds.shape)
 
     def finish(self) -> None:
         """Check the payload held exactly the words the decoded symbols take."""

@@ -10,7 +10,9 @@ Every network in the coding loop runs on integers carried in float64:
   operations that are correctly rounded everywhere (sqrt, division, multiplication).
 
 So encoder and decoder agree to the bit on any machine, and numpy is enough: no torch
-on the coding path. bbcodec.train.freeze builds a FrozenModel from a float model and
+on the coding path. The loop runs a derived form of each stack (Stack.plan, FastStack):
+the same integers with every power-of-two rescaling folded into the weights, so that a
+requantisation is rint and clip only; it gives the same bits (see FastStack). bbcodec.train.freeze builds a FrozenModel from a float model and
 model_io maps it to the arrays of a weights file and back; docs/format.md describes
 this arithmetic, since the bitstream depends on it.
 """
@@ -18,14 +20,15 @@ this arithmetic, since the bitstream depends on it.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
 from . import quality as Q
-from .blocks import BlockContext
+from .blocks import BLOCK_CH, BlockContext
 
 if TYPE_CHECKING:
     from .groups import GroupedScales
@@ -117,22 +120,36 @@ class Stack:
     layers: list[Layer]
     W_skip: np.ndarray | None = None  # (out, cin) shortcut on the own input, at the last exponent
 
-    def run(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray, ctx: BlockContext | None = None,
+    def run(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray | None,
+            ctx: BlockContext | None = None, first: np.ndarray | None = None,
             nb_product: np.ndarray | None = None) -> np.ndarray:
         """Integer inputs -> output accumulator as exact real values (B, out).
 
         ctx (where blocks are, and the feature canvases) is needed only by kernel-3
-        layers, which read the hidden features of the causal neighbours.
+        layers, which read the hidden features of the causal neighbours. first, if
+        given, is the neighbour part of the first layer with its bias, as
+        FrozenModel.prepare computes it (then nb and bias are not used).
         """
-        return self.run_with_hidden(cur, nb, bias, ctx, nb_product)[0]
+        return self.plan().run(cur, nb, bias, ctx, first, nb_product)
 
-    def run_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray,
-                        ctx: BlockContext | None = None, nb_product: np.ndarray | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """run, and the last hidden activation (the input of the last layer, integers).
-        nb_product, if given, is nb @ W_nb.T computed by the caller (in parts: integer sums
-        are exact in any order), and nb is not read."""
-        acc = (nb @ self.W_nb.T if nb_product is None else nb_product) + bias
+    def run_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray | None,
+                        ctx: BlockContext | None = None, first: np.ndarray | None = None,
+                        nb_product: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """run, and the last hidden activation (the input of the last layer, integers;
+        for a kernel-3 last layer, with its neighbours' features, as the layer reads it).
+        nb_product, if given (and first not), is nb @ W_nb.T computed by the caller (in
+        parts: integer sums are exact in any order), and nb is not read."""
+        return self.plan().run_with_hidden(cur, nb, bias, ctx, first, nb_product)
+
+    def run_reference(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray,
+                      ctx: BlockContext | None = None) -> np.ndarray:
+        """run() as docs/format.md (5.1) writes it, step by step: what the fast form must equal."""
+        return self.run_reference_with_hidden(cur, nb, bias, ctx)[0]
+
+    def run_reference_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray,
+                                  ctx: BlockContext | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """run_with_hidden as docs/format.md writes it: what the fast form must equal."""
+        acc = nb @ self.W_nb.T + bias
         if self.W_cur is not None:
             acc += cur @ self.W_cur.T
         e = self.e0
@@ -146,6 +163,19 @@ class Stack:
         if self.W_skip is not None:
             acc += cur @ self.W_skip.T
         return np.ldexp(acc, -e.astype(np.int64)), h
+
+    def plan(self) -> FastStack:
+        """The fast form of this stack, built on first use (the arrays must not change after)."""
+        fast = self.__dict__.get("_fast")
+        if fast is None:
+            with _PLAN_LOCK:
+                fast = self.__dict__.get("_fast")
+                if fast is None:
+                    fast = self.__dict__["_fast"] = FastStack.of(self)
+        return fast
+
+
+_PLAN_LOCK = threading.Lock()
 
 
 def scale_indices(bounds: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
@@ -186,6 +216,163 @@ class Scales:
         """The scales of rows idx (repeats allowed), products computed once and shared."""
         return Scales(self.log_scale[idx], None if self.hidden is None else self.hidden[idx],
                       None if self.products is None else [p[idx] for p in self.products])
+
+
+def _scaled(a: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+    """a * 2^shift, checked exact (no overflow, no subnormal): a power-of-two rescaling."""
+    out = np.ldexp(a, np.asarray(shift, dtype=np.int64))
+    if not np.array_equal(np.ldexp(out, -np.asarray(shift, dtype=np.int64)), a) or not np.isfinite(out).all():
+        raise ValueError("a rescaled weight is not exact in float64")
+    return out
+
+
+@dataclass
+class _Step:
+    """One (activation, layer) pair of a FastStack."""
+
+    kind: str  # "gdn", "igdn" or "leaky"
+    GB: np.ndarray | None  # (C, C + 1): [G, B] rescaled so that the GDN needs no ldexp
+    W: np.ndarray  # (out, C + 1) for kernel 1: [W, b] rescaled; (out, 5 C) for kernel 3
+    b: np.ndarray | None  # kernel 3: the bias, rescaled
+    k: int
+
+
+@dataclass
+class FastStack:
+    """A Stack with every power-of-two rescaling folded into its integers: same bits, fewer passes.
+
+    Stack.run requantises an accumulator acc at exponent e as rint(ldexp(acc, fa - e)).
+    Here each layer's weights and bias are multiplied by 2^(fa - e) per output channel
+    (2^-e for the last layer), so the product gives ldexp(acc, fa - e) directly: a
+    product of integers by a power of two is exact, and every partial sum is one of
+    check_exact's integers times that power of two, so exact as well, in any order.
+    The GDN's gamma and beta are multiplied by 2^(-2k) (k the ldexp after the division,
+    2^(2k) for the inverse GDN), so that sqrt(s) carries the factor 2^(-k) exactly
+    (sqrt, division and multiplication are correctly rounded, and rounding commutes
+    with a power of two away from overflow and subnormals, which _scaled checks). The
+    leaky ReLU max(a, rint(a/128)) equals where(a >= 0, a, rint(a/128)). Biases ride
+    on a column of ones beside the activations.
+    """
+
+    s0: np.ndarray  # (C0,) 2^(fa_1 - e0): the first accumulator's rescaling
+    Wnb: np.ndarray  # (C0, 768) W_nb rescaled
+    Wcur: np.ndarray | None  # (C0, cin) W_cur rescaled
+    steps: list[_Step]
+    Wskip: np.ndarray | None  # (out, cin) W_skip rescaled to the output
+    stack: Stack
+
+    @classmethod
+    def of(cls, st: Stack) -> FastStack:
+        n = len(st.layers)
+        # shift[i]: from layer i's accumulator exponent to what consumes it next
+        shift = [np.asarray(st.acts[i + 1].fa - st.layers[i].e if i + 1 < n else -st.layers[i].e, dtype=np.int64)
+                 for i in range(n)]
+        s0 = np.asarray(st.acts[0].fa - st.e0, dtype=np.int64)
+        steps = []
+        for i, (act, layer) in enumerate(zip(st.acts, st.layers, strict=True)):
+            GB = None
+            if act.kind != "leaky":
+                assert act.G is not None and act.B is not None
+                k = act.fg // 2 + act.fh if act.kind == "gdn" else -(act.fh - 2 * act.fa - act.fg // 2)
+                GB = np.ascontiguousarray(np.concatenate([_scaled(act.G, -2 * k), _scaled(act.B, -2 * k)[:, None]], axis=1))
+            W = _scaled(layer.W, shift[i][:, None] if shift[i].ndim else shift[i])
+            b = _scaled(layer.b, shift[i])
+            if layer.k == 1:
+                steps.append(_Step(act.kind, GB, np.ascontiguousarray(np.concatenate([W, b[:, None]], axis=1)), None, 1))
+            else:
+                steps.append(_Step(act.kind, GB, np.ascontiguousarray(W), b, layer.k))
+        return cls(
+            s0=np.ldexp(1.0, s0),
+            Wnb=np.ascontiguousarray(_scaled(st.W_nb, s0[:, None] if s0.ndim else s0)),
+            Wcur=None if st.W_cur is None else np.ascontiguousarray(_scaled(st.W_cur, s0[:, None] if s0.ndim else s0)),
+            steps=steps,
+            Wskip=None if st.W_skip is None else np.ascontiguousarray(
+                _scaled(st.W_skip, shift[-1][:, None] if shift[-1].ndim else shift[-1])),
+            stack=st,
+        )
+
+    def first(self, nb: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """The neighbour part of the first layer with its bias, rescaled (B, C0)."""
+        x = nb @ self.Wnb.T
+        x += bias * self.s0
+        return x
+
+    def run(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray | None,
+            ctx: BlockContext | None = None, first: np.ndarray | None = None,
+            nb_product: np.ndarray | None = None) -> np.ndarray:
+        """Stack.run: first (from prepare, or computed here from nb and bias) -> outputs."""
+        return self.run_with_hidden(cur, nb, bias, ctx, first, nb_product)[0]
+
+    def run_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray | None, bias: np.ndarray | None,
+                        ctx: BlockContext | None = None, first: np.ndarray | None = None,
+                        nb_product: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stack.run_with_hidden: the outputs, and the last layer's input without the
+        ones column: the integers of the last activation, the same as the reference's
+        (the rescalings are folded into the weights after it, never into it). nb_product
+        (Stack.run_with_hidden's: nb @ W_nb.T, unscaled) stands for nb: (nb_product +
+        bias) x 2^s0 is first exactly (integers times a power of two)."""
+        if first is None:
+            assert bias is not None
+            if nb_product is not None:
+                first = (nb_product + bias) * self.s0  # a new array: the caller's is reused
+            else:
+                assert nb is not None
+                first = self.first(nb, bias)
+        if self.Wcur is not None:
+            x = cur @ self.Wcur.T
+            x += first
+        else:
+            x = first  # overwritten: each prepared first layer is used once
+        hidden = x
+        for i, step in enumerate(self.steps):
+            h = _activate(step, x)
+            if step.k == 1:
+                hidden = h[:, :-1]
+                x = h @ step.W.T
+            else:
+                assert ctx is not None, "a kernel-3 layer needs the block context"
+                hidden = ctx.with_neighbours((id(self.stack), i), h[:, :-1], np.int16)
+                x = hidden @ step.W.T
+                x += step.b
+        if self.Wskip is not None:
+            x += cur @ self.Wskip.T
+        return x, hidden
+
+
+_LEAKY = 2.0**-LEAKY_SHIFT
+
+
+def _saturate(x: np.ndarray) -> None:
+    """Clip to +-ACT_MAX in place (a min and max first: rarely needed, and a clip is slower)."""
+    if x.size and (x.max() > ACT_MAX or x.min() < -ACT_MAX):
+        np.clip(x, -ACT_MAX, ACT_MAX, out=x)
+
+
+def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
+    """Activation of a rescaled accumulator x (overwritten): (B, C + 1) integers and a
+    column of ones (the next layer's bias)."""
+    np.rint(x, out=x)
+    _saturate(x)
+    n, C = x.shape
+    h = np.empty((n, C + 1))
+    h[:, C] = 1.0
+    if step.GB is None:  # leaky ReLU
+        t = np.multiply(x, _LEAKY)
+        np.rint(t, out=t)
+        np.maximum(x, t, out=h[:, :C])
+        return h
+    sq = np.empty((n, C + 1))
+    sq[:, C] = 1.0
+    np.multiply(x, x, out=sq[:, :C])
+    s = sq @ step.GB.T  # beta + gamma x^2, times 2^(-2k)
+    np.sqrt(s, out=s)
+    if step.kind == "gdn":
+        np.divide(x, s, out=s)
+    else:
+        np.multiply(x, s, out=s)
+    np.rint(s, out=h[:, :C])
+    _saturate(h[:, :C])
+    return h
 
 
 @dataclass
@@ -248,14 +435,37 @@ class FrozenModel:
     def stacks(self) -> dict[str, Stack]:
         return {"ga": self.ga, "gs": self.gs, "he": self.he}
 
-    def entropy_params(self, nb: np.ndarray | None, qp: QualityParams, ctx: BlockContext | None = None,
-                       nb_product: np.ndarray | None = None) -> tuple[np.ndarray, Scales]:
+    def prepare(self, nb: np.ndarray, qp: QualityParams) -> Prepared:
+        """Neighbours in the form the fast networks take them (what entropy_params,
+        analyse and synthesise take in place of nb): (B, 768) neighbour pixels, or
+        (B, 769) with a last column of ones, which carries the first layers' biases."""
+        if nb.shape[1] == 4 * BLOCK_CH:
+            nb = np.concatenate([nb, np.ones((len(nb), 1))], axis=1)
+        return Prepared(nb, self._first_layers(qp))
+
+    def _first_layers(self, qp: QualityParams) -> dict[str, np.ndarray]:
+        """[W_nb, bias] of each stack, rescaled (FastStack), (C0, 769); cached per quality."""
+        cache = self.__dict__.setdefault("_first_cache", {})
+        if qp.quality_x256 not in cache:
+            if len(cache) > 16:
+                cache.clear()
+            cache[qp.quality_x256] = {
+                name: np.ascontiguousarray(np.concatenate([st.plan().Wnb, (qp.bias[name] * st.plan().s0)[:, None]], axis=1))
+                for name, st in self.stacks().items()}
+        return cache[qp.quality_x256]
+
+    def entropy_params(self, nb: np.ndarray | Prepared | None, qp: QualityParams,
+                       ctx: BlockContext | None = None, nb_product: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, Scales]:
         """Neighbours -> (means in the gained latent domain, what scale_groups needs);
-        nb_product as for Stack.run (here and in analyse, synthesise)."""
-        out, hidden = self.he.run_with_hidden(None, nb, qp.bias["he"], ctx, nb_product)
+        nb_product (nb None) as for Stack.run_with_hidden (here and in analyse, synthesise)."""
+        if self.context is None:
+            out, hidden = self._run("he", None, nb, qp, ctx, nb_product), None
+        else:
+            out, hidden = self._run("he", None, nb, qp, ctx, nb_product, with_hidden=True)
         mean = out[:, : self.M] * qp.gain
         log_scale = out[:, self.M :] + qp.log_gain
-        return mean, Scales(log_scale, hidden if self.context is not None else None)
+        return mean, Scales(log_scale, hidden)
 
     def scale_groups(self, scales: Scales, sym: np.ndarray, qp: QualityParams) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
         """The channels of each coding group and their scale-table indices, in bitstream
@@ -270,18 +480,50 @@ class FrozenModel:
         """The decoded image after the coding loop: post-filtered when the model has a filter."""
         return img if self.postfilter is None else self.postfilter.apply(img, qp.bias["pf"])
 
-    def analyse(self, block: np.ndarray, nb: np.ndarray | None, qp: QualityParams, ctx: BlockContext | None = None,
-                nb_product: np.ndarray | None = None) -> np.ndarray:
+    def analyse(self, block: np.ndarray, nb: np.ndarray | Prepared | None, qp: QualityParams,
+                ctx: BlockContext | None = None, nb_product: np.ndarray | None = None) -> np.ndarray:
         """Centred block pixels (B, 192) + neighbours -> gained latents (B, M)."""
-        return self.ga.run(block, nb, qp.bias["ga"], ctx, nb_product) * qp.gain
+        return self._run("ga", block, nb, qp, ctx, nb_product) * qp.gain
 
-    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray | None, qp: QualityParams,
+    def synthesise(self, symbols: np.ndarray, mean: np.ndarray, nb: np.ndarray | Prepared | None, qp: QualityParams,
                    ctx: BlockContext | None = None, nb_product: np.ndarray | None = None) -> np.ndarray:
         """Symbols around the mean -> centred reconstructed block pixels (B, 192) int16."""
         y_hat = (symbols + mean) * qp.inv_gain
         cur = np.clip(np.rint(np.ldexp(y_hat, self.f_latent)), -ACT_MAX, ACT_MAX)
-        out = self.gs.run(cur, nb, qp.bias["gs"], ctx, nb_product)
+        out = self._run("gs", cur, nb, qp, ctx, nb_product)
         return np.clip(np.rint(np.ldexp(out, PIXEL_EXP)), -128, 127).astype(np.int16)
+
+    @overload
+    def _run(self, name: str, cur: np.ndarray | None, nb: np.ndarray | Prepared | None, qp: QualityParams,
+             ctx: BlockContext | None, nb_product: np.ndarray | None = None) -> np.ndarray: ...
+
+    @overload
+    def _run(self, name: str, cur: np.ndarray | None, nb: np.ndarray | Prepared | None, qp: QualityParams,
+             ctx: BlockContext | None, nb_product: np.ndarray | None,
+             with_hidden: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def _run(self, name: str, cur: np.ndarray | None, nb: np.ndarray | Prepared | None, qp: QualityParams,
+             ctx: BlockContext | None, nb_product: np.ndarray | None = None,
+             with_hidden: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """A stack's outputs (and, with_hidden, its last hidden activation) by the fast form."""
+        st = self.stacks()[name]
+        if isinstance(nb, Prepared):
+            out = st.run_with_hidden(cur, None, None, ctx, first=nb.first(name))
+        else:
+            out = st.run_with_hidden(cur, nb, qp.bias[name], ctx, nb_product=nb_product)
+        return out if with_hidden else out[0]
+
+
+@dataclass
+class Prepared:
+    """Neighbours of a batch of blocks as FrozenModel.prepare leaves them."""
+
+    nb: np.ndarray  # (B, 769): the neighbour pixels and a column of ones
+    weights: dict[str, np.ndarray]  # per stack, (C0, 769): [W_nb, bias] rescaled (FastStack)
+
+    def first(self, name: str) -> np.ndarray:
+        """The first layer's neighbour term and bias of one stack, rescaled (B, C0)."""
+        return self.nb @ self.weights[name].T
 
 
 def check_exact(model: FrozenModel) -> None:

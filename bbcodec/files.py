@@ -278,7 +278,14 @@ class EncodeOptions:
     schedule: str = "wavefront"
     measure_psnr: bool = False
     weights: str | None = None  # a weights file instead of the default (--weights)
+    threads: int | None = None  # threads per image (None: parallel.default_threads())
     effort: int = efforts.DEFAULT  # encoder effort (effort.py): more encoder time, smaller files
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    format: str | None = None  # a key of FORMATS, or None: by the output's extension
+    threads: int | None = None  # threads per image (None: parallel.default_threads())
 
 
 @dataclass(frozen=True)
@@ -368,11 +375,12 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     t0 = time.perf_counter()
     target_met = encodes = None
     if opts.target_bpp is not None or opts.target_psnr is not None:
-        r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr, opts.effort)
+        r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr, opts.effort, threads=opts.threads)
         out, rec, quality, target_met, encodes = r.data, r.reconstruction, r.quality, r.met, r.probes
     else:
         with _progress(progress_for, *arr.shape[:2]) as update:
-            out, rec = codec.encode(arr, opts.quality, w, opts.schedule, progress=update, effort=opts.effort)
+            out, rec = codec.encode(arr, opts.quality, w, opts.schedule, progress=update, effort=opts.effort,
+                                    threads=opts.threads)
         quality = opts.quality
     secs = time.perf_counter() - t0
     write_output(dst, out, src)
@@ -417,9 +425,10 @@ def output_format(dst: str, fmt: str | None = None) -> str:
     return LOSSLESS_SUFFIXES.get(suffix, "PNG")
 
 
-def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: ProgressFor | None = None) -> DecodeResult:
+def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: ProgressFor | None = None,
+                threads: int | None = None) -> DecodeResult:
     """Decode one .bbc file (or '-') to dst (or '-'), in the format output_format names
-    (progress_for as for encode_file)."""
+    (progress_for as for encode_file; threads per image, None: the default)."""
     from . import codec, format, images, weights
 
     pil_format = output_format(dst, fmt)
@@ -428,7 +437,7 @@ def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: Progre
     w = weights.for_header(header)
     t0 = time.perf_counter()
     with _progress(progress_for, header.height, header.width) as update:
-        img = codec.decode(header, payload, w, progress=update)
+        img = codec.decode(header, payload, w, progress=update, threads=threads)
     secs = time.perf_counter() - t0
     png = images.image_bytes(img, pil_format)
     write_output(dst, png, src)
@@ -523,14 +532,15 @@ def _refusal(src: str, dst: str, planned: set[str]) -> str | None:
 Outcome = EncodeResult | DecodeResult | Failed
 
 
-def _run_one(job: tuple[str, str, str, EncodeOptions | str | None, str | None]) -> Outcome:
+def _run_one(job: tuple[str, str, str, EncodeOptions | DecodeOptions | str | None, str | None]) -> Outcome:
     kind, src, dst, opts, refused = job
     if refused:
         return Failed(src, refused)
     try:
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)  # mirrored subfolders (--recursive)
         if kind == "decode":
-            return decode_file(src, dst, opts if isinstance(opts, str) else None)
+            dopts = opts if isinstance(opts, DecodeOptions) else DecodeOptions(opts if isinstance(opts, str) else None)
+            return decode_file(src, dst, dopts.format, threads=dopts.threads)
         return encode_file(src, dst, opts if isinstance(opts, EncodeOptions) else EncodeOptions())
     except Error as e:
         return Failed(src, str(e))
@@ -547,9 +557,11 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | str | None, jobs: int,
-               progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
+def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | DecodeOptions | str | None,
+               jobs: int, progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
     """Process every pair, continuing after errors; yields a result or a Failed per pair.
+    With jobs > 1 and no threads in opts, each worker process codes with its share of
+    the cores (parallel.map_jobs).
 
     Before anything is written, each output is checked against the plan: a pair whose
     output another pair already writes, or which would overwrite a file of its input's

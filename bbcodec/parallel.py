@@ -1,21 +1,65 @@
-"""Map a function over tasks in order, in worker processes when jobs > 1, with progress."""
+"""Parallel work: a map over worker processes (files of a folder), and the forked
+workers that share one image's wavefronts (codec.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+import os
+import signal
+import threading
+import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+MAX_THREADS = 64
+_default: int | None = None  # set in the worker processes of map_jobs
+
+
+def cores() -> int:
+    """The cores this process may use (its CPU affinity where the system has one)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_THREADS))
+
+
+def default_threads() -> int:
+    """Threads per image when none are asked for: the cores this process may use, or in
+    a worker process of map_jobs its share of them (so that jobs x threads <= cores)."""
+    return _default if _default is not None else cores()
+
+
+def share_cores(jobs: int) -> int:
+    """Threads per image when `jobs` images are coded at once: the cores divided among
+    the jobs, at least one each."""
+    return max(1, cores() // max(1, jobs))
+
+
+def _start_worker(threads: int, initializer: Callable[[], None] | None) -> None:
+    global _default
+    _default = threads
+    if initializer is not None:
+        initializer()
 
 
 def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
              progress: Callable[[int], None] | None = None,
              initializer: Callable[[], None] | None = None) -> Iterator[R]:
     """fn over tasks, results in task order; progress(1) after each. fn must be picklable;
-    initializer, if given, runs first in each worker process. If the caller stops early
-    (an exception, Ctrl-C, SIGTERM), tasks not yet started are cancelled."""
+    initializer, if given, runs first in each worker process, where default_threads()
+    is the process's share of the cores. If the caller stops early (an exception,
+    Ctrl-C, SIGTERM), tasks not yet started are cancelled."""
     if jobs <= 1:
         for t in tasks:
             r = fn(t)
@@ -23,7 +67,7 @@ def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
                 progress(1)
             yield r
         return
-    ex = ProcessPoolExecutor(jobs, initializer=initializer)
+    ex = ProcessPoolExecutor(jobs, initializer=_start_worker, initargs=(share_cores(jobs), initializer))
     try:
         for r in ex.map(fn, tasks, chunksize=1):
             if progress:
@@ -31,3 +75,135 @@ def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
             yield r
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def split(r: np.ndarray, c: np.ndarray, parts: int, min_chunk: int,
+          first: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A wavefront's blocks (r, c) cut into at most `parts` chunks (one when it has fewer
+    than 2 min_chunk blocks, at most one per min_chunk blocks): contiguous runs in
+    bitstream order, the first `first` times as large as each of the others, which
+    are of equal size (give or take a block)."""
+    k = max(1, min(parts, len(r) // max(1, min_chunk)))
+    if k == 1:
+        return [(r, c)]
+    weights = np.concatenate([[0.0, first], np.ones(k - 1)])
+    cuts = np.rint(np.cumsum(weights) / weights.sum() * len(r)).astype(int)
+    return [(r[a:b], c[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def shared_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A zeroed array in memory that processes forked after this call share (an
+    anonymous shared mapping; freed with the array)."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer(mmap.mmap(-1, max(1, n)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed (its message says how) or ended unexpectedly."""
+
+
+def can_fork() -> bool:
+    """Whether workers can be forked here: a system with fork, and no other Python
+    thread in this process (one could hold a lock, of numpy's or of the BLAS, that the
+    copy in the worker would then wait for forever)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class Forked:
+    """n worker processes forked from this one, each running serve(index, conn) (a loop
+    that mirrors the caller's); messages are bytes over one pipe per worker.
+
+    Fork, not spawn: a worker starts in a few milliseconds with everything the caller
+    has built (the model, the shared arrays of shared_zeros), and runs no Python it
+    did not inherit. A worker ignores Ctrl-C (the caller handles it and stops the
+    workers) and ends with os._exit, never returning into the caller's code. Not
+    available where os.fork is not (Windows); see can_fork.
+    """
+
+    def __init__(self, n: int, serve: Callable[[int, Connection], None]) -> None:
+        self.pids: list[int] = []
+        self.conns: list[Connection] = []
+        try:
+            for i in range(n):
+                ours, theirs = Pipe()
+                with warnings.catch_warnings():  # Python 3.12+ warns of fork in a threaded process
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pid = os.fork()
+                if pid == 0:  # the worker
+                    code = 1
+                    try:
+                        signal.signal(signal.SIGINT, signal.SIG_IGN)
+                        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                        for c in self.conns:
+                            c.close()
+                        ours.close()
+                        try:
+                            serve(i, theirs)
+                            code = 0
+                        except BaseException as e:  # noqa: BLE001 - reported to the caller
+                            with contextlib.suppress(BaseException):
+                                theirs.send_bytes(b"E" + f"{type(e).__name__}: {e}".encode())
+                    finally:
+                        os._exit(code)
+                theirs.close()
+                self.pids.append(pid)
+                self.conns.append(ours)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Forked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, i: int, data: bytes) -> None:
+        try:
+            self.conns[i].send_bytes(data)
+        except OSError as e:
+            raise WorkerError(f"worker {i} is gone ({e})") from None
+
+    def recv(self, i: int) -> bytes:
+        """The next message of worker i; a worker's error is raised here."""
+        try:
+            data = receive(self.conns[i])
+        except (EOFError, OSError):
+            raise WorkerError(f"worker {i} ended unexpectedly") from None
+        if data[:1] == b"E":
+            raise WorkerError(f"worker {i} failed: {data[1:].decode(errors='replace')}")
+        return data[1:]
+
+    def close(self) -> None:
+        """Close the pipes (a worker waiting on one ends) and reap the workers."""
+        for c in self.conns:
+            c.close()
+        for pid in self.pids:
+            for _ in range(2000):  # up to a second for a worker still computing a chunk
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+                time.sleep(0.0005)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        self.pids, self.conns = [], []
+
+
+SPIN = 0.002  # seconds a wait polls before it sleeps: a sleeping process wakes late
+
+
+def receive(conn: Connection) -> bytes:
+    """The next message on conn, polled for up to SPIN seconds before sleeping on it: the
+    messages of the coding loop come within a wavefront's time (well under SPIN), and
+    a process woken from sleep may wait for a core far longer than that."""
+    if not conn.poll(0):
+        end = time.perf_counter() + SPIN
+        while not conn.poll(0) and time.perf_counter() < end:
+            os.sched_yield()  # the sender may be waiting for this core
+    return conn.recv_bytes()
+
+
+def reply(conn: Connection, data: bytes = b"") -> None:
+    """A worker's message to the caller of Forked (b"E..." is reserved for errors)."""
+    conn.send_bytes(b"D" + data)

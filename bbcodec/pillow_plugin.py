@@ -12,8 +12,11 @@ Registered the way Pillow's own plugins are (register_open / register_save /
 register_extension). Opening reads the file (no further than its header says) and
 checks its container only (docs/format.md, section 2, checks 1-7), never decoding:
 pixels are decoded on load(), which refuses a payload that cannot hold the declared
-image as soon as it runs out (so a tiny file declaring 8192x8192 costs milliseconds). Saving takes `quality` (a number within quality.MIN..quality.MAX, default
-quality.DEFAULT) and `effort` (effort.MIN..effort.MAX, default 1: encoder time for size). A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
+image as soon as it runs out (so a tiny file declaring 8192x8192 costs milliseconds).
+Saving takes `quality` (a number within quality.MIN..quality.MAX, default
+quality.DEFAULT), `effort` (effort.MIN..effort.MAX, default 1: encoder time for size)
+and `threads` (default: the cores the process may use); loading uses the default
+threads. A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
 while opening (so Image.open tries other formats and then raises
 UnidentifiedImageError), OSError while loading pixels or saving, and ValueError for a
 bad quality or effort option (QualityError, EffortError, which are).
@@ -76,9 +79,12 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     quality = im.encoderinfo.get("quality", Q.DEFAULT)
     Q.to_x256(quality)  # a bad quality raises QualityError (a ValueError) before any work
     effort = efforts.check(im.encoderinfo.get("effort", efforts.DEFAULT))  # likewise EffortError
+    threads = im.encoderinfo.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
     try:
         data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), weights.default(),
-                               effort=effort)
+                               effort=effort, threads=threads)
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)

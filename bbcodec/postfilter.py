@@ -56,19 +56,20 @@ class PostFilter:
         if max(self.worst_sums()) >= EXACT_LIMIT:
             raise ValueError("post-filter weights could exceed exact float64 integers")
 
-    def apply(self, img: np.ndarray, bias: np.ndarray, strip_cells: int = STRIP_CELLS) -> np.ndarray:
+    def apply(self, img: np.ndarray, bias: np.ndarray, strip_cells: int | None = None) -> np.ndarray:
         """Filtered copy of an HxWx3 uint8 image (the decoded one), strip by strip.
 
         The image is extended by repeating its edge pixels to whole cells plus one cell on
         every side; each cell of the image is corrected from its 3x3 cells, and the result
-        is cropped back to HxW.
+        is cropped back to HxW. strip_cells: cells filtered at a time (default STRIP_CELLS,
+        read when called); any value gives the same image.
         """
         P = self.P
         height, width = img.shape[:2]
         rows, cols = -(-height // P), -(-width // P)
         x = np.clip(np.arange(-P, (cols + 1) * P), 0, width - 1)
         out = np.empty_like(img)
-        step = max(1, strip_cells // cols)
+        step = max(1, (STRIP_CELLS if strip_cells is None else strip_cells) // cols)
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
             y = np.clip(np.arange((r0 - 1) * P, (r1 + 1) * P), 0, height - 1)

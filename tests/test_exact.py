@@ -55,8 +55,10 @@ def test_integer_gdn_matches_its_real_formula(kind):
     assert np.array_equal(out, np.rint(out))
 
 
-def tiny_model(M: int = 4, C: int = 8, skip: bool = False, seed: int = 0) -> FrozenModel:
-    """A random integer model of the real layout (stack widths C), small enough to run."""
+def tiny_model(M: int = 4, C: int = 8, skip: bool = False, seed: int = 0,
+               kernels: tuple[int, ...] = (3, 1, 1, 1)) -> FrozenModel:
+    """A random integer model of the real layout (stack widths C), small enough to run;
+    kernels[1:] of 3 make hidden layers that read the neighbours' features."""
     rng = np.random.default_rng(seed)
 
     def ints(*shape: int, hi: int = 64) -> np.ndarray:
@@ -72,7 +74,9 @@ def tiny_model(M: int = 4, C: int = 8, skip: bool = False, seed: int = 0) -> Fro
             else:
                 acts.append(Activation(kind, 8, 8, rng.integers(0, 64, size=(C, C)).astype(np.float64),
                                        rng.integers(1, 2**20, size=C).astype(np.float64), 10))
-            layers.append(Layer(ints(c_out, C), ints(c_out, hi=2**10), np.full(c_out, 14, dtype=np.int64)))
+            k = kernels[i + 1]
+            layers.append(Layer(ints(c_out, C * (5 if k == 3 else 1)), ints(c_out, hi=2**10),
+                                np.full(c_out, 14, dtype=np.int64), k))
         return Stack(W_nb=ints(C, 768, hi=8), W_cur=ints(C, cin, hi=8) if cin else None, qbias=ints(8, C, hi=2**10),
                      e0=np.full(C, 10, dtype=np.int64), f_cur=7 if name == "ga" else (6 if cin else 0), acts=acts,
                      layers=layers, W_skip=ints(out, cin, hi=4) if skip and cin else None)
@@ -82,7 +86,7 @@ def tiny_model(M: int = 4, C: int = 8, skip: bool = False, seed: int = 0) -> Fro
     return FrozenModel(name="tiny", family=model_io.family_of(skip), ga=stack("ga", 192, M),
                        gs=stack("gs", M, 192), he=stack("he", 0, 2 * M), gain=gain, inv_gain=1 / gain,
                        log_gain=np.log(gain), scale_table=table, scale_bounds=0.5 * (np.log(table[:-1]) + np.log(table[1:])),
-                       f_latent=6, config={"N": C, "M": M, "kernels": [3, 1, 1, 1], "skip": skip}, info={"train_steps": 3})
+                       f_latent=6, config={"N": C, "M": M, "kernels": list(kernels), "skip": skip}, info={"train_steps": 3})
 
 
 @pytest.mark.parametrize("skip", [False, True])

@@ -1,0 +1,366 @@
+"""Threads on one image (codec.py, parallel.Chunks), the fast integer networks
+(exact.FastStack) and the rolling canvas (blocks.Canvas): the same bytes and pixels
+for any number of threads, equal to the step-by-step arithmetic of docs/format.md."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_image
+from PIL import Image
+from test_exact import tiny_model
+
+import bbcodec
+from bbcodec import blocks, codec, format, parallel
+from bbcodec.blocks import BlockContext, Canvas
+from bbcodec.exact import ACT_MAX
+from bbcodec.weights import Weights
+
+THREADS = (1, 2, 4)
+
+
+def tiny_weights(**kw) -> Weights:
+    return Weights(name="tiny", path=Path("tiny"), sha256="ab" * 32, model=tiny_model(**kw))
+
+
+@pytest.fixture(params=["default", "family2"])
+def shipped(request, weights, family2_weights) -> Weights:
+    """The default weights (network family 3: coding groups and a post-loop filter) and
+    the shipped family-2 ones (one group, no filter)."""
+    return weights if request.param == "default" else family2_weights
+
+
+@pytest.fixture
+def every_wavefront_split(monkeypatch):
+    """Chunks of one block, so that small images are cut as large ones are."""
+    monkeypatch.setattr(codec, "MIN_CHUNK", 1)
+
+
+FORKS: list[int] = []  # workers forked by codec, per Forked
+
+
+class CountedForked(parallel.Forked):
+    def __init__(self, n, serve):  # noqa: ANN001
+        FORKS.append(n)
+        super().__init__(n, serve)
+
+
+@pytest.fixture(autouse=True)
+def count_forks(monkeypatch):
+    FORKS.clear()
+    monkeypatch.setattr(codec, "Forked", CountedForked)
+
+
+def files_and_images(img, quality, w, **kw) -> set[tuple[str, str, str]]:
+    """(file, encoder's image, decoder's image) hashes for each number of threads; with
+    more than one thread, workers must have been forked (on a system with fork)."""
+    out = set()
+    for n in THREADS:
+        FORKS.clear()
+        data, rec = codec.encode(img, quality, w, threads=n, **kw)
+        dec = codec.decode(*format.unpack(data), w, threads=n)
+        out.add(tuple(hashlib.sha256(x).hexdigest() for x in (data, rec.tobytes(), dec.tobytes())))
+        rows, cols = blocks.grid_shape(*img.shape[:2])
+        if parallel.can_fork() and n > 1 and min(rows, (cols + 1) // 2) >= 2 * codec.MIN_CHUNK:
+            assert FORKS and all(k >= 1 for k in FORKS), "no workers were forked"
+    return out
+
+
+def test_this_test_process_can_fork_workers():
+    import sys
+
+    if sys.platform.startswith("linux"):
+        assert parallel.can_fork()  # else the tests below would not exercise the workers
+
+
+@pytest.mark.parametrize(("h", "w", "quality"), [(1, 1, 4), (17, 130, 2.5), (130, 17, 8), (45, 67, 1)])
+def test_files_and_images_are_identical_for_1_2_and_4_threads(h, w, quality, shipped, every_wavefront_split):
+    results = files_and_images(random_image(h, w, seed=h + w), quality, shipped)
+    assert len(results) == 1
+    (_, rec, dec), = results
+    assert rec == dec
+
+
+def test_a_photo_codes_the_same_with_the_default_chunks(kodak_crop, shipped):
+    big = np.tile(kodak_crop, (5, 8, 1))  # 240x512: wavefronts of up to 30 blocks, cut in two
+    assert max(len(r) for r, _ in blocks.wavefronts(30, 64)) >= 2 * codec.MIN_CHUNK
+    assert len(files_and_images(big, 4, shipped)) == 1
+
+
+def test_grayscale_images_code_the_same_for_any_threads(shipped, every_wavefront_split):
+    gray = random_image(40, 72, seed=2)[..., 1].copy()
+    assert len(files_and_images(gray, 6, shipped)) == 1
+
+
+def test_family_3_files_decode_in_one_process_and_encode_with_workers(weights, family2_weights,
+                                                                      every_wavefront_split):
+    """The forked decoder reads one coding group per wavefront: a model with more (the
+    default weights) decodes in the calling process, with the same fast loop; its encoder
+    forks as for family 2 (it knows every symbol), and the bytes are the same."""
+    assert weights.model.family == 3 and len(weights.model.group_columns()) > 1
+    img = random_image(40, 72, seed=5)
+    one = codec.encode(img, 4, weights, threads=1)[0]
+    FORKS.clear()
+    assert codec.encode(img, 4, weights, threads=2)[0] == one
+    assert FORKS == [1]
+    FORKS.clear()
+    codec.decode(*format.unpack(one), weights, threads=2)
+    assert FORKS == []
+    two = codec.encode(img, 4, family2_weights, threads=1)[0]
+    FORKS.clear()
+    codec.decode(*format.unpack(two), family2_weights, threads=2)
+    assert FORKS == [1]
+    with pytest.raises(ValueError, match="family 3"):
+        codec.decode(*format.unpack(one), weights, "sequential")
+
+
+@pytest.mark.parametrize("kernels", [(3, 3, 1, 1), (3, 1, 3, 3), (3, 3, 3, 3)])
+@pytest.mark.parametrize("skip", [False, True])
+def test_kernel_3_hidden_layers_code_the_same_for_any_threads(kernels, skip, every_wavefront_split):
+    w = tiny_weights(kernels=kernels, skip=skip, seed=len(kernels) + sum(kernels))
+    img = random_image(41, 90, seed=7)
+    results = files_and_images(img, 3.5, w)
+    assert len(results) == 1
+    data = codec.encode(img, 3.5, w, "raster", threads=1)[0]  # any order, even one block at a time
+    assert hashlib.sha256(data).hexdigest() == next(iter(results))[0]
+    assert np.array_equal(codec.decode(*format.unpack(data), w, "sequential", threads=2),
+                          codec.encode(img, 3.5, w)[1])
+
+
+def test_the_golden_files_decode_identically_with_every_thread_count(every_wavefront_split):
+    from test_golden import DATA
+
+    for path in sorted(DATA.glob("*.bbc")):
+        header, payload = format.unpack(path.read_bytes())
+        from bbcodec import weights as wmod
+
+        w = wmod.for_header(header)
+        images = {codec.decode(header, payload, w, threads=n).tobytes() for n in THREADS}
+        assert len(images) == 1
+
+
+def test_a_corrupt_payload_fails_the_same_way_with_threads(kodak_crop, shipped, every_wavefront_split):
+    weights = shipped
+    data, _ = codec.encode(kodak_crop, 4, weights)
+    header, payload = format.unpack(data)
+    for bad in (payload[: len(payload) // 8 * 4], bytes(len(payload))):  # whole words (else unpack refuses it)
+        messages = set()
+        for n in THREADS:
+            with pytest.raises(codec.DecodeError) as e:
+                codec.decode(header, bad, weights, threads=n)
+            messages.add(str(e.value))
+        assert len(messages) == 1
+
+
+# The fast form of the integer networks against docs/format.md's arithmetic, step by step.
+
+def _inputs(rng, n: int, cin: int, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    nb = rng.integers(-128, 128, size=(n, 768)).astype(np.float64)
+    if name == "he":
+        return nb, None
+    hi = 128 if name == "ga" else ACT_MAX
+    return nb, rng.integers(-hi, hi + 1, size=(n, cin)).astype(np.float64)
+
+
+@pytest.mark.parametrize("quality_x256", [256, 3 * 256 + 77, 2048])
+def test_the_fast_networks_equal_the_reference_arithmetic_with_the_shipped_weights(quality_x256):
+    from bbcodec import weights as wmod
+
+    rng = np.random.default_rng(quality_x256)
+    for path in wmod.available():
+        m = wmod.load(path).model
+        qp = m.params_at(quality_x256)
+        for n in (1, 5, 37):
+            for name, st in m.stacks().items():
+                nb, cur = _inputs(rng, n, 0 if st.W_cur is None else st.W_cur.shape[1], name)
+                want, hidden = st.run_reference_with_hidden(cur, nb, qp.bias[name])
+                assert np.array_equal(st.run(cur, nb, qp.bias[name]), want)
+                fast = st.run_with_hidden(cur, None, None, first=m.prepare(nb, qp).first(name))
+                assert np.array_equal(fast[0], want) and np.array_equal(fast[1], hidden)  # group heads read it
+                assert np.array_equal(st.run(cur, None, None, first=m.prepare(nb, qp).first(name)), want)
+                ones = np.concatenate([nb, np.ones((n, 1))], axis=1)
+                assert np.array_equal(st.run(cur, None, None, first=m.prepare(ones, qp).first(name)), want)
+
+
+@pytest.mark.parametrize("kernels", [(3, 1, 1, 1), (3, 3, 3, 1), (3, 1, 3, 3)])
+def test_the_fast_networks_equal_the_reference_when_activations_saturate(kernels):
+    m = tiny_model(kernels=kernels, skip=True, seed=5)
+    for st in m.stacks().values():  # large weights: accumulators beyond +-ACT_MAX after rescaling
+        st.W_nb *= 40
+        for layer in st.layers:
+            layer.W *= 30
+    qp = m.params_at(5 * 256)
+    rng = np.random.default_rng(1)
+    rows, cols = 4, 6
+    ctx_ref, ctx_fast = BlockContext(rows, cols), BlockContext(rows, cols, rolling=True)
+    saturated = 0
+    for r, c in blocks.wavefronts(rows, cols):
+        for name, st in m.stacks().items():
+            nb, cur = _inputs(rng, len(r), 0 if st.W_cur is None else st.W_cur.shape[1], name)
+            want, hidden = st.run_reference_with_hidden(cur, nb, qp.bias[name], ctx_ref.at(r, c))
+            out, fast_hidden = st.run_with_hidden(cur, nb, qp.bias[name], ctx_fast.chunk(r, c))
+            assert np.array_equal(out, want) and np.array_equal(fast_hidden, hidden)
+            saturated += int((np.abs(st.acts[0](nb @ st.W_nb.T + qp.bias[name], st.e0)) == ACT_MAX).sum())
+    assert saturated > 0
+
+
+# The rolling canvas and the block geometry without whole-image copies.
+
+@pytest.mark.parametrize("schedule", [blocks.wavefronts, blocks.raster, blocks.sequential])
+def test_a_rolling_canvas_gives_the_neighbours_of_a_whole_one(schedule):
+    rows, cols = 5, 7
+    rng = np.random.default_rng(0)
+    values = rng.integers(-128, 128, size=(rows, cols, 192)).astype(np.int16)
+    whole, rolling = blocks.new_canvas(rows, cols), Canvas(rows, cols)
+    for r, c in schedule(rows, cols):
+        nb = rolling.neighbours(r, c, ones=True)
+        assert np.array_equal(nb[:, :-1], blocks.gather_neighbours(whole, r, c)) and (nb[:, -1] == 1).all()
+        whole[r + 1, c + 1] = values[r, c]
+        rolling.put(r, c, values[r, c])
+    assert rolling.data.shape == (2, cols + 2, 192)
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (9, 7), (17, 33), (16, 16), (8, 30)])
+def test_pixels_gathered_and_put_per_block_match_the_whole_image_conversion(h, w):
+    rng = np.random.default_rng(h * w)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    whole = blocks.to_blocks(blocks.pad_to_blocks(img))
+    out = np.zeros_like(img)
+    for r, c in blocks.wavefronts(*whole.shape[:2]):
+        assert np.array_equal(blocks.gather_pixels(img, r, c), whole[r, c].astype(np.float64))
+        blocks.put_pixels(out, r, c, whole[r, c])
+    assert np.array_equal(out, img)
+
+
+def test_wavefronts_are_cut_in_order_and_small_ones_left_whole():
+    r, c = np.arange(30), np.arange(30) * 2
+    parts = parallel.split(r, c, 4, 8)
+    assert [len(p[0]) for p in parts] == [10, 10, 10]  # 30 // 8 = 3 chunks
+    assert np.array_equal(np.concatenate([p[1] for p in parts]), c)
+    assert len(parallel.split(r[:15], c[:15], 4, 8)) == 1
+    assert len(parallel.split(r, c, 1, 1)) == 1 and len(parallel.split(r, c, 7, 1)) == 7
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_forked_workers_share_memory_and_report_their_errors():
+    shared = parallel.shared_zeros((3, 4), np.int64)
+
+    def serve(i: int, conn) -> None:  # noqa: ANN001
+        shared[i] = i + 1
+        parallel.reply(conn, conn.recv_bytes() * 2)
+        if i == 2:
+            raise ValueError("worker 2 stops here")
+
+    with parallel.Forked(3, serve) as workers:
+        for i in range(3):
+            workers.send(i, bytes([65 + i]))
+        assert [workers.recv(i) for i in range(2)] == [b"AA", b"BB"]
+        assert workers.recv(2) == b"CC"
+        with pytest.raises(parallel.WorkerError, match="worker 2 stops here"):
+            workers.recv(2)
+        with pytest.raises(parallel.WorkerError, match="ended"):
+            workers.recv(0)
+    assert shared[:, 0].tolist() == [1, 2, 3]
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_a_decode_stopped_by_a_corrupt_payload_leaves_no_worker_behind(kodak_crop, weights,
+                                                                     every_wavefront_split):
+    import os
+
+    data, _ = codec.encode(kodak_crop, 4, weights)
+    header, payload = format.unpack(data)
+    with pytest.raises(codec.DecodeError):
+        codec.decode(header, payload[: 4 * (len(payload) // 12)], weights, threads=3)
+    with pytest.raises(ChildProcessError):  # every worker reaped
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_folder_workers_share_the_cores(monkeypatch):
+    monkeypatch.setattr(parallel, "cores", lambda: 8)
+    assert parallel.share_cores(1) == 8 and parallel.share_cores(3) == 2 and parallel.share_cores(16) == 1
+    assert parallel.default_threads() == 8
+    assert set(parallel.map_jobs(_worker_threads, range(4), jobs=2)) == {4}  # 8 cores, 2 jobs
+
+
+def _worker_threads(_: int) -> int:
+    return parallel.default_threads()
+
+
+# The option where users meet it.
+
+def test_the_api_the_cli_and_pillow_take_threads(tmp_path, kodak_crop):
+    from click.testing import CliRunner
+
+    from bbcodec.cli import cli
+
+    one = bbcodec.encode(kodak_crop, 5, threads=1)
+    assert bbcodec.encode(kodak_crop, 5, threads=2) == one
+    assert np.array_equal(np.asarray(bbcodec.decode(one, threads=2)), np.asarray(bbcodec.decode(one, threads=1)))
+    src = tmp_path / "in.png"
+    Image.fromarray(kodak_crop).save(src)
+    runner = CliRunner()
+    for n in ("1", "3"):
+        res = runner.invoke(cli, ["encode", str(src), str(tmp_path / f"t{n}.bbc"), "-q", "5", "--threads", n, "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / f"t{n}.bbc").read_bytes() == one
+        res = runner.invoke(cli, ["decode", str(tmp_path / f"t{n}.bbc"), str(tmp_path / f"t{n}.png"), "--threads", n])
+        assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "t1.png")), np.asarray(Image.open(tmp_path / "t3.png")))
+    res = runner.invoke(cli, ["encode", str(src), str(tmp_path / "x.bbc"), "--threads", "0"])
+    assert res.exit_code == 2
+    Image.fromarray(kodak_crop).save(tmp_path / "p.bbc", quality=5, threads=2)
+    assert (tmp_path / "p.bbc").read_bytes() == one
+    with pytest.raises(ValueError, match="threads"):
+        Image.fromarray(kodak_crop).save(tmp_path / "q.bbc", threads=0)
+
+
+def test_the_float_model_codes_with_threads(monkeypatch):
+    """networks.FloatCodingModel (benchmarks/exactness_cost.py) behind the same loop: its
+    float products are not exact, so only the closeness of the results is asserted."""
+    torch = pytest.importorskip("torch")
+    from conftest import tiny_model as tiny_float
+
+    from bbcodec.networks import FloatCodingModel
+
+    torch.manual_seed(0)
+    w = Weights(name="float64", path=Path("f"), sha256="cd" * 32,
+                model=FloatCodingModel(tiny_float(seed=2, kernels=(3, 3, 1, 1))))
+    img = random_image(40, 200, seed=3)
+    monkeypatch.setattr(codec, "MIN_CHUNK", 1)
+    (one, rec1), (two, rec2) = (codec.encode(img, 4, w, threads=n) for n in (1, 2))
+    assert abs(len(one) - len(two)) <= 0.05 * len(one)
+    assert np.abs(rec1.astype(int) - rec2).mean() < 1
+
+
+@pytest.mark.parametrize("which", ["default", "family2"])
+def test_encoding_memory_grows_with_the_width_not_the_area(which, weights, family2_weights, monkeypatch):
+    """Peak memory of an encode besides its output image (3 bytes a pixel, twice with a
+    post-loop filter: its input and its output): the same for
+    a tall image as for one 8 times shorter (tracemalloc sees numpy's allocations). The
+    default (family-3) weights' post-loop filter runs in strips of STRIP_CELLS cells, a
+    fixed amount whatever the height: made small here, so that both images take several."""
+    import tracemalloc
+
+    from bbcodec import postfilter
+
+    weights = weights if which == "default" else family2_weights
+    images = 1 if weights.model.postfilter is None else 2  # the loop's output, and the filtered copy
+    monkeypatch.setattr(postfilter, "STRIP_CELLS", 16)  # one cell row at a time
+
+    def extra(h: int, w: int) -> int:
+        img = random_image(h, w, seed=4)
+        codec.encode(img[:8, :8], 4, weights, threads=1)  # warm caches (quality params, tables)
+        tracemalloc.start()
+        try:
+            codec.encode(img, 4, weights, threads=1)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return peak - images * 3 * h * w
+
+    short, tall = extra(64, 96), extra(512, 96)
+    assert tall < 1.25 * short + 50_000, (short, tall)
