@@ -31,10 +31,14 @@ Network family 3 (coding groups, post-loop filter): the symbols of a wavefront a
 written group by group (docs/format.md 3), and a later group's scales depend on the
 earlier groups' symbols. The encoder knows them all, so its workers return each chunk's
 symbols and scale indices of every group and this process codes the wavefront group by
-group over the chunks in order; it forks as for families 1 and 2. The forked decoder
-is not extended to groups (each group would need another exchange with every worker
-per wavefront): a model with more than one group decodes in the calling process alone,
-with the same fast loop (fast networks, two-row canvas). The post-loop filter
+group over the chunks in order. The decoder's workers run the entropy network and the
+group heads' products of the hidden features (the heads' largest part) for their
+chunks, into shared memory; this process decodes the wavefront group by group over all
+its blocks, computing each later group's scale corrections for the whole wavefront at
+once, and hands each worker its blocks' symbols as soon as the last group's are decoded,
+so that the worker synthesises them while this process decodes the rest (its own chunk
+comes last in the wavefront for that). So per worker and wavefront the messages are
+four (go, scales ready, symbols ready, done), however many groups. The post-loop filter
 (model.finish) runs after the loop, in the calling process, for both.
 
 Memory: the canvas keeps two block rows per column (blocks.Canvas), blocks go
@@ -104,25 +108,23 @@ DECODER_SHARE = 0.5
 # blocks), so that the coder decodes one piece while the worker computes the next
 # piece's entropy network, and the worker synthesises it while the coder goes on.
 PIECES = 2
+# Network family 3 (coding groups): the decoding process's own chunk, against each
+# worker's. Besides its chunk's networks it decodes every group of the wavefront and
+# computes the later groups' scale corrections.
+GROUP_DECODER_SHARE = 0.5
 
 
-def _workers(threads: int | None, rows: int, cols: int, model: CodingModel, decoding: bool = False) -> int:
+def _workers(threads: int | None, rows: int, cols: int, model: CodingModel) -> int:
     """Processes coding an image, this one included: as many as asked (default: the
     cores), no more than its largest wavefront keeps busy; 0 (this process alone) for
-    one, where workers cannot be forked safely (parallel.can_fork), for a model
+    one, where workers cannot be forked safely (parallel.can_fork), or for a model
     other than the integer networks (the float model of networks.py runs torch, which
-    is not to be forked), or, decoding, for a model coding its latents in more than one
-    group (network family 3): a later group's scales need the earlier groups' symbols
-    of every block of the wavefront, which the forked decoder does not pass back and
-    forth (not done yet); such files decode in this process, with the same fast loop.
-    The encoder knows every symbol, so it forks for family 3 as for families 1 and 2."""
+    is not to be forked)."""
     n = default_threads() if threads is None else threads
     if n < 1:
         raise ValueError(f"threads must be at least 1, not {n}")
     widest = min(rows, (cols + 1) // 2)  # blocks in the largest wavefront
     n = min(n, max(1, widest // MIN_CHUNK))
-    if decoding and len(model.group_columns()) > 1:
-        return 0
     return n if n > 1 and can_fork() and isinstance(model, FrozenModel) else 0
 
 
@@ -354,8 +356,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                          "only (family 3 writes a wavefront group by group)")
     qp = model.params_at(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
-    # Family 3 (more than one coding group) decodes in this process alone: see _workers.
-    n = _workers(threads, rows, cols, model, decoding=True) if schedule == "wavefront" else 0
+    n = _workers(threads, rows, cols, model) if schedule == "wavefront" else 0
     canvas, ctx, img = _shared_state(model, rows, cols, header.height, header.width, n > 0)
     neighbours = _neighbours(model, canvas, qp)
     dec = entropy.SymbolDecoder(payload, model.max_symbol)
@@ -381,8 +382,85 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         nb, at, mean, scales = predict((r, c))
         sym = np.zeros(mean.shape)
         for group, idx in model.scale_groups(scales, sym, qp):  # group g reads sym's earlier groups
-            sym[:, group] = dec.decode(model.scale_table[idx])
+            sym[:, group] = dec.decode(model.scale_table[idx], check=False)
+        dec.check_words()  # once per wavefront (docs/format.md, check 9), as the forked loops do
         reconstruct(nb, at, mean, sym)
+
+    def grouped(n: int) -> np.ndarray:
+        """The forked loop for a model with coding groups (network family 3): per
+        wavefront, each process runs the entropy network and the group heads' products of
+        its chunk (the workers' chunks first, in bitstream order, this process's last),
+        into shared memory; this process then decodes the wavefront group by group, each
+        group's scales corrected from the earlier groups' symbols, over all its blocks
+        at once; a worker synthesises its chunk as soon as the last group's symbols of
+        its blocks are decoded, while this process decodes the rest. Four messages per
+        worker and wavefront: go, scales ready, symbols ready, done."""
+        assert isinstance(model, FrozenModel)
+        waves = [(r, c) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+        widest = max(len(r) for r, _ in waves)
+        scale_buf = shared_zeros((widest, M + model.products_width), np.float64)  # [log-scales, products]
+        sym_buf = shared_zeros((widest, M), np.float64)
+        last = len(model.group_columns()) - 1
+
+        def cut(r: np.ndarray, c: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+            chunks = split(r, c, n, MIN_CHUNK, GROUP_DECODER_SHARE, last=True)
+            return chunks, np.cumsum([0] + [len(cr) for cr, _ in chunks])
+
+        def scales_of(chunk: tuple[np.ndarray, np.ndarray], a: int, b: int) -> tuple[Any, BlockContext, np.ndarray]:
+            nb, at, mean, scales = predict(chunk)
+            scales = model.with_products(scales)
+            scale_buf[a:b, :M] = scales.log_scale
+            scale_buf[a:b, M:] = scales.products
+            return nb, at, mean
+
+        def serve(i: int, conn: Any) -> None:  # worker i + 1: chunk i of each wavefront cut in chunks
+            for r, c in waves:
+                chunks, ends = cut(r, c)
+                if i + 1 < len(chunks):
+                    receive(conn)  # go: the blocks before this wavefront are done
+                    nb, at, mean = scales_of(chunks[i], ends[i], ends[i + 1])
+                    reply(conn)  # its scales are in scale_buf
+                    receive(conn)  # its symbols are in sym_buf
+                    reconstruct(nb, at, mean, sym_buf[ends[i] : ends[i + 1]])
+                    reply(conn)  # done
+
+        with Forked(n - 1, serve) as workers:
+            for r, c in waves:
+                chunks, ends = cut(r, c)
+                if len(chunks) == 1:
+                    one(r, c)
+                else:
+                    k, B = len(chunks) - 1, len(r)
+                    for i in range(k):
+                        workers.send(i, b"g")
+                    nb, at, mean = scales_of(chunks[k], ends[k], B)
+                    for i in range(k):
+                        workers.recv(i)
+                    sym = sym_buf[:B]  # a group's scales read the earlier groups' columns, set by then
+                    scales = Scales(scale_buf[:B, :M], None, scale_buf[:B, M:])
+                    done = []  # (symbols, stds) to account, in bitstream order, once the workers have theirs
+                    for g, (group, idx) in enumerate(model.scale_groups(scales, sym, qp)):
+                        stds = model.scale_table[idx]
+                        if g < last:
+                            sym[:, group] = part = dec.decode_only(stds)
+                            done.append((part, stds))
+                            continue
+                        for i in range(k + 1):  # the last group chunk by chunk, each worker told at once
+                            part = dec.decode_only(stds[ends[i] : ends[i + 1]])
+                            sym[ends[i] : ends[i + 1], group] = part
+                            if i < k:
+                                workers.send(i, b"s")
+                            done.append((part, stds[ends[i] : ends[i + 1]]))
+                    for part, stds in done:
+                        dec.account(part, stds)
+                    dec.check_words()  # once per wavefront (docs/format.md, check 9)
+                    reconstruct(nb, at, mean, sym[ends[k] :])
+                    for i in range(k):
+                        workers.recv(i)
+                if progress is not None:
+                    progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            dec.finish()
+        return model.finish(img, qp)
 
     try:
         if not n:
@@ -390,6 +468,10 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                 one(r, c)
                 if progress is not None:
                     progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            dec.finish()
+            filtered = model.finish(img, qp)  # the post-loop filter (family 3)
+        elif len(model.group_columns()) > 1:
+            filtered = grouped(n)
         else:
             waves = [(r, c) for r, c in blocks.wavefronts(rows, cols) if len(r)]
 
@@ -443,10 +525,11 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                             workers.recv(i)
                     if progress is not None:
                         progress(len(r) * blocks.BLOCK * blocks.BLOCK)
-        dec.finish()
+                dec.finish()
+                filtered = model.finish(img, qp)
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
-    img = model.finish(img, qp)  # the post-loop filter (family 3), in this process
+    img = filtered
     if header.channels == 1:
         img = to_gray(img)
     if digest(img) != header.image_digest:

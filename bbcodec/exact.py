@@ -192,8 +192,11 @@ def scale_groups(context: GroupedScales | None, bounds: np.ndarray, scales: Scal
     if context is None:
         yield slice(None), scale_indices(bounds, scales.log_scale)
         return
-    assert scales.hidden is not None
-    hw = context.hidden_products(scales.hidden) if scales.products is None else scales.products
+    if scales.products is not None:
+        hw = context.split_products(scales.products)
+    else:
+        assert scales.hidden is not None
+        hw = context.hidden_products(scales.hidden)
     for g, cols in enumerate(context.columns()):
         log_scale = scales.log_scale[:, cols]
         if g:
@@ -208,14 +211,15 @@ class Scales:
 
     log_scale: np.ndarray  # (B, M)
     hidden: np.ndarray | None = None
-    # The heads' products of hidden (GroupedScales.hidden_products), when a caller that
-    # asks for many rows of the same blocks (rdoq.py) has computed them once.
-    products: list[np.ndarray] | None = None
+    # The group heads' products of hidden (GroupedScales.products, side by side), when
+    # computed ahead: by a worker for the decoding process (FrozenModel.with_products,
+    # codec.py), or once for many rows of the same blocks (rdoq.py).
+    products: np.ndarray | None = None
 
     def rows(self, idx: np.ndarray) -> Scales:
         """The scales of rows idx (repeats allowed), products computed once and shared."""
         return Scales(self.log_scale[idx], None if self.hidden is None else self.hidden[idx],
-                      None if self.products is None else [p[idx] for p in self.products])
+                      None if self.products is None else self.products[idx])
 
 
 def _scaled(a: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
@@ -471,6 +475,19 @@ class FrozenModel:
         """The channels of each coding group and their scale-table indices, in bitstream
         order; a group's indices may depend on sym's earlier groups (filled in by then)."""
         return scale_groups(self.context, self.scale_bounds, scales, sym, qp.bias)
+
+    def with_products(self, scales: Scales) -> Scales:
+        """scales with the group heads' products of the hidden features computed (and the
+        hidden features dropped): the same scale_groups, from less data, which a worker
+        process hands to the decoding one (codec.py). Unchanged without coding groups."""
+        if self.context is None or scales.hidden is None:
+            return scales
+        return Scales(scales.log_scale, None, self.context.products(scales.hidden))
+
+    @property
+    def products_width(self) -> int:
+        """Columns of Scales.products (0 without coding groups)."""
+        return 0 if self.context is None else self.context.products_width
 
     def group_columns(self) -> list[np.ndarray | slice]:
         """The channels of each coding group, in bitstream order."""

@@ -65,7 +65,20 @@ class GroupedScales:
 
     def hidden_products(self, hidden: np.ndarray) -> list[np.ndarray]:
         """h @ W_h^T of every head, in one matrix product (exact integers either way)."""
-        return np.split(hidden @ self._W_h.T, self._split, axis=1)
+        return self.split_products(self.products(hidden))
+
+    def products(self, hidden: np.ndarray) -> np.ndarray:
+        """hidden_products side by side, (B, products_width): what a process computing a
+        wavefront's entropy network hands to the one decoding it (codec.py)."""
+        return hidden @ self._W_h.T
+
+    @property
+    def products_width(self) -> int:
+        return int(self._W_h.shape[0])
+
+    def split_products(self, products: np.ndarray) -> list[np.ndarray]:
+        """products (B, products_width) -> hidden_products' list, one array per head."""
+        return np.split(products, self._split, axis=1)
 
     def columns(self) -> list[np.ndarray]:
         """The channels of each group, in coding order."""

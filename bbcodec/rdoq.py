@@ -139,7 +139,7 @@ class Chooser:
         res = y - mean
         s0 = np.clip(np.rint(res), -self.L, self.L)
         if model.context is not None and scales.hidden is not None:  # the heads' products, once
-            scales = Scales(scales.log_scale, scales.hidden, model.context.hidden_products(scales.hidden))
+            scales = Scales(scales.log_scale, scales.hidden, model.context.products(scales.hidden))
         p_gs = nb @ model.gs.W_nb.T  # the synthesis' first-layer product, shared by every candidate
         rec0 = model.synthesise(s0, mean, None, qp, nb_product=p_gs)
         cands = [s0, *self.rdoq(res, s0, rec0, mean, p_gs, scales, blk)]

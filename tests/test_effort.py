@@ -165,7 +165,7 @@ def test_shared_first_layer_products_and_head_products_give_the_same_integers(ph
     assert np.array_equal(y, m.analyse(blk, None, qp, nb_product=parts["ga"]))
     s = np.rint(y - mean)
     assert np.array_equal(m.synthesise(s, mean, nb, qp), m.synthesise(s, mean, None, qp, nb_product=parts["gs"]))
-    shared = Scales(scales.log_scale, scales.hidden, m.context.hidden_products(scales.hidden)).rows(np.array([2, 0, 2]))
+    shared = Scales(scales.log_scale, scales.hidden, m.context.products(scales.hidden)).rows(np.array([2, 0, 2]))
     plain = Scales(scales.log_scale[[2, 0, 2]], scales.hidden[[2, 0, 2]])
     for (cols_a, idx_a), (cols_b, idx_b) in zip(m.scale_groups(shared, s[[2, 0, 2]], qp),
                                                 m.scale_groups(plain, s[[2, 0, 2]], qp), strict=True):

@@ -19,7 +19,7 @@ from bbcodec.blocks import BlockContext, Canvas
 from bbcodec.exact import ACT_MAX
 from bbcodec.weights import Weights
 
-THREADS = (1, 2, 4)
+THREADS = (1, 2, 3, 4)
 
 
 def tiny_weights(**kw) -> Weights:
@@ -77,7 +77,7 @@ def test_this_test_process_can_fork_workers():
 
 
 @pytest.mark.parametrize(("h", "w", "quality"), [(1, 1, 4), (17, 130, 2.5), (130, 17, 8), (45, 67, 1)])
-def test_files_and_images_are_identical_for_1_2_and_4_threads(h, w, quality, shipped, every_wavefront_split):
+def test_files_and_images_are_identical_for_1_to_4_threads(h, w, quality, shipped, every_wavefront_split):
     results = files_and_images(random_image(h, w, seed=h + w), quality, shipped)
     assert len(results) == 1
     (_, rec, dec), = results
@@ -95,26 +95,51 @@ def test_grayscale_images_code_the_same_for_any_threads(shipped, every_wavefront
     assert len(files_and_images(gray, 6, shipped)) == 1
 
 
-def test_family_3_files_decode_in_one_process_and_encode_with_workers(weights, family2_weights,
-                                                                      every_wavefront_split):
-    """The forked decoder reads one coding group per wavefront: a model with more (the
-    default weights) decodes in the calling process, with the same fast loop; its encoder
-    forks as for family 2 (it knows every symbol), and the bytes are the same."""
+def test_family_3_files_decode_with_workers_group_by_group(weights, family2_weights, every_wavefront_split):
+    """The default weights code their latents in groups: the forked decoder runs the
+    entropy network and the heads' products in the workers and decodes each group over
+    the whole wavefront in this process; the same image as in one process, for the
+    default and the family-2 weights, with as many workers as asked."""
     assert weights.model.family == 3 and len(weights.model.group_columns()) > 1
-    img = random_image(40, 72, seed=5)
-    one = codec.encode(img, 4, weights, threads=1)[0]
-    FORKS.clear()
-    assert codec.encode(img, 4, weights, threads=2)[0] == one
-    assert FORKS == [1]
-    FORKS.clear()
-    codec.decode(*format.unpack(one), weights, threads=2)
-    assert FORKS == []
-    two = codec.encode(img, 4, family2_weights, threads=1)[0]
-    FORKS.clear()
-    codec.decode(*format.unpack(two), family2_weights, threads=2)
-    assert FORKS == [1]
+    img = random_image(40, 72, seed=5)  # 5 x 9 blocks: wavefronts of up to 5 blocks
+    for w in (weights, family2_weights):
+        for quality in (1.5, 6):
+            one = codec.encode(img, quality, w, threads=1)
+            ref = codec.decode(*format.unpack(one[0]), w, threads=1)
+            assert np.array_equal(ref, one[1])
+            for n in (2, 3, 4):
+                FORKS.clear()
+                assert codec.encode(img, quality, w, threads=n)[0] == one[0]
+                assert FORKS == [n - 1]
+                FORKS.clear()
+                assert np.array_equal(codec.decode(*format.unpack(one[0]), w, threads=n), ref)
+                assert FORKS == [n - 1]
     with pytest.raises(ValueError, match="family 3"):
-        codec.decode(*format.unpack(one), weights, "sequential")
+        codec.decode(*format.unpack(codec.encode(img, 4, weights)[0]), weights, "sequential")
+
+
+def test_the_grouped_decoder_cuts_wavefronts_with_its_own_chunk_last(weights, monkeypatch):
+    """Every split wavefront goes to the workers as chunks in bitstream order with this
+    process's chunk last (its last group's symbols are decoded after the workers' are
+    handed on), and the image is the one-process decoder's."""
+    cuts = []
+    real_split = codec.split
+
+    def recording_split(r, c, parts, min_chunk, first=1.0, last=False):  # noqa: ANN001
+        chunks = real_split(r, c, parts, min_chunk, first, last)
+        cuts.append((len(r), [len(cr) for cr, _ in chunks], last))
+        return chunks
+
+    monkeypatch.setattr(codec, "split", recording_split)
+    img = random_image(8 * 60, 8 * 100, seed=8)[:, :, 0].copy()  # grayscale; wavefronts of up to 50 blocks
+    data, rec = codec.encode(img, 3, weights, threads=1)
+    cuts.clear()
+    out = codec.decode(*format.unpack(data), weights, threads=3)
+    assert np.array_equal(out, rec) and out.ndim == 2
+    split_ones = [sizes for _, sizes, last in cuts if len(sizes) > 1]
+    assert split_ones and all(last for *_, last in cuts)
+    assert max(len(sizes) for sizes in split_ones) == 3
+    assert all(sizes[-1] <= sizes[0] for sizes in split_ones)  # this process's share is the smaller
 
 
 @pytest.mark.parametrize("kernels", [(3, 3, 1, 1), (3, 1, 3, 3), (3, 3, 3, 3)])
@@ -242,6 +267,9 @@ def test_wavefronts_are_cut_in_order_and_small_ones_left_whole():
     assert np.array_equal(np.concatenate([p[1] for p in parts]), c)
     assert len(parallel.split(r[:15], c[:15], 4, 8)) == 1
     assert len(parallel.split(r, c, 1, 1)) == 1 and len(parallel.split(r, c, 7, 1)) == 7
+    assert [len(p[0]) for p in parallel.split(r, c, 3, 8, 0.5)] == [6, 12, 12]
+    parts = parallel.split(r, c, 3, 8, 0.5, last=True)
+    assert [len(p[0]) for p in parts] == [12, 12, 6] and np.array_equal(np.concatenate([p[0] for p in parts]), r)
 
 
 @pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
