@@ -39,7 +39,8 @@ once, and hands each worker its blocks' symbols as soon as the last group's are 
 so that the worker synthesises them while this process decodes the rest (its own chunk
 comes last in the wavefront for that). So per worker and wavefront the messages are
 four (go, scales ready, symbols ready, done), however many groups. The post-loop filter
-(model.finish) runs after the loop, in the calling process, for both.
+(model.finish) runs after the loop, each process filtering a band of the image's rows
+(_PostLoop), for both.
 
 Memory: the canvas keeps two block rows per column (blocks.Canvas), blocks go
 straight into the output image, and symbols are coded as each wavefront passes, so
@@ -151,6 +152,41 @@ def _neighbours(model: CodingModel, canvas: Canvas, qp: Any) -> Callable:
     if prepare is None:
         return canvas.neighbours
     return lambda r, c: prepare(canvas.neighbours(r, c, ones=True), qp)
+
+
+class _PostLoop:
+    """The post-loop filter (model.finish) shared by this process and its n - 1 forked
+    workers: process i filters band i of n of the filter's rows into an output in shared
+    memory (made here, before the workers are forked). Each cell reads only the loop's
+    image, so the bands make the same image as one pass. Without workers or a filter,
+    run() is model.finish in this process."""
+
+    def __init__(self, model: CodingModel, qp: Any, img: np.ndarray, n: int) -> None:
+        self.model, self.qp, self.img, self.n = model, qp, img, n
+        self.shared = n > 1 and isinstance(model, FrozenModel) and model.postfilter is not None
+        self.out = shared_zeros(img.shape, np.uint8) if self.shared else img
+
+    def _band(self, i: int) -> None:
+        assert isinstance(self.model, FrozenModel)
+        self.model.finish(self.img, self.qp, self.out, (i, self.n))
+
+    def serve(self, i: int, conn: Any) -> None:
+        """Worker i + 1's band, after the loop."""
+        if self.shared:
+            receive(conn)
+            self._band(i + 1)
+            reply(conn)
+
+    def run(self, workers: Forked | None = None) -> np.ndarray:
+        """The filtered image (with the workers' help, where they were forked for it)."""
+        if not self.shared or workers is None:
+            return self.model.finish(self.img, self.qp)
+        for i in range(self.n - 1):
+            workers.send(i, b"f")
+        self._band(0)
+        for i in range(self.n - 1):
+            workers.recv(i)
+        return self.out
 
 
 class DecodeError(errors.Error, ValueError):
@@ -319,8 +355,10 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
                         reply(conn, sym.astype(np.int16).tobytes() + idx.astype(np.uint8).tobytes())
                     else:
                         reply(conn)
+            post.serve(i, conn)
 
         pending: list[tuple[np.ndarray, np.ndarray]] = []  # coded while the next wavefront runs
+        post = _PostLoop(model, qp, rec, 1 if whole_canvas else n)  # the proxy pass: no filter (one: no bands)
         with Forked(n - 1, serve) as workers:
             for r, c in waves:
                 chunks = split(r, c, n, MIN_CHUNK)
@@ -340,9 +378,10 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
                 if progress is not None:
                     progress(len(r) * blocks.BLOCK * blocks.BLOCK)
             emit(pending)
+            filtered = rec if whole_canvas else post.run(workers)  # the post-loop filter (family 3), in bands
     if whole_canvas:
         return coder.payload(), rec, canvas.data
-    return coder.payload(), model.finish(rec, qp), None  # the post-loop filter (family 3), in this process
+    return coder.payload(), filtered if n else model.finish(rec, qp), None  # the post-loop filter (family 3)
 
 
 @_one_blas_thread
@@ -423,7 +462,9 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                     receive(conn)  # its symbols are in sym_buf
                     reconstruct(nb, at, mean, sym_buf[ends[i] : ends[i + 1]])
                     reply(conn)  # done
+            post.serve(i, conn)
 
+        post = _PostLoop(model, qp, img, n)
         with Forked(n - 1, serve) as workers:
             for r, c in waves:
                 chunks, ends = cut(r, c)
@@ -460,7 +501,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                 if progress is not None:
                     progress(len(r) * blocks.BLOCK * blocks.BLOCK)
             dec.finish()
-        return model.finish(img, qp)
+            return post.run(workers)
 
     try:
         if not n:
@@ -494,7 +535,9 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                                 sym = np.frombuffer(receive(conn), np.int16).reshape(shape)
                                 reconstruct(nb, at, mean, sym.astype(np.float64))
                         reply(conn)  # done
+                post.serve(i, conn)
 
+            post = _PostLoop(model, qp, img, n)
             with Forked(n - 1, serve) as workers:
                 for r, c in waves:
                     chunks = split(r, c, n, MIN_CHUNK, DECODER_SHARE)
@@ -526,7 +569,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                     if progress is not None:
                         progress(len(r) * blocks.BLOCK * blocks.BLOCK)
                 dec.finish()
-                filtered = model.finish(img, qp)
+                filtered = post.run(workers)
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
     img = filtered

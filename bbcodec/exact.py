@@ -493,9 +493,14 @@ class FrozenModel:
         """The channels of each coding group, in bitstream order."""
         return [slice(None)] if self.context is None else list(self.context.columns())
 
-    def finish(self, img: np.ndarray, qp: QualityParams) -> np.ndarray:
-        """The decoded image after the coding loop: post-filtered when the model has a filter."""
-        return img if self.postfilter is None else self.postfilter.apply(img, qp.bias["pf"])
+    def finish(self, img: np.ndarray, qp: QualityParams, out: np.ndarray | None = None,
+               band: tuple[int, int] = (0, 1)) -> np.ndarray:
+        """The decoded image after the coding loop: post-filtered when the model has a filter.
+        With out and band (i, k): only the i-th of k bands of the filter's rows, into out
+        (k processes, each its band, make the whole image; see PostFilter.apply)."""
+        if self.postfilter is None:
+            return img
+        return self.postfilter.apply(img, qp.bias["pf"], out=out, band=band)
 
     def analyse(self, block: np.ndarray, nb: np.ndarray | Prepared | None, qp: QualityParams,
                 ctx: BlockContext | None = None, nb_product: np.ndarray | None = None) -> np.ndarray:

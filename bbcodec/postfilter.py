@@ -56,22 +56,27 @@ class PostFilter:
         if max(self.worst_sums()) >= EXACT_LIMIT:
             raise ValueError("post-filter weights could exceed exact float64 integers")
 
-    def apply(self, img: np.ndarray, bias: np.ndarray, strip_cells: int | None = None) -> np.ndarray:
+    def apply(self, img: np.ndarray, bias: np.ndarray, strip_cells: int | None = None,
+              out: np.ndarray | None = None, band: tuple[int, int] = (0, 1)) -> np.ndarray:
         """Filtered copy of an HxWx3 uint8 image (the decoded one), strip by strip.
 
         The image is extended by repeating its edge pixels to whole cells plus one cell on
         every side; each cell of the image is corrected from its 3x3 cells, and the result
         is cropped back to HxW. strip_cells: cells filtered at a time (default STRIP_CELLS,
-        read when called); any value gives the same image.
+        read when called); any value gives the same image. out: where to write (default a
+        new array); band (i, k): only the i-th of k bands of cell rows (bands), so that k
+        processes can share the work (each cell reads only the input image).
         """
         P = self.P
         height, width = img.shape[:2]
         rows, cols = -(-height // P), -(-width // P)
         x = np.clip(np.arange(-P, (cols + 1) * P), 0, width - 1)
-        out = np.empty_like(img)
+        if out is None:
+            out = np.empty_like(img)
         step = max(1, (STRIP_CELLS if strip_cells is None else strip_cells) // cols)
-        for r0 in range(0, rows, step):
-            r1 = min(rows, r0 + step)
+        first, end = bands(rows, band[1])[band[0]]
+        for r0 in range(first, end, step):
+            r1 = min(end, r0 + step)
             y = np.clip(np.arange((r0 - 1) * P, (r1 + 1) * P), 0, height - 1)
             strip = img[y][:, x]  # (rows + 2) P x (cols + 2) P x 3, edges repeated
             cells = to_cells(strip, P)  # (r1 - r0 + 2, cols + 2, 3 P^2) int16, centred
@@ -82,6 +87,12 @@ class PostFilter:
             top, bottom = r0 * P, min(height, r1 * P)
             out[top:bottom] = from_cells(new.reshape(r1 - r0, cols, -1), P)[: bottom - top, :width]
         return out
+
+
+def bands(rows: int, k: int) -> list[tuple[int, int]]:
+    """rows cut into k contiguous bands (start, end) of nearly equal size, top to bottom."""
+    cuts = [rows * i // k for i in range(k + 1)]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
 def to_cells(img: np.ndarray, P: int) -> np.ndarray:

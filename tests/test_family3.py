@@ -157,6 +157,11 @@ def test_filter_strips_give_the_same_image_and_follow_the_float_filter(P):
     whole = pf.apply(img, bias, strip_cells=10**6)
     for cells in (1, 7, 100):
         assert np.array_equal(pf.apply(img, bias, strip_cells=cells), whole)
+        for k in (2, 3, 5, 40):  # bands of cell rows (one per process), some of them empty
+            out = np.zeros_like(img)
+            for i in range(k):
+                assert pf.apply(img, bias, strip_cells=cells, out=out, band=(i, k)) is out
+            assert np.array_equal(out, whole)
     ref = postfilter.apply_float(net.float(), img, 2).astype(int)
     assert np.abs(ref - whole.astype(int)).max() <= 1
     assert np.mean(ref != whole) < 0.05

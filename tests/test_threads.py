@@ -118,6 +118,31 @@ def test_family_3_files_decode_with_workers_group_by_group(weights, family2_weig
         codec.decode(*format.unpack(codec.encode(img, 4, weights)[0]), weights, "sequential")
 
 
+def test_the_post_loop_filter_runs_in_bands_across_the_workers(weights, monkeypatch, every_wavefront_split):
+    """Encoder and decoder filter one band of rows in each process (this one: band 0 of
+    n); the bands make the one-process image, bit for bit, with strips of any size."""
+    from bbcodec import postfilter
+    from bbcodec.exact import FrozenModel
+
+    bands = []
+    real_finish = FrozenModel.finish
+
+    def recording_finish(self, img, qp, out=None, band=(0, 1)):  # noqa: ANN001
+        bands.append(band)
+        return real_finish(self, img, qp, out, band)
+
+    monkeypatch.setattr(FrozenModel, "finish", recording_finish)
+    img = random_image(8 * 12 + 3, 8 * 20 + 5, seed=9)
+    data, rec = codec.encode(img, 5, weights, threads=1)
+    assert bands == [(0, 1)]
+    for n, cells in ((2, 10**6), (3, 50), (4, 1000)):
+        monkeypatch.setattr(postfilter, "STRIP_CELLS", cells)
+        bands.clear()
+        assert codec.encode(img, 5, weights, threads=n)[0] == data
+        assert np.array_equal(codec.decode(*format.unpack(data), weights, threads=n), rec)
+        assert bands == [(0, n), (0, n)]  # this process's band, encoding and decoding
+
+
 def test_the_grouped_decoder_cuts_wavefronts_with_its_own_chunk_last(weights, monkeypatch):
     """Every split wavefront goes to the workers as chunks in bitstream order with this
     process's chunk last (its last group's symbols are decoded after the workers' are
