@@ -113,6 +113,9 @@ PIECES = 2
 # worker's. Besides its chunk's networks it decodes every group of the wavefront and
 # computes the later groups' scale corrections.
 GROUP_DECODER_SHARE = 0.5
+# and the least blocks of a worker's chunk there (the workers' networks run while this
+# process waits or decodes, so smaller wavefronts are worth splitting than above).
+GROUP_MIN_CHUNK = 6
 
 
 def _workers(threads: int | None, rows: int, cols: int, model: CodingModel) -> int:
@@ -442,7 +445,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         last = len(model.group_columns()) - 1
 
         def cut(r: np.ndarray, c: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-            chunks = split(r, c, n, MIN_CHUNK, GROUP_DECODER_SHARE, last=True)
+            chunks = split(r, c, n, min(MIN_CHUNK, GROUP_MIN_CHUNK), GROUP_DECODER_SHARE, last=True)
             return chunks, np.cumsum([0] + [len(cr) for cr, _ in chunks])
 
         def scales_of(chunk: tuple[np.ndarray, np.ndarray], a: int, b: int) -> tuple[Any, BlockContext, np.ndarray]:

@@ -196,7 +196,10 @@ def test_a_corrupt_payload_fails_the_same_way_with_threads(kodak_crop, shipped, 
     weights = shipped
     data, _ = codec.encode(kodak_crop, 4, weights)
     header, payload = format.unpack(data)
-    for bad in (payload[: len(payload) // 8 * 4], bytes(len(payload))):  # whole words (else unpack refuses it)
+    flipped = bytearray(payload)
+    flipped[len(payload) // 3] ^= 0x10
+    for bad in (payload[: len(payload) // 8 * 4], bytes(len(payload)), bytes(flipped),  # whole words
+                payload + bytes(8)):  # (else unpack refuses it)
         messages = set()
         for n in THREADS:
             with pytest.raises(codec.DecodeError) as e:
