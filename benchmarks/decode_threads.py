@@ -1,0 +1,62 @@
+"""Decode seconds for 1 and 2 (or more) threads, default weights, q4 (figures, not a test).
+
+    python benchmarks/decode_threads.py kodak [--rounds 3] [--threads 1,2]
+    python benchmarks/decode_threads.py 12mp [--rounds 2]
+
+kodak: kodim01-04 (768x512); 12mp: kodim01 tiled to 4000x3000. Each file is encoded
+once, then decoded in alternating rounds (1, 2, 2, 1, ...); each row gives the load
+average before and after it, since other work on the machine changes every figure. The
+summary is the sum over images of each image's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bbcodec import codec, format
+from bbcodec import weights as W
+
+KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["kodak", "12mp"])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", default="1,2")
+    args = p.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    w = W.default()
+    if args.what == "kodak":
+        imgs = [np.asarray(Image.open(KODAK / f"kodim0{i}.png").convert("RGB")) for i in (1, 2, 3, 4)]
+    else:
+        k = np.asarray(Image.open(KODAK / "kodim01.png").convert("RGB"))
+        imgs = [np.ascontiguousarray(np.tile(k, (6, 6, 1))[:3000, :4000])]
+    print(f"load average at start {os.getloadavg()[0]:.2f}; weights {w.name}", flush=True)
+    files = [codec.encode(img, 4, w)[0] for img in imgs]
+    codec.decode(*format.unpack(files[0]), w, threads=max(threads))  # warm: weights, fast networks
+    seconds: dict[int, list[list[float]]] = {n: [] for n in threads}
+    for r in range(args.rounds):
+        for n in threads if r % 2 == 0 else threads[::-1]:
+            before = os.getloadavg()[0]
+            per = []
+            for data in files:
+                t = time.perf_counter()
+                codec.decode(*format.unpack(data), w, threads=n)
+                per.append(time.perf_counter() - t)
+            seconds[n].append(per)
+            print(f"{args.what} threads={n} round {r}: {sum(per):.3f} s {[round(x, 3) for x in per]} "
+                  f"load {before:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
+    for n in threads:
+        med = np.median(np.array(seconds[n]), axis=0)
+        print(f"{args.what} threads={n}: {med.sum():.3f} s (sum of per-image medians)")
+
+
+if __name__ == "__main__":
+    main()
