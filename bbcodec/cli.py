@@ -187,8 +187,9 @@ PROGRESS_PIXELS = 4_000_000  # images above this many pixels show a progress bar
 THREADS_HELP = ("Workers per image: this process and N-1 forked ones (the same bytes for any number).  "
                 "[default: the cores this process may use; with --jobs, each job's share]")
 # Efforts above 1 choose each wavefront's symbols in this process (rdoq.Chooser reads the
-# whole canvas): only their effort-1 proxy pass, if any, uses the workers.
-ENCODE_THREADS_HELP = THREADS_HELP[:-1] + "; at --effort above 1 only a first effort-1 pass uses them]"
+# whole canvas): only their effort-1 proxy pass, if any (effort 3), uses the workers.
+ENCODE_THREADS_HELP = (THREADS_HELP[:-1] + "; --effort above 1 codes in one process, except effort 3's first "
+                       "pass at effort 1]")
 
 
 @cli.command(epilog=EXIT_CODES + """

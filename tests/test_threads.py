@@ -348,6 +348,26 @@ def _worker_threads(_: int) -> int:
 
 # The option where users meet it.
 
+@pytest.mark.parametrize("level", [2, 3])
+def test_higher_efforts_give_the_one_process_file_with_threads(level, kodak_crop, weights, every_wavefront_split):
+    """Efforts above 1 choose the symbols in this process alone (rdoq.Chooser reads the
+    whole canvas); only the effort-1 proxy pass (effort 3) forks workers. The file is
+    the one-process file whatever threads says (and not the effort-1 file)."""
+    from bbcodec import effort
+
+    one, rec = codec.encode(kodak_crop, 4, weights, effort=level, threads=1)
+    assert not FORKS
+    for n in (2, 3):
+        FORKS.clear()
+        data, rec_n = codec.encode(kodak_crop, 4, weights, effort=level, threads=n)
+        assert data == one and np.array_equal(rec_n, rec)
+        if parallel.can_fork():
+            assert FORKS == ([n - 1] if effort.LEVELS[level].needs_proxy else [])
+    assert one != codec.encode(kodak_crop, 4, weights, threads=2)[0]
+    assert np.array_equal(codec.decode(*format.unpack(one), weights, threads=2), rec)
+    assert bbcodec.encode(kodak_crop, 4, effort=level, threads=2) == one
+
+
 def test_the_api_the_cli_and_pillow_take_threads(tmp_path, kodak_crop):
     from click.testing import CliRunner
 
