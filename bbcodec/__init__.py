@@ -89,12 +89,13 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     import numpy as np
     from PIL import Image
 
-    from . import codec, images, ratecontrol
+    from . import codec, images, parallel, ratecontrol
     from . import weights as wmod
 
     if target_bpp is not None and target_psnr is not None:
         raise _quality.QualityError("give only one of target_bpp and target_psnr")
     _effort.check(effort)
+    threads = parallel.check_threads(threads)  # ThreadsError before the image is read
     if isinstance(image, Image.Image):
         arr = images.to_array(image)
     elif isinstance(image, (str, os.PathLike)):
@@ -118,8 +119,9 @@ def decode(data: bytes, *, threads: int | None = None) -> Image.Image:
     threads as for encode (the pixels are the same for any number)."""
     from PIL import Image
 
-    from . import codec, format, weights
+    from . import codec, format, parallel, weights
 
+    threads = parallel.check_threads(threads)
     header, payload = format.unpack(data)
     return Image.fromarray(codec.decode(header, payload, weights.for_header(header), threads=threads))
 

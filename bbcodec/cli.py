@@ -184,8 +184,21 @@ def _progress(pixels: int, quiet: bool, as_json: bool):  # noqa: ANN202 - a cont
 
 PROGRESS_PIXELS = 4_000_000  # images above this many pixels show a progress bar on a terminal
 
-THREADS_HELP = ("Workers per image: this process and N-1 forked ones (the same bytes for any number).  "
-                "[default: the cores this process may use; with --jobs, each job's share]")
+THREADS_HELP = ("Workers per image (1..64): this process and N-1 forked ones (the same bytes for any "
+                "number).  [default: the cores this process may use; with --jobs, each job's share]")
+
+
+def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """--threads checked by parallel.check_threads, the API's check (imported only when
+    given: the CLI loads no numpy to start): a usage error, exit 2, one line."""
+    if value is None:
+        return None
+    from .parallel import ThreadsError, check_threads
+
+    try:
+        return check_threads(value)
+    except ThreadsError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
 # Efforts above 1 choose each wavefront's symbols in this process (rdoq.Chooser reads the
 # whole canvas): only their effort-1 proxy pass, if any (effort 3), uses the workers.
 ENCODE_THREADS_HELP = (THREADS_HELP[:-1] + "; --effort above 1 codes in one process, except effort 3's first "
@@ -217,7 +230,7 @@ Examples:
               show_default=True, help="Block order of the encoder (same bytes either way).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help=ENCODE_THREADS_HELP)
+@click.option("--threads", type=int, default=None, callback=_threads, help=ENCODE_THREADS_HELP)
 @click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
 @click.option("-f", "--force", is_flag=True, help="Write OUT even if its extension is not .bbc.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
@@ -299,7 +312,7 @@ Examples:
               help="Write this format whatever OUT's extension (jpeg and webp at quality 95: lossy).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help=THREADS_HELP)
+@click.option("--threads", type=int, default=None, callback=_threads, help=THREADS_HELP)
 @click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")

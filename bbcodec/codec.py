@@ -56,7 +56,7 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import blocks, entropy, errors, format, rdoq
+from . import blocks, entropy, errors, format, parallel, rdoq
 from . import effort as efforts
 from . import quality as Q
 from .blocks import BlockContext, Canvas
@@ -124,9 +124,7 @@ def _workers(threads: int | None, rows: int, cols: int, model: CodingModel) -> i
     one, where workers cannot be forked safely (parallel.can_fork), or for a model
     other than the integer networks (the float model of networks.py runs torch, which
     is not to be forked)."""
-    n = default_threads() if threads is None else threads
-    if n < 1:
-        raise ValueError(f"threads must be at least 1, not {n}")
+    n = default_threads() if threads is None else threads  # checked by encode and decode
     widest = min(rows, (cols + 1) // 2)  # blocks in the largest wavefront
     n = min(n, max(1, widest // MIN_CHUNK))
     return n if n > 1 and can_fork() and isinstance(model, FrozenModel) else 0
@@ -245,6 +243,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     whole-image arrays, as before #19.
     """
     level = efforts.LEVELS[efforts.check(effort)]
+    threads = parallel.check_threads(threads)  # whatever the effort and schedule use of it
     if level is not None and schedule != "wavefront":
         raise efforts.EffortError("efforts above 1 code in wavefront order only (not the raster schedule)")
     gray = img.ndim == 2
@@ -392,6 +391,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
            progress: Callable[[int], None] | None = None, threads: int | None = None) -> np.ndarray:
     """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked
     (progress and threads as for encode)."""
+    threads = parallel.check_threads(threads)  # whatever the schedule's use of it
     model = weights.model
     if schedule == "sequential" and len(model.group_columns()) > 1:
         raise ValueError("one block at a time reads a block's symbols together: network families 1 and 2 "

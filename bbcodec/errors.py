@@ -10,6 +10,8 @@ bug. The subclasses live beside the code that raises them:
     entropy.EntropyError  the payload does not decode to the expected symbols
     images.ImageError     the input is not an image the codec can take
     quality.QualityError  a quality outside the range, or not a number
+    effort.EffortError    an effort outside the range, or not an integer
+    parallel.ThreadsError threads (workers per image) outside the range, or not an integer
     weights.WeightsError  weights missing, corrupt or not matching a file
     files.FileError       a path cannot be read or written
     bench.BenchError      a folder or options that cannot be benchmarked

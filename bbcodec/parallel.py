@@ -14,15 +14,36 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
+from numbers import Integral
 from typing import Any, TypeVar
 
 import numpy as np
 
+from .errors import Error
+
 T = TypeVar("T")
 R = TypeVar("R")
 
-MAX_THREADS = 64
+MAX_THREADS = 64  # the most processes coding one image (threads=), and the most cores counted
 _default: int | None = None  # set in the worker processes of map_jobs
+
+
+class ThreadsError(Error, ValueError):
+    """A number of threads (workers per image) outside 1..MAX_THREADS, or not an integer."""
+
+
+def check_threads(threads: object) -> int | None:
+    """A valid threads option as an int (None, the default, stays None), else
+    ThreadsError (before any work): the one check of encode and decode, the API, the
+    CLI and the Pillow plugin."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, Integral):
+        raise ThreadsError(f"threads must be an integer within 1..{MAX_THREADS}, got {threads!r}")
+    value = int(threads)
+    if not 1 <= value <= MAX_THREADS:
+        raise ThreadsError(f"threads must be within 1..{MAX_THREADS}, got {value}")
+    return value
 
 
 def cores() -> int:

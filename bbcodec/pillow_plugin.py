@@ -19,7 +19,8 @@ and `threads` (default: the cores the process may use); loading uses the default
 threads. A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
 while opening (so Image.open tries other formats and then raises
 UnidentifiedImageError), OSError while loading pixels or saving, and ValueError for a
-bad quality or effort option (QualityError, EffortError, which are).
+bad quality, effort or threads option (QualityError, EffortError, ThreadsError, which
+are).
 """
 
 from __future__ import annotations
@@ -75,13 +76,12 @@ class BbcImageFile(ImageFile.ImageFile):
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from . import codec, images, weights
+    from .parallel import check_threads
 
     quality = im.encoderinfo.get("quality", Q.DEFAULT)
     Q.to_x256(quality)  # a bad quality raises QualityError (a ValueError) before any work
     effort = efforts.check(im.encoderinfo.get("effort", efforts.DEFAULT))  # likewise EffortError
-    threads = im.encoderinfo.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    threads = check_threads(im.encoderinfo.get("threads"))  # likewise ThreadsError
     try:
         data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), weights.default(),
                                effort=effort, threads=threads)

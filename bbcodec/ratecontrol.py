@@ -22,6 +22,7 @@ import numpy as np
 from . import codec
 from . import effort as efforts
 from . import quality as Q
+from .parallel import check_threads
 from .rd import psnr
 from .weights import Weights
 
@@ -45,6 +46,7 @@ def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None
     if (target_bpp is None) == (target_psnr is None):
         raise ValueError("give exactly one of target_bpp and target_psnr")
     effort = efforts.check(effort)
+    threads = check_threads(threads)
     pixels = img.shape[0] * img.shape[1]
     probes = 0
 

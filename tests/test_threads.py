@@ -5,6 +5,7 @@ for any number of threads, equal to the step-by-step arithmetic of docs/format.m
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -392,6 +393,72 @@ def test_the_api_the_cli_and_pillow_take_threads(tmp_path, kodak_crop):
     assert (tmp_path / "p.bbc").read_bytes() == one
     with pytest.raises(ValueError, match="threads"):
         Image.fromarray(kodak_crop).save(tmp_path / "q.bbc", threads=0)
+
+
+BAD_THREADS = [0, -1, parallel.MAX_THREADS + 1, 2.0, "2", True, False, [2]]
+
+
+@pytest.mark.parametrize("bad", BAD_THREADS, ids=repr)
+def test_a_bad_threads_value_is_refused_up_front_on_every_path(bad, weights):
+    """Not only where workers would be forked: at efforts above 1, with the raster
+    schedule, the sequential decoder, rate targets, and before any input is read; always
+    the one ThreadsError (a bbcodec.Error and a ValueError) with a one-line message."""
+    from bbcodec import ratecontrol
+
+    img = random_image(16, 24, seed=1)
+    data = codec.encode(img, 4, weights, threads=1)[0]
+    calls = [
+        lambda: codec.encode(img, 4, weights, threads=bad),
+        lambda: codec.encode(img, 4, weights, effort=2, threads=bad),
+        lambda: codec.encode(img, 4, weights, effort=3, threads=bad),
+        lambda: codec.encode(img, 4, weights, "raster", threads=bad),
+        lambda: codec.decode(*format.unpack(data), weights, threads=bad),
+        lambda: codec.decode(*format.unpack(data), weights, "sequential", threads=bad),
+        lambda: ratecontrol.encode_to_target(img, weights, target_bpp=1.0, threads=bad),
+        lambda: bbcodec.encode(img, threads=bad),
+        lambda: bbcodec.encode("/no/such/image.png", threads=bad),  # refused before the path is read
+        lambda: bbcodec.decode(b"not a .bbc file", threads=bad),  # and before the bytes are parsed
+    ]
+    for call in calls:
+        with pytest.raises(parallel.ThreadsError, match=r"^threads must be (an integer )?within 1\.\.64, got ") as e:
+            call()
+        assert isinstance(e.value, bbcodec.Error) and isinstance(e.value, ValueError)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="threads must be") as e:  # Pillow: a ValueError, as for quality
+        Image.fromarray(img).save(io.BytesIO(), format="BBC", threads=bad)
+    assert isinstance(e.value, parallel.ThreadsError)
+
+
+def test_threads_takes_any_integer_within_the_range():
+    assert parallel.check_threads(None) is None
+    assert parallel.check_threads(np.int64(3)) == 3 and type(parallel.check_threads(np.int64(3))) is int
+    assert parallel.check_threads(1) == 1 and parallel.check_threads(parallel.MAX_THREADS) == parallel.MAX_THREADS
+    img = random_image(16, 24, seed=1)
+    assert bbcodec.encode(img, threads=np.int32(2)) == bbcodec.encode(img, threads=1)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "65", "x", "2.5"])
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_the_cli_refuses_a_bad_threads_value_as_a_usage_error(value, command, tmp_path):
+    """Exit 2 and click's usage lines, ending with one line that names --threads (as a
+    bad --effort does), for encode and decode, and nothing written."""
+    import subprocess
+    import sys
+
+    src = tmp_path / ("in.png" if command == "encode" else "in.bbc")
+    src.write_bytes(b"\x89PNG" if command == "encode" else b"BBC")  # never read
+    out = tmp_path / ("out.bbc" if command == "encode" else "out.png")
+    proc = subprocess.run([sys.executable, "-m", "bbcodec.cli", command, str(src), str(out), "--threads", value],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: Invalid value for '--threads': ")
+    if value in ("0", "-1", "65"):
+        assert last.endswith(f"threads must be within 1..{parallel.MAX_THREADS}, got {value}")
+    from bbcodec import cli
+
+    assert f"(1..{parallel.MAX_THREADS})" in cli.THREADS_HELP  # the help states the range check_threads takes
 
 
 def test_the_float_model_codes_with_threads(monkeypatch):
