@@ -15,12 +15,18 @@ pixels are decoded on load(), which refuses a payload that cannot hold the decla
 image as soon as it runs out (so a tiny file declaring 8192x8192 costs milliseconds).
 Saving takes `quality` (a number within quality.MIN..quality.MAX, default
 quality.DEFAULT), `effort` (effort.MIN..effort.MAX, default 1: encoder time for size)
-and `threads` (default: the cores the process may use); loading uses the default
-threads. A bbcodec.Error becomes what Pillow's callers expect: SyntaxError
-while opening (so Image.open tries other formats and then raises
-UnidentifiedImageError), OSError while loading pixels or saving, and ValueError for a
-bad quality, effort or threads option (QualityError, EffortError, ThreadsError, which
-are).
+and `threads` (1..parallel.MAX_THREADS, default 1; None: the cores the process may use,
+as bbcodec.encode's default). Unlike bbcodec.encode / decode and the CLI, the plugin
+codes in the calling process unless save() is given threads: it runs inside other
+applications, and forking workers (parallel.Forked) in a process whose native threads
+(a GUI toolkit's, a server's) may hold locks is not safe, which parallel.can_fork
+cannot see. load() always decodes in the calling process (Pillow passes it no
+options); bbcodec.decode(data, threads=N) decodes with N workers.
+
+A bbcodec.Error becomes what Pillow's callers expect: SyntaxError while opening (so
+Image.open tries other formats and then raises UnidentifiedImageError), OSError while
+loading pixels or saving, and ValueError for a bad quality, effort or threads option
+(QualityError, EffortError, ThreadsError, which are).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from . import quality as Q
 from .errors import Error
 
 FORMAT = "BBC"
+THREADS = 1  # workers per image unless save() is given threads=: no fork in a host application
 
 
 def _accept(prefix: bytes) -> bool:
@@ -63,7 +70,8 @@ class BbcImageFile(ImageFile.ImageFile):
             from . import codec, weights
 
             try:
-                pixels = codec.decode(self._header, self._payload, weights.for_header(self._header))
+                pixels = codec.decode(self._header, self._payload, weights.for_header(self._header),
+                                      threads=THREADS)
             except Error as e:
                 raise OSError(f"cannot decode .bbc image: {e}") from e
             self.fp = io.BytesIO(pixels.tobytes())
@@ -81,7 +89,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     quality = im.encoderinfo.get("quality", Q.DEFAULT)
     Q.to_x256(quality)  # a bad quality raises QualityError (a ValueError) before any work
     effort = efforts.check(im.encoderinfo.get("effort", efforts.DEFAULT))  # likewise EffortError
-    threads = check_threads(im.encoderinfo.get("threads"))  # likewise ThreadsError
+    threads = check_threads(im.encoderinfo.get("threads", THREADS))  # likewise ThreadsError
     try:
         data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), weights.default(),
                                effort=effort, threads=threads)

@@ -461,6 +461,31 @@ def test_the_cli_refuses_a_bad_threads_value_as_a_usage_error(value, command, tm
     assert f"(1..{parallel.MAX_THREADS})" in cli.THREADS_HELP  # the help states the range check_threads takes
 
 
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_the_pillow_plugin_forks_no_worker_unless_save_is_given_threads(monkeypatch, tmp_path, every_wavefront_split):
+    """Pillow's save and load code in the calling process by default (a host application
+    may run native threads that can_fork cannot see); save(threads=N) forks N - 1
+    workers; the API keeps its default (the cores: 3 here) and the bytes are the same."""
+    monkeypatch.setattr(parallel, "cores", lambda: 3)
+    img = random_image(40, 72, seed=6)
+    api = bbcodec.encode(img, 5)
+    assert FORKS == [2]  # the API's default: the cores
+    FORKS.clear()
+    Image.fromarray(img).save(tmp_path / "a.bbc", quality=5)
+    assert FORKS == []
+    with Image.open(tmp_path / "a.bbc") as im:
+        pixels = np.asarray(im)  # load()
+    assert FORKS == [] and np.array_equal(pixels, np.asarray(bbcodec.decode(api)))
+    assert FORKS == [2]  # bbcodec.decode's default: the cores
+    FORKS.clear()
+    Image.fromarray(img).save(tmp_path / "b.bbc", quality=5, threads=2)
+    assert FORKS == [1]
+    FORKS.clear()
+    Image.fromarray(img).save(tmp_path / "c.bbc", quality=5, threads=None)  # None: the API's default
+    assert FORKS == [2]
+    assert {(tmp_path / n).read_bytes() for n in ("a.bbc", "b.bbc", "c.bbc")} == {api}
+
+
 def test_the_float_model_codes_with_threads(monkeypatch):
     """networks.FloatCodingModel (benchmarks/exactness_cost.py) behind the same loop: its
     float products are not exact, so only the closeness of the results is asserted."""
