@@ -15,8 +15,12 @@ bug. The subclasses live beside the code that raises them:
     weights.WeightsError  weights missing, corrupt or not matching a file
     files.FileError       a path cannot be read or written
     bench.BenchError      a folder or options that cannot be benchmarked
+    parallel.WorkerError  a worker process forked for an image was killed or ended, or
+                          failed with an Error or MemoryError (a failed operation; any
+                          other exception in a worker is a bug, a RuntimeError)
 
-All but FileError are also ValueErrors, as they were before Error existed.
+All but FileError and WorkerError (a RuntimeError) are also ValueErrors, as they were
+before Error existed.
 """
 
 from __future__ import annotations

@@ -119,8 +119,12 @@ def shared_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(1, n)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
-class WorkerError(RuntimeError):
-    """A worker process failed (its message says how) or ended unexpectedly."""
+class WorkerError(Error, RuntimeError):
+    """A worker process ended unexpectedly (killed, e.g. for memory, or by a signal) or
+    failed with a bbcodec.Error or MemoryError: a failed operation, like one in this
+    process (errors.py), so a file of a folder run fails alone and the CLI exits 1.
+    Any other exception of a worker is a bug, raised here as a RuntimeError (exit 70).
+    Still a RuntimeError, as it was before it was an Error."""
 
 
 def can_fork() -> bool:
@@ -162,8 +166,9 @@ class Forked:
                             serve(i, theirs)
                             code = 0
                         except BaseException as e:  # noqa: BLE001 - reported to the caller
+                            kind = b"E" if isinstance(e, (Error, MemoryError)) else b"B"  # B: a bug
                             with contextlib.suppress(BaseException):
-                                theirs.send_bytes(b"E" + f"{type(e).__name__}: {e}".encode())
+                                theirs.send_bytes(kind + f"{type(e).__name__}: {e}".encode())
                     finally:
                         os._exit(code)
                 theirs.close()
@@ -182,24 +187,47 @@ class Forked:
     def send(self, i: int, data: bytes) -> None:
         try:
             self.conns[i].send_bytes(data)
-        except OSError as e:
-            raise WorkerError(f"worker {i} is gone ({e})") from None
+        except OSError:
+            raise WorkerError(self._ended(i)) from None
 
     def recv(self, i: int) -> bytes:
-        """The next message of worker i; a worker's error is raised here."""
+        """The next message of worker i; a worker's error is raised here (WorkerError, or
+        RuntimeError for a bug, see WorkerError)."""
         try:
             data = receive(self.conns[i])
         except (EOFError, OSError):
-            raise WorkerError(f"worker {i} ended unexpectedly") from None
-        if data[:1] == b"E":
-            raise WorkerError(f"worker {i} failed: {data[1:].decode(errors='replace')}")
+            raise WorkerError(self._ended(i)) from None
+        if data[:1] in (b"E", b"B"):
+            message = f"worker process {i + 1} of {len(self.pids)} failed: {data[1:].decode(errors='replace')}"
+            raise (WorkerError if data[:1] == b"E" else RuntimeError)(message)
         return data[1:]
+
+    def _ended(self, i: int) -> str:
+        """Why worker i's pipe closed, once it has been reaped (within a second)."""
+        how = ""
+        pid = self.pids[i]
+        for _ in range(2000 if pid else 0):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self.pids[i] = 0  # reaped: close() skips it
+                if os.WIFSIGNALED(status):
+                    try:
+                        how = f" (killed by {signal.Signals(os.WTERMSIG(status)).name})"
+                    except ValueError:
+                        how = f" (killed by signal {os.WTERMSIG(status)})"
+                elif os.WIFEXITED(status):
+                    how = f" (exit status {os.WEXITSTATUS(status)})"
+                break
+            time.sleep(0.0005)
+        return f"worker process {i + 1} of {len(self.pids)} ended unexpectedly{how}"
 
     def close(self) -> None:
         """Close the pipes (a worker waiting on one ends) and reap the workers."""
         for c in self.conns:
             c.close()
         for pid in self.pids:
+            if not pid:  # reaped by _ended
+                continue
             for _ in range(2000):  # up to a second for a worker still computing a chunk
                 if os.waitpid(pid, os.WNOHANG)[0]:
                     break

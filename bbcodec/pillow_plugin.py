@@ -25,8 +25,9 @@ options); bbcodec.decode(data, threads=N) decodes with N workers.
 
 A bbcodec.Error becomes what Pillow's callers expect: SyntaxError while opening (so
 Image.open tries other formats and then raises UnidentifiedImageError), OSError while
-loading pixels or saving, and ValueError for a bad quality, effort or threads option
-(QualityError, EffortError, ThreadsError, which are).
+loading pixels or saving (a failed worker process too: parallel.WorkerError), and
+ValueError for a bad quality, effort or threads option (QualityError, EffortError,
+ThreadsError, which are).
 """
 
 from __future__ import annotations

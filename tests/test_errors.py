@@ -15,7 +15,7 @@ from conftest import random_image
 from PIL import Image, UnidentifiedImageError
 
 import bbcodec
-from bbcodec import bench, codec, entropy, errors, files, images, quality, weights
+from bbcodec import bench, codec, effort, entropy, errors, files, images, parallel, quality, weights
 from bbcodec import format as fmt
 
 # (class, also a ValueError as before Error existed)
@@ -27,7 +27,10 @@ ERRORS = [
     (quality.QualityError, True),
     (weights.WeightsError, True),
     (bench.BenchError, True),
+    (effort.EffortError, True),
+    (parallel.ThreadsError, True),
     (files.FileError, False),
+    (parallel.WorkerError, False),  # a RuntimeError, as it was before it was an Error
 ]
 
 

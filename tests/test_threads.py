@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -316,11 +319,42 @@ def test_forked_workers_share_memory_and_report_their_errors():
             workers.send(i, bytes([65 + i]))
         assert [workers.recv(i) for i in range(2)] == [b"AA", b"BB"]
         assert workers.recv(2) == b"CC"
-        with pytest.raises(parallel.WorkerError, match="worker 2 stops here"):
+        with pytest.raises(RuntimeError, match="worker process 3 of 3 failed: ValueError: worker 2 stops here") as e:
             workers.recv(2)
-        with pytest.raises(parallel.WorkerError, match="ended"):
+        assert not isinstance(e.value, bbcodec.Error)  # an exception of our code in a worker: a bug
+        with pytest.raises(parallel.WorkerError, match=r"worker process 1 of 3 ended unexpectedly \(exit status 0\)"):
             workers.recv(0)
     assert shared[:, 0].tolist() == [1, 2, 3]
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+@pytest.mark.parametrize(("stop", "message"), [
+    (lambda: os.kill(os.getpid(), signal.SIGKILL), r"ended unexpectedly \(killed by SIGKILL\)$"),
+    (lambda: os._exit(3), r"ended unexpectedly \(exit status 3\)$"),
+    (lambda: (_ for _ in ()).throw(MemoryError("no room")), r"failed: MemoryError: no room$"),
+    (lambda: (_ for _ in ()).throw(codec.DecodeError("bad")), r"failed: DecodeError: bad$"),
+], ids=["killed", "exited", "memory", "error"])
+def test_a_worker_that_dies_or_fails_is_a_failed_operation(stop, message):
+    """A WorkerError (a bbcodec.Error: the operation failed, not the code) on recv and on
+    send, saying how the worker ended; the other workers are reaped all the same."""
+    def serve(i: int, conn) -> None:  # noqa: ANN001
+        conn.recv_bytes()
+        if i == 1:
+            stop()
+        parallel.reply(conn)
+
+    with parallel.Forked(2, serve) as workers:
+        workers.send(0, b"g")
+        workers.send(1, b"g")
+        assert workers.recv(0) == b""
+        with pytest.raises(parallel.WorkerError, match="^worker process 2 of 2 " + message) as e:
+            workers.recv(1)
+        assert isinstance(e.value, bbcodec.Error) and isinstance(e.value, RuntimeError)
+        if "failed" not in message:
+            with pytest.raises(parallel.WorkerError, match="^worker process 2 of 2 ended unexpectedly$"):
+                workers.send(1, b"g")  # reaped already: how it ended was said once
+    with pytest.raises(ChildProcessError):  # every worker reaped
+        os.waitpid(-1, os.WNOHANG)
 
 
 @pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
@@ -334,6 +368,118 @@ def test_a_decode_stopped_by_a_corrupt_payload_leaves_no_worker_behind(kodak_cro
         codec.decode(header, payload[: 4 * (len(payload) // 12)], weights, threads=3)
     with pytest.raises(ChildProcessError):  # every worker reaped
         os.waitpid(-1, os.WNOHANG)
+
+
+def _kill_workers(monkeypatch, when=lambda: True) -> None:  # noqa: ANN001
+    """Workers of codec die (SIGKILL, as the kernel's OOM killer does) at their first
+    reply, if when() holds in the process that forked them."""
+    real = codec.reply
+
+    def reply(conn, data=b""):  # noqa: ANN001, ANN202
+        if when():
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(conn, data)
+
+    monkeypatch.setattr(codec, "reply", reply)
+
+
+KILLED = "worker process 1 of 1 ended unexpectedly (killed by SIGKILL)"
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_a_dead_worker_fails_the_file_with_one_line_and_exit_1(tmp_path, monkeypatch, every_wavefront_split):
+    from click.testing import CliRunner
+
+    from bbcodec.cli import cli
+
+    img = random_image(40, 72, seed=3)
+    src, bbc = tmp_path / "in.png", tmp_path / "in.bbc"
+    Image.fromarray(img).save(src)
+    bbc.write_bytes(bbcodec.encode(img, threads=1))
+    _kill_workers(monkeypatch)
+    for args, out in ((["encode", str(src), str(tmp_path / "out.bbc")], tmp_path / "out.bbc"),
+                      (["decode", str(bbc), str(tmp_path / "out.png")], tmp_path / "out.png")):
+        res = CliRunner().invoke(cli, [*args, "--threads", "2"])
+        assert res.exit_code == 1 and (res.exception is None or isinstance(res.exception, SystemExit)), res.output
+        assert res.output.strip().splitlines() == [f"bbcodec: error: {args[1]}: {KILLED}"]
+        assert not out.exists()
+    with pytest.raises(ChildProcessError):  # every worker reaped
+        os.waitpid(-1, os.WNOHANG)
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_a_dead_worker_fails_only_its_file_of_a_folder(tmp_path, monkeypatch, every_wavefront_split):
+    from click.testing import CliRunner
+
+    from bbcodec import files
+    from bbcodec.cli import cli
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k, name in enumerate(("a.png", "b.png", "c.png")):
+        Image.fromarray(random_image(40, 72, seed=k)).save(src / name)
+    current = []
+    real = files.encode_file
+
+    def encode_file(s, d, opts, **kw):  # noqa: ANN001, ANN202
+        current[:] = [s]
+        return real(s, d, opts, **kw)
+
+    monkeypatch.setattr(files, "encode_file", encode_file)
+    _kill_workers(monkeypatch, lambda: current[0].endswith("b.png"))
+    res = CliRunner().invoke(cli, ["encode", str(src), str(tmp_path / "out"), "--threads", "2", "--json"])
+    assert res.exit_code == 1, res.output
+    import json
+
+    report = json.loads(res.stdout)
+    assert report["summary"]["done"] == 2 and report["summary"]["failed"] == 1
+    failed = [f for f in report["files"] if "error" in f]
+    assert failed == [{"input": str(src / "b.png"), "error": KILLED}]  # not "internal"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bbc", "c.bbc"]
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_pillow_turns_a_dead_worker_into_oserror(tmp_path, monkeypatch, every_wavefront_split):
+    from bbcodec import pillow_plugin
+
+    img = random_image(40, 72, seed=3)
+    (tmp_path / "a.bbc").write_bytes(bbcodec.encode(img, threads=1))
+    _kill_workers(monkeypatch)
+    with pytest.raises(OSError, match="cannot write .bbc image: " + re.escape(KILLED)) as e:
+        Image.fromarray(img).save(tmp_path / "b.bbc", threads=2)
+    assert isinstance(e.value.__cause__, parallel.WorkerError)
+    monkeypatch.setattr(pillow_plugin, "THREADS", 2)  # load() passes no options: its default, for the test
+    with Image.open(tmp_path / "a.bbc") as im, pytest.raises(OSError, match="cannot decode .bbc image: "
+                                                             + re.escape(KILLED)) as e:
+        im.load()
+    assert isinstance(e.value.__cause__, parallel.WorkerError)
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_an_exception_of_our_code_in_a_worker_is_an_internal_error(tmp_path, monkeypatch, capsys,
+                                                                  every_wavefront_split):
+    """errors.py: anything but a bbcodec.Error is a bug, in a worker as in this process:
+    exit 70 (internal error), one line."""
+    import sys
+
+    from bbcodec import cli
+
+    def reply(conn, data=b""):  # noqa: ANN001, ANN202
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(codec, "reply", reply)
+    src = tmp_path / "in.png"
+    Image.fromarray(random_image(40, 72, seed=3)).save(src)
+    monkeypatch.setattr(sys, "argv", ["bbcodec", "encode", str(src), str(tmp_path / "out.bbc"), "--threads", "2"])
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert e.value.code == 70
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "bbcodec: internal error: RuntimeError: worker process 1 of 1 failed: IndexError: a bug"]
 
 
 def test_folder_workers_share_the_cores(monkeypatch):
