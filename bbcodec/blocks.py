@@ -240,7 +240,8 @@ class BlockContext:
         """Store h (B, C) for the current blocks under the key `layer`; return
         [UL, U, UR, L, h] (B, 5 C). The canvas holds dtype (int16 for integer features)."""
         canvas = self._features.get(layer)
-        if canvas is None:  # setdefault: two chunks may get here at once, one canvas wins
+        if canvas is None:  # first use, with no workers: for forked ones codec._shared_state makes every
+            # canvas up front in shared memory (one made here after the fork would be this process's own)
             canvas = self._features.setdefault(layer, Canvas(self.rows, self.cols, h.shape[1], dtype, self.rolling))
         canvas.put(self.r, self.c, h)
         return np.concatenate([canvas.neighbours(self.r, self.c), h], axis=1)

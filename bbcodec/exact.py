@@ -12,9 +12,10 @@ Every network in the coding loop runs on integers carried in float64:
 So encoder and decoder agree to the bit on any machine, and numpy is enough: no torch
 on the coding path. The loop runs a derived form of each stack (Stack.plan, FastStack):
 the same integers with every power-of-two rescaling folded into the weights, so that a
-requantisation is rint and clip only; it gives the same bits (see FastStack). bbcodec.train.freeze builds a FrozenModel from a float model and
-model_io maps it to the arrays of a weights file and back; docs/format.md describes
-this arithmetic, since the bitstream depends on it.
+requantisation is rint and clip only; it gives the same bits (see FastStack).
+bbcodec.train.freeze builds a FrozenModel from a float model and model_io maps it to
+the arrays of a weights file and back; docs/format.md describes this arithmetic, since
+the bitstream depends on it.
 """
 
 from __future__ import annotations
