@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import effort as _effort
 from . import pillow_plugin
 from . import quality as _quality
+from .effort import EffortError
 from .errors import Error
 from .format import FormatError
 from .quality import QualityError
@@ -40,19 +41,21 @@ if TYPE_CHECKING:  # annotations and the lazily exported errors, for type checke
     from .entropy import EntropyError
     from .files import FileError
     from .images import ImageError
+    from .parallel import ThreadsError, WorkerError
     from .weights import WeightsError
 
 __version__ = "0.1.0"
 __all__ = [
     "encode", "decode", "read_info", "Info", "__version__",
     "Error", "FormatError", "DecodeError", "EntropyError", "ImageError", "QualityError", "WeightsError", "FileError",
+    "EffortError", "ThreadsError", "WorkerError",
 ]
 
 pillow_plugin.register()
 
 # Errors of modules that need numpy: exported here, imported when first asked for.
 _LAZY = {"DecodeError": "codec", "EntropyError": "entropy", "FileError": "files", "ImageError": "images",
-         "WeightsError": "weights"}
+         "WeightsError": "weights", "ThreadsError": "parallel", "WorkerError": "parallel"}
 
 
 def __getattr__(name: str) -> Any:

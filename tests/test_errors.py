@@ -43,13 +43,14 @@ def test_every_codec_error_is_a_bbcodec_error(cls, is_value_error):
 
 def test_the_errors_users_catch_are_exported_by_the_package():
     for name in ("Error", "FormatError", "DecodeError", "EntropyError", "ImageError", "QualityError",
-                 "WeightsError", "FileError"):
+                 "WeightsError", "FileError", "EffortError", "ThreadsError", "WorkerError"):
         assert name in bbcodec.__all__ and name in dir(bbcodec)
     assert bbcodec.Error is errors.Error
     assert bbcodec.FormatError is fmt.FormatError and bbcodec.QualityError is quality.QualityError
     assert bbcodec.DecodeError is codec.DecodeError and bbcodec.EntropyError is entropy.EntropyError
     assert bbcodec.ImageError is images.ImageError and bbcodec.WeightsError is weights.WeightsError
-    assert bbcodec.FileError is files.FileError
+    assert bbcodec.FileError is files.FileError and bbcodec.EffortError is effort.EffortError
+    assert bbcodec.ThreadsError is parallel.ThreadsError and bbcodec.WorkerError is parallel.WorkerError
     with pytest.raises(AttributeError):
         bbcodec.NoSuchError  # noqa: B018
 
