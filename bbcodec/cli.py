@@ -24,7 +24,7 @@ from . import quality as Q
 from .errors import Error
 
 EXIT_CODES = """\b
-Exit codes: 0 success, 1 bad input or failed decode, 2 usage error,
+Exit codes: 0 success, 1 bad input or failed operation, 2 usage error,
             70 internal error (please report it), 143 terminated (SIGTERM)."""
 
 
