@@ -63,7 +63,7 @@ class FilterNet(nn.Module):
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 128 - 1
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 128 - 1  # a copy: decodes may be read-only
 
 
 def load_pairs(cache_dir: Path, photos: Path) -> list[Pair]:
