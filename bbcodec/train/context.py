@@ -95,6 +95,11 @@ class GroupedScalesNet(nn.Module):
             self.rest.append(nn.ModuleList([*layers, last]))
             self.heads.append((first, qbias, [*layers, last]))
 
+    @property
+    def hidden_width(self) -> int:
+        """C, the entropy network's hidden features each head reads (before the symbols)."""
+        return self.heads[0][0].in_features - self.starts[1]
+
     def forward(self, hidden: torch.Tensor, log_scale: torch.Tensor, sym: torch.Tensor, q: torch.Tensor,
                 trace: dict[str, float] | None = None) -> torch.Tensor:
         """Integer hidden features, log-scales, symbols (original channel order), integer
@@ -164,7 +169,7 @@ def train(cache: Cache, cfg: ContextConfig, steps: int, batch: int = 2048, lr: f
     if init is None:
         net = GroupedScalesNet(cfg, cache.hidden.shape[1], channel_order(cache))
     else:
-        if init.cfg.sizes != cfg.sizes or init.heads[0][0].in_features - init.starts[1] != cache.hidden.shape[1]:
+        if init.cfg.sizes != cfg.sizes or init.hidden_width != cache.hidden.shape[1]:
             raise SystemExit("the initial heads do not fit these base networks (groups or hidden width differ)")
         net = copy.deepcopy(init)
         net.cfg = replace(init.cfg, f_h=cfg.f_h)  # features are read as floats: their exponent is the base's
@@ -211,7 +216,7 @@ def freeze_context(net: GroupedScalesNet, calib: Cache) -> GroupedScales:
 
 
 def save(net: GroupedScalesNet, path: Path) -> None:
-    torch.save({"config": asdict(net.cfg), "C": net.heads[0][0].in_features - net.starts[1],
+    torch.save({"config": asdict(net.cfg), "C": net.hidden_width,
                 "state": net.state_dict()}, path)
 
 
