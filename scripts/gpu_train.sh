@@ -39,6 +39,9 @@ train() {  # RUN_DIR [args]: the one training command of every form
         --lr 1.5e-4 --lr-final 1e-5 --decay 0.4 --acl 2 --ckpt-every 500 --steps 1000000 "${init[@]}" "$@"
 }
 
+# train in a child shell (bash -c "$child" _ RUN_DIR [args]), for smoke's timeout and start's setsid
+child="set -euo pipefail; $(declare -f train); $(declare -p data py model); train \"\$@\""
+
 freeze() {  # RUN_DIR OUT
     mkdir -p "$2"
     cp "$1/run/train.log" "$2/"
@@ -57,8 +60,7 @@ smoke)
     ls -l "$data"
     for b in 32 96; do
         rm -rf "/tmp/smoke$b"
-        timeout 55 bash -c "$(declare -f train); $(declare -p data py model); train /tmp/smoke$b --batch $b" \
-            > "/tmp/smoke$b.out" 2>&1 || true
+        timeout 55 bash -c "$child" _ "/tmp/smoke$b" --batch "$b" > "/tmp/smoke$b.out" 2>&1 || true
         grep "^step" "/tmp/smoke$b/run/train.log" | tail -n 2 || tail -n 20 "/tmp/smoke$b.out"
     done
     ;;
@@ -66,9 +68,7 @@ start)
     dir=${2:?start RUN [train args]}
     shift 2
     mkdir -p "$dir"
-    export -f train
-    export data py name BBCODEC_INIT
-    setsid nohup bash -c "$(declare -p model); train \"\$@\"" _ "$dir" "$@" > "$dir/train.out" 2>&1 < /dev/null &
+    setsid nohup bash -c "$child" _ "$dir" "$@" > "$dir/train.out" 2>&1 < /dev/null &
     echo $! > "$dir/pid"
     sleep 20
     tail -c 600 "$dir/train.out"
