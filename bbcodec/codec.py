@@ -49,6 +49,7 @@ besides the input and output images the loop holds O(width) data.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any, Protocol
@@ -56,13 +57,13 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import blocks, entropy, errors, format, parallel, rdoq
+from . import blocks, entropy, errors, format, parallel, rdoq, streams
 from . import effort as efforts
 from . import quality as Q
 from .blocks import BlockContext, Canvas
 from .exact import FrozenModel, Prepared, Scales
 from .images import ImageError
-from .parallel import Forked, can_fork, default_threads, receive, reply, shared_zeros, split
+from .parallel import Forked, can_fork, default_threads, receive, reply, shared_zeros
 from .weights import Weights
 
 Schedule = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
@@ -97,36 +98,21 @@ class CodingModel(Protocol):
                    ctx: BlockContext) -> np.ndarray: ...
 
 
-# Blocks a chunk has at least: a wavefront of fewer than twice this many is coded by
-# the calling process alone (a hand-off costs about what a few blocks of work do).
+# Blocks each process has at least in the image's widest wavefront: an image with
+# narrower wavefronts is coded by fewer processes (a hand-off per wavefront costs about
+# what a few blocks of work do).
 MIN_CHUNK = 12
-# The decoding process's own chunk, against each worker's: it also runs the range
-# coder, which takes about 0.4 of the networks' time (benchmarks/speed.py, part 3).
-# (0.25 and 0.2 measured no better; the encoder's coder, 0.1 of its networks' time,
-# runs while the workers compute the next wavefront, so its chunks are equal.)
-DECODER_SHARE = 0.5
-# A decoding worker's chunk goes in this many pieces (of at least MIN_CHUNK / 2
-# blocks), so that the coder decodes one piece while the worker computes the next
-# piece's entropy network, and the worker synthesises it while the coder goes on.
-PIECES = 2
-# Network family 3 (coding groups): the decoding process's own chunk, against each
-# worker's. Besides its chunk's networks it decodes every group of the wavefront and
-# computes the later groups' scale corrections.
-GROUP_DECODER_SHARE = 0.5
-# and the least blocks of a worker's chunk there (the workers' networks run while this
-# process waits or decodes, so smaller wavefronts are worth splitting than above).
-GROUP_MIN_CHUNK = 6
 
 
-def _workers(threads: int | None, rows: int, cols: int, model: CodingModel) -> int:
+def _workers(threads: int | None, rows: int, cols: int, model: CodingModel, streams: int) -> int:
     """Processes coding an image, this one included: as many as asked (default: the
-    cores), no more than its largest wavefront keeps busy; 0 (this process alone) for
-    one, where workers cannot be forked safely (parallel.can_fork), or for a model
-    other than the integer networks (the float model of networks.py runs torch, which
-    is not to be forked)."""
+    cores), no more than its payload streams (each process owns whole streams) or its
+    largest wavefront keeps busy; 0 (this process alone) for one, where workers cannot
+    be forked safely (parallel.can_fork), or for a model other than the integer networks
+    (the float model of networks.py runs torch, which is not to be forked)."""
     n = default_threads() if threads is None else threads  # checked by encode and decode
     widest = min(rows, (cols + 1) // 2)  # blocks in the largest wavefront
-    n = min(n, max(1, widest // MIN_CHUNK))
+    n = min(n, streams, max(1, widest // MIN_CHUNK))
     return n if n > 1 and can_fork() and isinstance(model, FrozenModel) else 0
 
 
@@ -222,12 +208,14 @@ Choose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scales, np.nd
 @_one_blas_thread
 def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "wavefront",
            progress: Callable[[int], None] | None = None, effort: int = efforts.DEFAULT,
-           threads: int | None = None) -> tuple[bytes, np.ndarray]:
+           threads: int | None = None, n_streams: int | None = None) -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     Grayscale is coded as RGB with equal channels and decoded back to one channel.
     threads: how many processes share the wavefronts' blocks (default: the cores this
     process may use; see the module docstring); the bytes are the same for any number.
+    n_streams: the payload's substreams (default streams.default_count; at most one per
+    block row and 64): a decoder uses at most that many processes; each costs ~4 bytes.
     Memory: besides the image and its reconstruction, two block rows of canvas per
     column (and of each kernel-3 layer's features); blocks are gathered from the image
     per wavefront and symbols are range-coded as they come (wavefront schedule) or
@@ -253,6 +241,9 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         raise ImageError("encode expects an HxWx3 (RGB) or HxW (grayscale) uint8 array")
     height, width = img.shape[:2]
     format.check_dimensions(width, height)
+    if n_streams is None:
+        n_streams = streams.default_count(blocks.grid_shape(height, width)[0])
+    format.check_streams(n_streams, height)
     model = weights.model
     quality_x256 = Q.to_x256(quality)
     qp = model.params_at(quality_x256)
@@ -261,10 +252,10 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         frozen = rdoq.check_model(model)
         proxy = None
         if level.needs_proxy:  # the effort-1 canvas, whole (and with the workers, if any)
-            proxy = _code(model, qp, img, schedule, threads, None, None, whole_canvas=True)[2]
+            proxy = _code(model, qp, img, schedule, threads, None, None, n_streams, whole_canvas=True)[2]
         choose = rdoq.Chooser(frozen, qp, blocks.block_grid(blocks.pad_to_blocks(img)), proxy, level)
         del proxy
-    payload, rec, _ = _code(model, qp, img, schedule, threads, choose, progress)
+    payload, rec, _ = _code(model, qp, img, schedule, threads, choose, progress, n_streams)
     del choose
     if gray:
         rec = to_gray(rec)
@@ -276,15 +267,43 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
         image_digest=digest(rec),
         model_id=weights.family_id,
         channels=1 if gray else 3,
+        streams=n_streams,
     )
     return format.pack(header, payload), rec
 
 
+def _indices(model: CodingModel, scales: Scales, sym: np.ndarray, qp: Any) -> np.ndarray:
+    """The scale-table index of each symbol (B, M), group by group (a group's may depend
+    on the earlier groups' symbols); the symbols of index 0 are set to 0 in sym first,
+    since the payload leaves them out and the decoder reads 0 (docs/format.md 4)."""
+    idx = np.empty(sym.shape, dtype=np.uint8)
+    for group, g_idx in model.scale_groups(scales, sym, qp):  # the encoder knows every group's symbols
+        g_sym = sym[:, group]
+        g_sym[g_idx == 0] = 0
+        sym[:, group] = g_sym
+        idx[:, group] = g_idx
+    return idx
+
+
+def _pack_parts(parts: dict[int, bytes]) -> bytes:
+    """A worker's stream payloads as one message: (stream, length, bytes) each."""
+    return b"".join(struct.pack("<II", s, len(p)) + p for s, p in parts.items())
+
+
+def _unpack_parts(data: bytes) -> dict[int, bytes]:
+    parts, at = {}, 0
+    while at < len(data):
+        s, n = struct.unpack_from("<II", data, at)
+        parts[s] = data[at + 8 : at + 8 + n]
+        at += 8 + n
+    return parts
+
+
 def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: int | None,
-          choose: Choose | None, progress: Callable[[int], None] | None,
+          choose: Choose | None, progress: Callable[[int], None] | None, n_streams: int,
           whole_canvas: bool = False) -> tuple[bytes, np.ndarray, np.ndarray | None]:
-    """The encoder's loop over an HxWx3 image -> (range-coded payload, the decoder's
-    image, and with whole_canvas the reconstruction canvas of every block in
+    """The encoder's loop over an HxWx3 image -> (payload of n_streams streams, the
+    decoder's image, and with whole_canvas the reconstruction canvas of every block in
     blocks.new_canvas's layout, else None). The image is post-filtered unless
     whole_canvas (the proxy pass of encode, which needs only the canvas).
     choose(r, c, nb, mean, scales, y) picks the symbols and returns them with their
@@ -294,103 +313,119 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
     height, width = img.shape[:2]
     rows, cols = blocks.grid_shape(height, width)
     in_order = schedule == "wavefront"  # symbols come in bitstream order: code them at once
-    n = _workers(threads, rows, cols, model) if in_order and choose is None else 0
+    n = _workers(threads, rows, cols, model, n_streams) if in_order and choose is None else 0
     canvas, ctx, rec = _shared_state(model, rows, cols, height, width, n > 0, rolling=not whole_canvas)
     neighbours = _neighbours(model, canvas, qp)
     L, M = model.max_symbol, model.M
-    coder = entropy.SymbolEncoder(L)
+    groups = model.group_columns()
 
-    def code(chunk: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        r, c = chunk
+    def code(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(symbols, scale indices) of blocks (r, c), reconstructed into the canvas."""
         at = ctx.chunk(r, c)
         nb = neighbours(r, c)
         mean, scales = model.entropy_params(nb, qp, at)
         y = model.analyse(blocks.gather_pixels(img, r, c), nb, qp, at)
         if choose is None:
             sym = np.clip(np.rint(y - mean), -L, L)
+            idx = _indices(model, scales, sym, qp)
             out = model.synthesise(sym, mean, nb, qp, at)
         else:
             plain = nb.nb[:, : 4 * blocks.BLOCK_CH] if isinstance(nb, Prepared) else nb
-            sym, out = choose(r, c, plain, mean, scales, y)
+            chosen, out = choose(r, c, plain, mean, scales, y)
+            sym = np.array(chosen, dtype=np.float64)
+            idx = _indices(model, scales, sym, qp)
+            if not np.array_equal(sym, chosen):  # a symbol the payload leaves out (rare): 0, as decoded
+                out = model.synthesise(sym, mean, nb, qp, at)
         canvas.put(r, c, out)
         blocks.put_pixels(rec, r, c, out)
-        idx = np.empty(sym.shape, dtype=np.uint8)
-        for group, g_idx in model.scale_groups(scales, sym, qp):  # the encoder knows every group's symbols
-            idx[:, group] = g_idx
         return sym, idx
 
-    order = model.group_columns()
+    def writer(i: int, k: int) -> streams.Writer:
+        return streams.Writer(streams.owned(n_streams, k, i), n_streams, model.scale_table, L)
 
-    def emit(parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Range-code a wavefront's (symbols, scale indices), given as contiguous runs of
-        its blocks in wavefront order: group by group, each group's channels of every
-        block in wavefront order (docs/format.md 3; one group for families 1 and 2)."""
-        for group in order:
-            for sym, idx in parts:
-                coder.encode(sym[:, group], model.scale_table[idx[:, group]])
+    def done(r: np.ndarray) -> None:
+        if progress is not None:
+            progress(len(r) * blocks.BLOCK * blocks.BLOCK)
 
     if not in_order:
         assert L < 2**15 and len(model.scale_table) <= 256
         symbols = np.zeros((rows, cols, M), dtype=np.int16)
         scale_idx = np.zeros((rows, cols, M), dtype=np.uint8)
         for r, c in SCHEDULES[schedule](rows, cols):
-            symbols[r, c], scale_idx[r, c] = code((r, c))
-            if progress is not None:
-                progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            symbols[r, c], scale_idx[r, c] = code(r, c)
+            done(r)
+        w = writer(0, 1)
         for r, c in blocks.wavefronts(rows, cols):
-            emit([(symbols[r, c], scale_idx[r, c])])
+            w.write(r, symbols[r, c], scale_idx[r, c], groups)
+        parts = w.payloads()
     elif not n:
+        w = writer(0, 1)
         for r, c in blocks.wavefronts(rows, cols):
-            emit([code((r, c))])
-            if progress is not None:
-                progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            w.write(r, *code(r, c), groups)
+            done(r)
+        parts = w.payloads()
     else:
-        waves = [(r, c) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+        waves = [[streams.mine(r, c, n_streams, n, i) for i in range(n)]
+                 for r, c in blocks.wavefronts(rows, cols) if len(r)]
 
-        def serve(i: int, conn: Any) -> None:  # worker i + 1: chunk i + 1 of each wavefront cut in chunks
-            for r, c in waves:
-                chunks = split(r, c, n, MIN_CHUNK)
-                if len(chunks) > 1:
+        def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront
+            w = writer(i + 1, n)
+            for shares in waves:
+                r, c = shares[i + 1]
+                if len(r):
                     receive(conn)  # go: the blocks before this wavefront are done
-                    if i + 1 < len(chunks):
-                        sym, idx = code(chunks[i + 1])
-                        reply(conn, sym.astype(np.int16).tobytes() + idx.astype(np.uint8).tobytes())
-                    else:
-                        reply(conn)
+                    w.write(r, *code(r, c), groups)
+                    reply(conn)
+            reply(conn, _pack_parts(w.payloads()))
             post.serve(i, conn)
 
-        pending: list[tuple[np.ndarray, np.ndarray]] = []  # coded while the next wavefront runs
         post = _PostLoop(model, qp, rec, 1 if whole_canvas else n)  # the proxy pass: no filter (one: no bands)
+        w = writer(0, n)
         with Forked(n - 1, serve) as workers:
-            for r, c in waves:
-                chunks = split(r, c, n, MIN_CHUNK)
-                if len(chunks) > 1:
-                    for i in range(n - 1):
-                        workers.send(i, b"g")
-                parts = [code(chunks[0])]  # this process codes the first chunk
-                emit(pending)
-                if len(chunks) > 1:
-                    for i in range(n - 1):
-                        data = workers.recv(i)
-                        if i + 1 < len(chunks):
-                            b = len(chunks[i + 1][0]) * M
-                            parts.append((np.frombuffer(data[: 2 * b], np.int16).reshape(-1, M),
-                                          np.frombuffer(data[2 * b :], np.uint8).reshape(-1, M)))
-                pending = parts
-                if progress is not None:
-                    progress(len(r) * blocks.BLOCK * blocks.BLOCK)
-            emit(pending)
+            for shares in waves:
+                busy = [i for i in range(1, n) if len(shares[i][0])]
+                for i in busy:
+                    workers.send(i - 1, b"g")
+                r, c = shares[0]
+                if len(r):
+                    w.write(r, *code(r, c), groups)
+                for i in busy:
+                    workers.recv(i - 1)
+                done(np.concatenate([r for r, _ in shares]))
+            parts = w.payloads()
+            for i in range(n - 1):
+                parts.update(_unpack_parts(workers.recv(i)))
             filtered = rec if whole_canvas else post.run(workers)  # the post-loop filter (family 3), in bands
+    payload = streams.join([parts[s] for s in range(n_streams)])
     if whole_canvas:
-        return coder.payload(), rec, canvas.data
-    return coder.payload(), filtered if n else model.finish(rec, qp), None  # the post-loop filter (family 3)
+        return payload, rec, canvas.data
+    return payload, filtered if n else model.finish(rec, qp), None  # the post-loop filter (family 3)
+
+
+def _failure(found: tuple[int, str] | None) -> bytes:
+    """A worker's report of its streams' first failure (streams.Reader.failure), or b""."""
+    return b"" if found is None else f"{found[0]}:{found[1]}".encode()
+
+
+def _failure_of(data: bytes) -> tuple[int, str] | None:
+    if not data:
+        return None
+    s, _, message = data.decode().partition(":")
+    return int(s), message
 
 
 @_one_blas_thread
 def decode(header: format.Header, payload: bytes, weights: Weights, schedule: str = "wavefront",
            progress: Callable[[int], None] | None = None, threads: int | None = None) -> np.ndarray:
     """Header + payload (from format.unpack) -> HxWx3 (or HxW grayscale) uint8, digest-checked
-    (progress and threads as for encode)."""
+    (progress and threads as for encode; a version 1 file, of one stream, is decoded in
+    this process alone).
+
+    The processes own whole streams (streams.owned): per wavefront, each decodes the
+    symbols of its streams' blocks, group by group, and synthesises those blocks; the
+    wavefront ends when all have (two messages per worker: go, done). A stream that
+    fails is reported at the end of its wavefront, the lowest such stream's error first
+    (streams.Reader), so a corrupt file fails the same way for any number of threads."""
     threads = parallel.check_threads(threads)  # whatever the schedule's use of it
     model = weights.model
     if schedule == "sequential" and len(model.group_columns()) > 1:
@@ -398,180 +433,83 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                          "only (family 3 writes a wavefront group by group)")
     qp = model.params_at(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
-    n = _workers(threads, rows, cols, model) if schedule == "wavefront" else 0
+    S = header.streams
+    try:
+        parts = streams.split(payload, S)
+    except entropy.EntropyError as e:
+        raise DecodeError(f"corrupt payload: {e}") from None
+    n = _workers(threads, rows, cols, model, S) if schedule == "wavefront" else 0
     canvas, ctx, img = _shared_state(model, rows, cols, header.height, header.width, n > 0)
     neighbours = _neighbours(model, canvas, qp)
-    dec = entropy.SymbolDecoder(payload, model.max_symbol)
-    M = model.M
 
-    def predict(chunk: tuple[np.ndarray, np.ndarray]) -> tuple[Any, BlockContext, np.ndarray, Scales]:
-        r, c = chunk
+    def reader(i: int, k: int) -> streams.Reader:
+        return streams.Reader(parts, streams.owned(S, k, i), model.scale_table, model.max_symbol,
+                              header.skips_zero_scale)
+
+    def run(r: np.ndarray, c: np.ndarray, rd: streams.Reader) -> None:
+        """Decode and reconstruct blocks (r, c) of one wavefront, all of rd's streams (in
+        stream order, streams.mine)."""
         at = ctx.chunk(r, c)
         nb = neighbours(r, c)
         mean, scales = model.entropy_params(nb, qp, at)
-        return nb, at, mean, scales
-
-    def one_group(scales: Scales) -> np.ndarray:  # the scale indices of a one-group model (forked path)
-        ((_, idx),) = model.scale_groups(scales, np.empty(0), qp)
-        return idx
-
-    def reconstruct(nb: Any, at: BlockContext, mean: np.ndarray, sym: np.ndarray) -> None:
-        out = model.synthesise(sym, mean, nb, qp, at)
-        canvas.put(at.r, at.c, out)
-        blocks.put_pixels(img, at.r, at.c, out)
-
-    def one(r: np.ndarray, c: np.ndarray) -> None:  # a wavefront (or block) in this process
-        nb, at, mean, scales = predict((r, c))
         sym = np.zeros(mean.shape)
+        spans = streams.runs(r, S, rd.owned)
         for group, idx in model.scale_groups(scales, sym, qp):  # group g reads sym's earlier groups
-            sym[:, group] = dec.decode(model.scale_table[idx], check=False)
-        dec.check_words()  # once per wavefront (docs/format.md, check 9), as the forked loops do
-        reconstruct(nb, at, mean, sym)
+            rd.read(spans, group, idx, sym)
+        rd.check()  # check 9, once per wavefront (docs/format.md 2)
+        out = model.synthesise(sym, mean, nb, qp, at)
+        canvas.put(r, c, out)
+        blocks.put_pixels(img, r, c, out)
 
-    def grouped(n: int) -> np.ndarray:
-        """The forked loop for a model with coding groups (network family 3): per
-        wavefront, each process runs the entropy network and the group heads' products of
-        its chunk (the workers' chunks first, in bitstream order, this process's last),
-        into shared memory; this process then decodes the wavefront group by group, each
-        group's scales corrected from the earlier groups' symbols, over all its blocks
-        at once; a worker synthesises its chunk as soon as the last group's symbols of
-        its blocks are decoded, while this process decodes the rest. Four messages per
-        worker and wavefront: go, scales ready, symbols ready, done."""
-        assert isinstance(model, FrozenModel)
-        waves = [(r, c) for r, c in blocks.wavefronts(rows, cols) if len(r)]
-        widest = max(len(r) for r, _ in waves)
-        scale_buf = shared_zeros((widest, M + model.products_width), np.float64)  # [log-scales, products]
-        sym_buf = shared_zeros((widest, M), np.float64)
-        last = len(model.group_columns()) - 1
-
-        def cut(r: np.ndarray, c: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-            chunks = split(r, c, n, min(MIN_CHUNK, GROUP_MIN_CHUNK), GROUP_DECODER_SHARE, last=True)
-            return chunks, np.cumsum([0] + [len(cr) for cr, _ in chunks])
-
-        def scales_of(chunk: tuple[np.ndarray, np.ndarray], a: int, b: int) -> tuple[Any, BlockContext, np.ndarray]:
-            nb, at, mean, scales = predict(chunk)
-            scales = model.with_products(scales)
-            scale_buf[a:b, :M] = scales.log_scale
-            scale_buf[a:b, M:] = scales.products
-            return nb, at, mean
-
-        def serve(i: int, conn: Any) -> None:  # worker i + 1: chunk i of each wavefront cut in chunks
-            for r, c in waves:
-                chunks, ends = cut(r, c)
-                if i + 1 < len(chunks):
-                    receive(conn)  # go: the blocks before this wavefront are done
-                    nb, at, mean = scales_of(chunks[i], ends[i], ends[i + 1])
-                    reply(conn)  # its scales are in scale_buf
-                    receive(conn)  # its symbols are in sym_buf
-                    reconstruct(nb, at, mean, sym_buf[ends[i] : ends[i + 1]])
-                    reply(conn)  # done
-            post.serve(i, conn)
-
-        post = _PostLoop(model, qp, img, n)
-        with Forked(n - 1, serve) as workers:
-            for r, c in waves:
-                chunks, ends = cut(r, c)
-                if len(chunks) == 1:
-                    one(r, c)
-                else:
-                    k, B = len(chunks) - 1, len(r)
-                    for i in range(k):
-                        workers.send(i, b"g")
-                    nb, at, mean = scales_of(chunks[k], ends[k], B)
-                    for i in range(k):
-                        workers.recv(i)
-                    sym = sym_buf[:B]  # a group's scales read the earlier groups' columns, set by then
-                    scales = Scales(scale_buf[:B, :M], None, scale_buf[:B, M:])
-                    done = []  # (symbols, stds) to account, in bitstream order, once the workers have theirs
-                    for g, (group, idx) in enumerate(model.scale_groups(scales, sym, qp)):
-                        stds = model.scale_table[idx]
-                        if g < last:
-                            sym[:, group] = part = dec.decode_only(stds)
-                            done.append((part, stds))
-                            continue
-                        for i in range(k + 1):  # the last group chunk by chunk, each worker told at once
-                            part = dec.decode_only(stds[ends[i] : ends[i + 1]])
-                            sym[ends[i] : ends[i + 1], group] = part
-                            if i < k:
-                                workers.send(i, b"s")
-                            done.append((part, stds[ends[i] : ends[i + 1]]))
-                    for part, stds in done:
-                        dec.account(part, stds)
-                    dec.check_words()  # once per wavefront (docs/format.md, check 9)
-                    reconstruct(nb, at, mean, sym[ends[k] :])
-                    for i in range(k):
-                        workers.recv(i)
-                if progress is not None:
-                    progress(len(r) * blocks.BLOCK * blocks.BLOCK)
-            dec.finish()
-            return post.run(workers)
+    def done(r: np.ndarray) -> None:
+        if progress is not None:
+            progress(len(r) * blocks.BLOCK * blocks.BLOCK)
 
     try:
         if not n:
+            rd = reader(0, 1)
             for r, c in DECODE_SCHEDULES[schedule](rows, cols):
-                one(r, c)
-                if progress is not None:
-                    progress(len(r) * blocks.BLOCK * blocks.BLOCK)
-            dec.finish()
+                r, c = streams.mine(r, c, S, 1, 0)
+                run(r, c, rd)
+                streams.raise_first([rd.failure()], S)
+                done(r)
+            rd.check(last=True)
+            streams.raise_first([rd.failure()], S)
             filtered = model.finish(img, qp)  # the post-loop filter (family 3)
-        elif len(model.group_columns()) > 1:
-            filtered = grouped(n)
         else:
-            waves = [(r, c) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+            waves = [[streams.mine(r, c, S, n, i) for i in range(n)]
+                     for r, c in blocks.wavefronts(rows, cols) if len(r)]
 
-            def pieces(chunk: tuple[np.ndarray, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-                return split(*chunk, PIECES, MIN_CHUNK // 2)
-
-            def serve(i: int, conn: Any) -> None:  # worker i + 1: entropy network, symbols, synthesis
-                for r, c in waves:
-                    chunks = split(r, c, n, MIN_CHUNK, DECODER_SHARE)
-                    if len(chunks) > 1:
-                        receive(conn)  # go
-                        if i + 1 < len(chunks):
-                            done = []
-                            for piece in pieces(chunks[i + 1]):
-                                nb, at, mean, scales = predict(piece)
-                                idx = one_group(scales)
-                                reply(conn, idx.astype(np.uint8).tobytes())
-                                done.append((nb, at, mean, idx.shape))
-                            for nb, at, mean, shape in done:
-                                sym = np.frombuffer(receive(conn), np.int16).reshape(shape)
-                                reconstruct(nb, at, mean, sym.astype(np.float64))
-                        reply(conn)  # done
+            def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront
+                rd = reader(i + 1, n)
+                for shares in waves:
+                    r, c = shares[i + 1]
+                    if len(r):
+                        receive(conn)  # go: the blocks before this wavefront are done
+                        run(r, c, rd)
+                        reply(conn, _failure(rd.failure()))
+                receive(conn)  # the end: the last check
+                rd.check(last=True)
+                reply(conn, _failure(rd.failure()))
                 post.serve(i, conn)
 
             post = _PostLoop(model, qp, img, n)
+            rd = reader(0, n)
             with Forked(n - 1, serve) as workers:
-                for r, c in waves:
-                    chunks = split(r, c, n, MIN_CHUNK, DECODER_SHARE)
-                    if len(chunks) == 1:
-                        one(r, c)
-                    else:
-                        for i in range(n - 1):
-                            workers.send(i, b"g")
-                        # This process: the first chunk, and every piece's symbols as soon as
-                        # its entropy network is done, in bitstream order; a worker
-                        # synthesises a piece while the next pieces' symbols are decoded.
-                        nb, at, mean, scales = predict(chunks[0])
-                        stds = model.scale_table[one_group(scales)]
-                        sym0 = dec.decode_only(stds)
-                        later = []
-                        for i, chunk in enumerate(chunks[1:]):
-                            for cr, _ in pieces(chunk):
-                                s_i = model.scale_table[np.frombuffer(workers.recv(i), np.uint8).reshape(len(cr), M)]
-                                sym = dec.decode_only(s_i)
-                                workers.send(i, sym.astype(np.int16).tobytes())
-                                later.append((sym, s_i))
-                        dec.account(sym0, stds)
-                        for sym, s_i in later:
-                            dec.account(sym, s_i)
-                        reconstruct(nb, at, mean, sym0.astype(np.float64))
-                        dec.check_words()  # once per wavefront (docs/format.md, check 9)
-                        for i in range(n - 1):
-                            workers.recv(i)
-                    if progress is not None:
-                        progress(len(r) * blocks.BLOCK * blocks.BLOCK)
-                dec.finish()
+                for shares in waves:
+                    busy = [i for i in range(1, n) if len(shares[i][0])]
+                    for i in busy:
+                        workers.send(i - 1, b"g")
+                    r, c = shares[0]
+                    if len(r):
+                        run(r, c, rd)
+                    failures = [rd.failure()] + [_failure_of(workers.recv(i - 1)) for i in busy]
+                    streams.raise_first(failures, S)
+                    done(np.concatenate([r for r, _ in shares]))
+                for i in range(n - 1):
+                    workers.send(i, b"e")
+                rd.check(last=True)
+                streams.raise_first([rd.failure()] + [_failure_of(workers.recv(i)) for i in range(n - 1)], S)
                 filtered = post.run(workers)
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None

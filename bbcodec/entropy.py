@@ -30,19 +30,33 @@ def _model(max_symbol: int) -> constriction.stream.model.QuantizedGaussian:
     return constriction.stream.model.QuantizedGaussian(-max_symbol, max_symbol)
 
 
+class _Zeros:
+    """Zero means for the coder, n at a time, from one buffer (a call per coder call
+    costs as much as coding a few dozen symbols)."""
+
+    def __init__(self) -> None:
+        self._buf = np.zeros(0)
+
+    def __call__(self, n: int) -> np.ndarray:
+        if n > len(self._buf):
+            self._buf = np.zeros(max(n, 2 * len(self._buf)))
+        return self._buf[:n]
+
+
 class SymbolEncoder:
     """Codes symbols chunk by chunk (the same words as one call with all of them)."""
 
     def __init__(self, max_symbol: int) -> None:
         self._enc = constriction.stream.queue.RangeEncoder()
         self._model = _model(max_symbol)
+        self._zeros = _Zeros()
 
     def encode(self, symbols: np.ndarray, stds: np.ndarray) -> None:
         """Append symbols (int, any shape) under zero-mean Gaussians with the given stds."""
         sym = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
         std = np.ascontiguousarray(stds, dtype=np.float64).ravel()
         if sym.size:
-            self._enc.encode(sym, self._model, np.zeros_like(std), std)
+            self._enc.encode(sym, self._model, self._zeros(sym.size), std)
 
     def num_words(self) -> int:
         """Length in words of the payload so far (sealed as payload() would seal it)."""
@@ -71,6 +85,7 @@ class SymbolDecoder:
         self._words = len(words)
         self._dec = constriction.stream.queue.RangeDecoder(words)
         self._model = _model(max_symbol)
+        self._zeros = _Zeros()
         self._check = SymbolEncoder(max_symbol)
         self._symbols = 0
 
@@ -90,7 +105,7 @@ class SymbolDecoder:
         if not std.size:
             return np.zeros(stds.shape, dtype=np.int32)
         try:
-            out = self._dec.decode(self._model, np.zeros_like(std), std)
+            out = self._dec.decode(self._model, self._zeros(std.size), std)
         except BaseException as e:  # constriction panics (BaseException) on bad input
             if isinstance(e, KeyboardInterrupt | SystemExit):
                 raise

@@ -1,8 +1,8 @@
-"""The .bbc container, version 1 (specified in docs/format.md). No torch, no numpy.
+"""The .bbc container, versions 1 and 2 (specified in docs/format.md). No torch, no numpy.
 
     offset size field
     0      4    magic            8B 42 42 43 ("\\x8bBBC")
-    4      1    version          1
+    4      1    version          2 (1: read, never written)
     5      1    channels         3 (RGB) or 1 (grayscale)
     6      2    quality_x256     u16, quality * 256, 256..2048
     8      4    width            u32, 1..65535
@@ -11,8 +11,9 @@
     24     8    image_digest     first 8 bytes of SHA-256 of the decoded pixels
     32     4    payload_length   u32, a multiple of 4
     36     2    model_id         u16, network family id (model_io.FAMILIES)
-    38     2    reserved         zero
-    40     n    payload          range-coder words, u32 little-endian
+    38     2    streams          u16, payload substreams S, 1..min(64, block rows) (version 1: zero, S = 1)
+    40     n    payload          S - 1 stream lengths (u32 words), then S streams of
+                                 range-coder words, u32 little-endian (streams.py)
     40+n   4    crc32            CRC-32 (zlib) of bytes 0 .. 40+n-1
 
 All integers little-endian. A reader checks the size and CRC before trusting any field,
@@ -31,7 +32,8 @@ from . import quality as Q
 from .errors import Error
 
 MAGIC = b"\x8bBBC"
-VERSION = 1
+VERSION = 2  # what the encoder writes
+VERSIONS = (1, 2)  # what the decoder reads
 HEADER = struct.Struct("<4sBBHII8s8sIHH")
 HEADER_SIZE = HEADER.size  # 40
 TRAILER_SIZE = 4
@@ -41,6 +43,7 @@ MAX_PAYLOAD = 1 << 31  # payload_length must be below this (2 GiB)
 MAX_FILE_SIZE = HEADER_SIZE + MAX_PAYLOAD - 4 + TRAILER_SIZE  # the largest valid .bbc file
 READ_CHUNK = 1 << 20  # streams are read in pieces this big (Ctrl-C works in between)
 CHANNELS = (1, 3)  # grayscale is coded as RGB and decoded back to one channel
+MAX_STREAMS = 64  # payload substreams (version 2): at most this many, and one per block row
 
 
 class FormatError(Error, ValueError):
@@ -57,11 +60,17 @@ class Header:
     model_id: int = 1
     channels: int = 3
     version: int = VERSION
+    streams: int = 1  # payload substreams (version 2; version 1 has one)
 
     @property
     def quality_value(self) -> float:
         """The quality as a number in [1, 8] (the field stores it times 256)."""
         return Q.from_x256(self.quality_x256)
+
+    @property
+    def skips_zero_scale(self) -> bool:
+        """Whether symbols of scale index 0 are left out of the payload (version 2)."""
+        return self.version >= 2
 
 
 def image_digest(pixels: bytes | memoryview) -> bytes:
@@ -76,13 +85,35 @@ def check_dimensions(width: int, height: int) -> None:
         raise FormatError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
 
 
+def check_streams(streams: int, height: int) -> None:
+    """Refuse a stream count outside 1 .. min(MAX_STREAMS, block rows) (check 6)."""
+    rows = -(-height // 8)
+    if not 1 <= streams <= min(MAX_STREAMS, rows):
+        raise FormatError(f"stream count {streams} is outside 1..{min(MAX_STREAMS, rows)} for an image "
+                          f"{height} pixels high")
+
+
+def _check_payload_length(n: int, version: int, streams: int) -> None:
+    """Check 6's rules on payload_length (below 2 GiB is checked first, by file_size)."""
+    if n % 4:
+        raise FormatError("invalid payload length (not a multiple of 4)")
+    if version == 1 and n == 0:  # every symbol is coded, and any symbol costs the coder a word
+        raise FormatError("empty payload (a version 1 .bbc file holds at least one payload word)")
+    if n < 4 * (streams - 1):
+        raise FormatError(f"payload of {n} bytes is shorter than its table of {streams - 1} stream lengths")
+
+
 def pack(header: Header, payload: bytes) -> bytes:
     """Header + payload + CRC-32 -> file bytes."""
     check_dimensions(header.width, header.height)
     if not Q.valid_x256(header.quality_x256):
         raise FormatError(f"quality {header.quality_value} outside {Q.MIN}..{Q.MAX}")
-    if len(payload) % 4 or not 0 < len(payload) < MAX_PAYLOAD:
-        raise FormatError("payload length must be a non-zero multiple of 4 and below 2 GiB")
+    if header.version not in VERSIONS or (header.version == 1 and header.streams != 1):
+        raise FormatError(f"cannot write version {header.version} with {header.streams} streams")
+    check_streams(header.streams, header.height)
+    if len(payload) >= MAX_PAYLOAD:
+        raise FormatError("payload length must be below 2 GiB")
+    _check_payload_length(len(payload), header.version, header.streams)
     head = HEADER.pack(
         MAGIC,
         header.version,
@@ -94,7 +125,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         header.image_digest,
         len(payload),
         header.model_id,
-        0,
+        header.streams if header.version >= 2 else 0,
     )
     body = head + payload
     return body + struct.pack("<I", zlib.crc32(body))
@@ -108,8 +139,9 @@ def file_size(data: bytes) -> int:
     if len(data) < HEADER_SIZE + TRAILER_SIZE:
         raise FormatError(f"truncated .bbc file ({len(data)} bytes, header needs {HEADER_SIZE + TRAILER_SIZE})")
     version = data[4]
-    if version != VERSION:
-        raise FormatError(f"unsupported .bbc version {version} (this decoder reads version {VERSION})")
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported .bbc version {version} (this decoder reads versions "
+                          f"{', '.join(map(str, VERSIONS))})")
     (n,) = struct.unpack_from("<I", data, 32)
     if n >= MAX_PAYLOAD:
         raise FormatError(f"payload length {n} is not below the limit of {MAX_PAYLOAD} bytes (2 GiB)")
@@ -152,7 +184,7 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
     """File bytes -> (header, payload), after checking magic, version, size and CRC
     (check_crc=False: all but the CRC, for `bbcodec info` to show a damaged header)."""
     expected = file_size(data)
-    magic, version, channels, q256, width, height, wsha, digest, n, model_id, reserved = HEADER.unpack_from(data)
+    magic, version, channels, q256, width, height, wsha, digest, n, model_id, streams = HEADER.unpack_from(data)
     if len(data) < expected:
         raise FormatError(f"truncated .bbc file ({len(data)} bytes, header says {expected})")
     if len(data) > expected:
@@ -163,10 +195,12 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
         raise FormatError(f"unsupported channel count {channels}")
     if not Q.valid_x256(q256):
         raise FormatError(f"invalid quality field {q256}")
-    if n % 4 or reserved:
-        raise FormatError("invalid payload length or reserved field")
-    if n == 0:  # every image has at least one symbol, and any symbol costs the coder a word
-        raise FormatError("empty payload (a .bbc file holds at least one payload word)")
+    if version == 1:
+        if streams:
+            raise FormatError("invalid reserved field (version 1: zero)")
+        streams = 1
     check_dimensions(width, height)
-    header = Header(width, height, q256, wsha, digest, model_id, channels, version)
+    check_streams(streams, height)
+    _check_payload_length(n, version, streams)
+    header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams)
     return header, data[HEADER_SIZE : HEADER_SIZE + n]

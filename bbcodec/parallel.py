@@ -98,20 +98,6 @@ def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def split(r: np.ndarray, c: np.ndarray, parts: int, min_chunk: int,
-          first: float = 1.0, last: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A wavefront's blocks (r, c) cut into at most `parts` chunks (one when it has fewer
-    than 2 min_chunk blocks, at most one per min_chunk blocks): contiguous runs in
-    bitstream order, the first (the last, if `last`) `first` times as large as each of
-    the others, which are of equal size (give or take a block)."""
-    k = max(1, min(parts, len(r) // max(1, min_chunk)))
-    if k == 1:
-        return [(r, c)]
-    weights = np.concatenate([[0.0], np.ones(k - 1), [first]] if last else [[0.0, first], np.ones(k - 1)])
-    cuts = np.rint(np.cumsum(weights) / weights.sum() * len(r)).astype(int)
-    return [(r[a:b], c[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-
-
 def shared_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A zeroed array in memory that processes forked after this call share (an
     anonymous shared mapping; freed with the array)."""

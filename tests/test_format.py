@@ -31,11 +31,14 @@ def test_pack_then_unpack_returns_the_same_fields():
 
 def test_header_layout_matches_the_spec_offsets():
     data = make(width=0x1234, height=0x56)
-    assert data[:4] == b"\x8bBBC" and data[4] == 1 and data[5] == 3
+    assert data[:4] == b"\x8bBBC" and data[4] == 2 and data[5] == 3
     assert struct.unpack_from("<H", data, 6)[0] == 1024
     assert struct.unpack_from("<II", data, 8) == (0x1234, 0x56)
     assert struct.unpack_from("<I", data, 32)[0] == 12
     assert struct.unpack_from("<H", data, 36)[0] == 1
+    assert struct.unpack_from("<H", data, 38)[0] == 1  # streams
+    many = fmt.pack(fmt.Header(17, 40, 1024, b"\xaa" * 8, b"\xbb" * 8, streams=5), b"\0" * 16)
+    assert struct.unpack_from("<H", many, 38)[0] == 5 and fmt.unpack(many)[0].streams == 5
 
 
 def test_every_truncation_is_refused():
@@ -62,7 +65,10 @@ def test_trailing_bytes_are_refused():
 @pytest.mark.parametrize(
     ("offset", "fmt_char", "value", "message"),
     [
-        (4, "B", 2, "version"),
+        (4, "B", 0, "version"),
+        (4, "B", 3, "version"),
+        (38, "H", 0, "stream count 0"),
+        (38, "H", 65, "stream count 65"),
         (5, "B", 4, "channel"),
         (6, "H", 0, "quality"),
         (6, "H", 2049, "quality"),
@@ -88,7 +94,7 @@ def test_payload_length_mismatch_is_refused():
 def test_a_payload_length_of_2_gib_is_refused_by_the_limit_before_anything_else():
     """44 bytes claiming a 2^31-byte payload: refused for the limit, not as truncated
     (the CRC cannot be re-sealed for 2 GiB, so the check must come first)."""
-    head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 3, 4 * 256, 17, 9, b"\xaa" * 8, b"\xbb" * 8, fmt.MAX_PAYLOAD, 1, 0)
+    head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 3, 4 * 256, 17, 9, b"\xaa" * 8, b"\xbb" * 8, fmt.MAX_PAYLOAD, 1, 1)
     data = head + b"\x00" * fmt.TRAILER_SIZE
     assert len(data) == 44 and fmt.MAX_PAYLOAD == 2**31
     with pytest.raises(fmt.FormatError, match="limit"):
@@ -104,13 +110,36 @@ def test_wrong_magic_says_not_a_bbc_file():
         fmt.unpack(b"\x89PNG\r\n\x1a\n" + b"\x00" * 60)
 
 
-def test_an_empty_payload_is_refused_and_never_written():
+def test_an_empty_payload_is_refused_in_version_1_only():
+    """Version 1 codes every symbol (at least one word); a version 2 payload holds the
+    table of stream lengths and the symbols of scale index above 0 (possibly none)."""
     body = bytearray(make()[:-4])[:40]
     struct.pack_into("<I", body, 32, 0)
+    assert fmt.unpack(recrc(bytes(body)))[1] == b""
+    body[4], body[38] = 1, 0
     with pytest.raises(fmt.FormatError, match="empty payload"):
         fmt.unpack(recrc(bytes(body)))
-    with pytest.raises(fmt.FormatError):
-        make(payload=b"")
+    with pytest.raises(fmt.FormatError, match="empty payload"):
+        fmt.pack(fmt.Header(17, 9, 1024, b"\xaa" * 8, b"\xbb" * 8, version=1), b"")
+    assert fmt.unpack(make(payload=b""))[1] == b""
+
+
+def test_version_1_files_have_one_stream_and_a_zero_reserved_field():
+    v1 = fmt.pack(fmt.Header(17, 9, 1024, b"\xaa" * 8, b"\xbb" * 8, version=1), b"\0" * 4)
+    assert v1[4] == 1 and struct.unpack_from("<H", v1, 38)[0] == 0
+    header = fmt.unpack(v1)[0]
+    assert header.version == 1 and header.streams == 1 and not header.skips_zero_scale
+    body = bytearray(v1[:-4])
+    struct.pack_into("<H", body, 38, 2)
+    with pytest.raises(fmt.FormatError, match="reserved"):
+        fmt.unpack(recrc(bytes(body)))
+    with pytest.raises(fmt.FormatError, match="version 1 with 2 streams"):
+        fmt.pack(fmt.Header(17, 9, 1024, b"\xaa" * 8, b"\xbb" * 8, version=1, streams=2), b"\0" * 4)
+
+
+def test_a_payload_shorter_than_its_stream_table_is_refused():
+    with pytest.raises(fmt.FormatError, match="table of 4 stream lengths"):
+        fmt.pack(fmt.Header(17, 40, 1024, b"\xaa" * 8, b"\xbb" * 8, streams=5), b"\0" * 12)
 
 
 def test_a_stream_is_read_no_further_than_the_header_says():

@@ -1,5 +1,7 @@
 """Committed .bbc files must keep decoding to their committed checksums: one per shipped
-weights file, so files written with earlier default weights stay readable.
+weights file and format version (version 1 files were made before version 2 existed), so
+files written with earlier default weights or versions stay readable; a file of the
+current version must also be what the encoder writes today, byte for byte.
 
 Add the golden file of new weights (after shipping them; review the diff) with
     BBCODEC_REGEN=1 python -m pytest tests/test_golden.py
@@ -30,29 +32,34 @@ def golden_image() -> np.ndarray:
     return np.stack([r, g, b], axis=2).astype(np.uint8)
 
 
-def golden_paths(name: str) -> tuple[Path, Path]:
-    """The .bbc and .json of one weights file (NAME-<sha8>.npz)."""
-    stem = "golden-q4-" + name.removesuffix(".npz")
+GOLDEN_STREAMS = 3  # the current version's golden files code 3 streams (of the image's 5 block rows)
+
+
+def golden_paths(name: str, version: int = format.VERSION) -> tuple[Path, Path]:
+    """The .bbc and .json of one weights file (NAME-<sha8>.npz) and format version."""
+    stem = ("golden-q4-" if version == 1 else f"golden-v{version}-q4-") + name.removesuffix(".npz")
     return DATA / f"{stem}.bbc", DATA / f"{stem}.json"
 
 
 SHIPPED = list(weights.registered(WEIGHTS_DIR))
+CASES = [(n, v) for n in SHIPPED for v in format.VERSIONS if v == format.VERSION or golden_paths(n, v)[0].exists()]
 
 
 def test_every_shipped_weights_file_has_a_golden_file():
     assert SHIPPED, "no weights listed in weights/SHA256SUMS"
+    assert any(v == 1 for _, v in CASES), "the version 1 golden files are gone"
     if os.environ.get("BBCODEC_REGEN"):
         return
     missing = [n for n in SHIPPED if not golden_paths(n)[0].exists()]
     assert not missing, f"no golden file for {missing}: run with BBCODEC_REGEN=1"
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_golden_file_decodes_to_the_committed_checksum_and_re_encodes_identically(name):
+@pytest.mark.parametrize(("name", "version"), CASES)
+def test_golden_file_decodes_to_the_committed_checksum_and_re_encodes_identically(name, version):
     w = weights.load(WEIGHTS_DIR / name)
-    golden, expected_path = golden_paths(name)
+    golden, expected_path = golden_paths(name, version)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
-        data, rec = codec.encode(golden_image(), 4, w)
+        data, rec = codec.encode(golden_image(), 4, w, n_streams=GOLDEN_STREAMS)
         golden.write_bytes(data)
         expected_path.write_text(json.dumps({
             "weights": name,
@@ -64,8 +71,11 @@ def test_golden_file_decodes_to_the_committed_checksum_and_re_encodes_identicall
     data = golden.read_bytes()
     assert hashlib.sha256(data).hexdigest() == expected["file_sha256"]
     header, payload = format.unpack(data)
+    assert header.version == version
     found = weights.for_header(header)  # the decoder finds these weights from the header alone
     assert found.path.name == name
     img = codec.decode(header, payload, found)
     assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
-    assert codec.encode(golden_image(), 4, w)[0] == data
+    if version == format.VERSION:
+        assert header.streams == GOLDEN_STREAMS
+        assert codec.encode(golden_image(), 4, w, n_streams=GOLDEN_STREAMS)[0] == data

@@ -196,22 +196,37 @@ def test_garbage_with_the_right_magic_and_a_valid_crc_fails_cleanly(sample):
 
 # Defect 2: a file's cost is bounded by what it holds -----------------------------------
 
-def _sealed(width: int, height: int, payload: bytes, quality_x256: int = 1024) -> bytes:
+def _sealed(width: int, height: int, payload: bytes, quality_x256: int = 1024, version: int = 2,
+            streams: int = 1) -> bytes:
     """A .bbc file with a valid CRC naming the shipped weights, whatever its payload."""
     from bbcodec import format as fmt
     from bbcodec import weights
 
     w = weights.default()
-    head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 3, quality_x256, width, height, w.prefix, b"\0" * 8,
-                           len(payload), w.family_id, 0)
+    head = fmt.HEADER.pack(fmt.MAGIC, version, 3, quality_x256, width, height, w.prefix, b"\0" * 8,
+                           len(payload), w.family_id, streams if version > 1 else 0)
     return head + payload + struct.pack("<I", zlib.crc32(head + payload))
 
 
 def test_an_empty_payload_is_refused_from_the_header(tmp_path):
-    data = _sealed(8192, 8192, b"")
+    """Version 1 codes every symbol, so it has at least one word; a version 2 payload may
+    be empty (every symbol of scale index 0), and refused at its first coded symbol."""
+    data = _sealed(8192, 8192, b"", version=1)
     assert len(data) == 44
     assert "empty payload" in assert_clean_failure(_decode_bytes(data, tmp_path)[0])
     assert "empty payload" in assert_clean_failure(invoke("info", str(tmp_path / "bad.bbc")))
+    assert "ends before symbol" in assert_clean_failure(_decode_bytes(_sealed(8192, 8192, b""), tmp_path)[0])
+
+
+@pytest.mark.parametrize("streams", [2, 64])
+def test_a_stream_table_that_does_not_fit_the_payload_is_refused(streams, tmp_path):
+    table = struct.pack("<I", 5) + bytes(4 * (streams - 2))  # stream 0 claims 5 words of none
+    message = assert_clean_failure(_decode_bytes(_sealed(512, 512, table + b"\0" * 8, streams=streams), tmp_path)[0])
+    assert "stream 0 of 5 words runs past the end of the payload" in message
+    short = _sealed(512, 512, b"", streams=streams)  # shorter than the table itself
+    assert "stream lengths" in assert_clean_failure(_decode_bytes(short, tmp_path)[0])
+    too_many = _sealed(64, 64, bytes(4 * 8), streams=9)  # 8 block rows: at most 8 streams
+    assert "stream count 9 is outside 1..8" in assert_clean_failure(_decode_bytes(too_many, tmp_path)[0])
 
 
 @pytest.mark.parametrize("payload", [b"\0" * 64, b"\xff" * 64, b"\0" * 4096])
@@ -247,8 +262,8 @@ main()"""], capture_output=True, timeout=90)
 def test_pillow_opens_without_decoding_and_load_fails_fast():
     import time
 
-    with pytest.raises(UnidentifiedImageError):  # empty payload: refused by open()
-        Image.open(io.BytesIO(_sealed(8192, 8192, b"")))
+    with pytest.raises(UnidentifiedImageError):  # empty version 1 payload: refused by open()
+        Image.open(io.BytesIO(_sealed(8192, 8192, b"", version=1)))
     t0 = time.perf_counter()
     with Image.open(io.BytesIO(_sealed(8192, 8192, b"\0" * 4096))) as im:
         assert im.size == (8192, 8192)

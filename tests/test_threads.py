@@ -1,4 +1,4 @@
-"""Threads on one image (codec.py, parallel.Chunks), the fast integer networks
+"""Threads on one image (codec.py, streams.py), the fast integer networks
 (exact.FastStack) and the rolling canvas (blocks.Canvas): the same bytes and pixels
 for any number of threads, equal to the step-by-step arithmetic of docs/format.md."""
 
@@ -18,7 +18,7 @@ from PIL import Image
 from test_exact import tiny_model
 
 import bbcodec
-from bbcodec import blocks, codec, format, parallel
+from bbcodec import blocks, codec, format, parallel, streams
 from bbcodec.blocks import BlockContext, Canvas
 from bbcodec.exact import ACT_MAX
 from bbcodec.weights import Weights
@@ -39,8 +39,10 @@ def shipped(request, weights, family2_weights) -> Weights:
 
 @pytest.fixture
 def every_wavefront_split(monkeypatch):
-    """Chunks of one block, so that small images are cut as large ones are."""
+    """Up to 4 payload streams and chunks of one block, so that small images are cut
+    among processes as large ones are."""
     monkeypatch.setattr(codec, "MIN_CHUNK", 1)
+    monkeypatch.setattr(streams, "default_count", lambda rows: min(4, rows))
 
 
 FORKS: list[int] = []  # workers forked by codec, per Forked
@@ -65,11 +67,14 @@ def files_and_images(img, quality, w, **kw) -> set[tuple[str, str, str]]:
     for n in THREADS:
         FORKS.clear()
         data, rec = codec.encode(img, quality, w, threads=n, **kw)
-        dec = codec.decode(*format.unpack(data), w, threads=n)
+        header, payload = format.unpack(data)
+        dec = codec.decode(header, payload, w, threads=n)
         out.add(tuple(hashlib.sha256(x).hexdigest() for x in (data, rec.tobytes(), dec.tobytes())))
         rows, cols = blocks.grid_shape(*img.shape[:2])
-        if parallel.can_fork() and n > 1 and min(rows, (cols + 1) // 2) >= 2 * codec.MIN_CHUNK:
-            assert FORKS and all(k >= 1 for k in FORKS), "no workers were forked"
+        if parallel.can_fork() and n > 1 and header.streams > 1 and min(rows, (cols + 1) // 2) >= 2 * codec.MIN_CHUNK:
+            widest = min(rows, (cols + 1) // 2)
+            k = min(n, header.streams, widest // codec.MIN_CHUNK)  # processes: a stream each at most
+            assert FORKS == [k - 1] * 2, "not as many processes as threads, streams and wavefronts allow"
     return out
 
 
@@ -91,7 +96,9 @@ def test_files_and_images_are_identical_for_1_to_4_threads(h, w, quality, shippe
 def test_a_photo_codes_the_same_with_the_default_chunks(kodak_crop, shipped):
     big = np.tile(kodak_crop, (5, 8, 1))  # 240x512: wavefronts of up to 30 blocks, cut in two
     assert max(len(r) for r, _ in blocks.wavefronts(30, 64)) >= 2 * codec.MIN_CHUNK
+    assert streams.default_count(30) == 1  # under 256 pixels high: one stream, one process
     assert len(files_and_images(big, 4, shipped)) == 1
+    assert len(files_and_images(big, 4, shipped, n_streams=3)) == 1
 
 
 def test_grayscale_images_code_the_same_for_any_threads(shipped, every_wavefront_split):
@@ -100,10 +107,9 @@ def test_grayscale_images_code_the_same_for_any_threads(shipped, every_wavefront
 
 
 def test_family_3_files_decode_with_workers_group_by_group(weights, family2_weights, every_wavefront_split):
-    """The default weights code their latents in groups: the forked decoder runs the
-    entropy network and the heads' products in the workers and decodes each group over
-    the whole wavefront in this process; the same image as in one process, for the
-    default and the family-2 weights, with as many workers as asked."""
+    """The default weights code their latents in groups: each process decodes its
+    streams' blocks group by group; the same image as in one process, for the default
+    and the family-2 weights, with as many workers as asked (4 streams here)."""
     assert weights.model.family == 3 and len(weights.model.group_columns()) > 1
     img = random_image(40, 72, seed=5)  # 5 x 9 blocks: wavefronts of up to 5 blocks
     for w in (weights, family2_weights):
@@ -147,28 +153,28 @@ def test_the_post_loop_filter_runs_in_bands_across_the_workers(weights, monkeypa
         assert bands == [(0, n), (0, n)]  # this process's band, encoding and decoding
 
 
-def test_the_grouped_decoder_cuts_wavefronts_with_its_own_chunk_last(weights, monkeypatch):
-    """Every split wavefront goes to the workers as chunks in bitstream order with this
-    process's chunk last (its last group's symbols are decoded after the workers' are
-    handed on), and the image is the one-process decoder's."""
-    cuts = []
-    real_split = codec.split
+def test_each_process_codes_whole_streams_in_stream_order():
+    """streams.mine gives process i the blocks of the streams it owns (s mod n == i),
+    ordered by stream and then by row (each stream's bitstream order); every block of a
+    wavefront goes to exactly one process, and runs() finds each stream's run."""
+    r = np.arange(3, 14)  # a wavefront's rows, ascending
+    c = 40 - 2 * r
+    for S, n in ((1, 1), (4, 1), (4, 2), (4, 3), (5, 4), (16, 2)):
+        got = [streams.mine(r, c, S, n, i) for i in range(n)]
+        assert sorted(np.concatenate([g[0] for g in got]).tolist()) == r.tolist()
+        for i, (rr, cc) in enumerate(got):
+            assert np.array_equal(cc, 40 - 2 * rr)
+            owned = streams.owned(S, n, i)
+            assert set((rr % S).tolist()) <= set(owned)
+            keys = list(zip((rr % S).tolist(), rr.tolist(), strict=True))
+            assert keys == sorted(keys)  # stream order, rows ascending in each
+            for s, a, b in streams.runs(rr, S, owned):
+                assert (rr[a:b] % S == s).all() and ((rr % S == s).sum() == b - a)
+    assert streams.owned(4, 3, 0) == [0, 3] and streams.owned(4, 3, 2) == [2]
 
-    def recording_split(r, c, parts, min_chunk, first=1.0, last=False):  # noqa: ANN001
-        chunks = real_split(r, c, parts, min_chunk, first, last)
-        cuts.append((len(r), [len(cr) for cr, _ in chunks], last))
-        return chunks
 
-    monkeypatch.setattr(codec, "split", recording_split)
-    img = random_image(8 * 60, 8 * 100, seed=8)[:, :, 0].copy()  # grayscale; wavefronts of up to 50 blocks
-    data, rec = codec.encode(img, 3, weights, threads=1)
-    cuts.clear()
-    out = codec.decode(*format.unpack(data), weights, threads=3)
-    assert np.array_equal(out, rec) and out.ndim == 2
-    split_ones = [sizes for _, sizes, last in cuts if len(sizes) > 1]
-    assert split_ones and all(last for *_, last in cuts)
-    assert max(len(sizes) for sizes in split_ones) == 3
-    assert all(sizes[-1] <= sizes[0] for sizes in split_ones)  # this process's share is the smaller
+def test_the_default_stream_count_grows_with_the_height():
+    assert [streams.default_count(rows) for rows in (1, 31, 32, 64, 375, 1024, 8192)] == [1, 1, 2, 4, 16, 16, 16]
 
 
 @pytest.mark.parametrize("kernels", [(3, 3, 1, 1), (3, 1, 3, 3), (3, 3, 3, 3)])
@@ -290,18 +296,6 @@ def test_pixels_gathered_and_put_per_block_match_the_whole_image_conversion(h, w
         assert np.array_equal(blocks.gather_pixels(img, r, c), whole[r, c].astype(np.float64))
         blocks.put_pixels(out, r, c, whole[r, c])
     assert np.array_equal(out, img)
-
-
-def test_wavefronts_are_cut_in_order_and_small_ones_left_whole():
-    r, c = np.arange(30), np.arange(30) * 2
-    parts = parallel.split(r, c, 4, 8)
-    assert [len(p[0]) for p in parts] == [10, 10, 10]  # 30 // 8 = 3 chunks
-    assert np.array_equal(np.concatenate([p[1] for p in parts]), c)
-    assert len(parallel.split(r[:15], c[:15], 4, 8)) == 1
-    assert len(parallel.split(r, c, 1, 1)) == 1 and len(parallel.split(r, c, 7, 1)) == 7
-    assert [len(p[0]) for p in parallel.split(r, c, 3, 8, 0.5)] == [6, 12, 12]
-    parts = parallel.split(r, c, 3, 8, 0.5, last=True)
-    assert [len(p[0]) for p in parts] == [12, 12, 6] and np.array_equal(np.concatenate([p[0] for p in parts]), r)
 
 
 @pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import blocks, codec, format, weights
+from .. import blocks, codec, format, streams, weights
 from .. import quality as Q
 from ..blocks import BlockContext
-from ..entropy import SymbolEncoder
 from ..exact import FrozenModel, QualityParams
 from .data import Part, image_paths
 
@@ -41,7 +40,8 @@ def code_photo(img: np.ndarray, model: FrozenModel, qp: QualityParams):
     canvas = blocks.new_canvas(rows, cols)
     ctx = BlockContext(rows, cols)
     L, M = model.max_symbol, model.M
-    coder = SymbolEncoder(L)
+    n_streams = streams.default_count(rows)
+    coder = streams.Writer(list(range(n_streams)), n_streams, model.scale_table, L)
     hs, lss, syms = [], [], []
     for r, c in blocks.wavefronts(rows, cols):
         nb = blocks.gather_neighbours(canvas, r, c)
@@ -52,13 +52,16 @@ def code_photo(img: np.ndarray, model: FrozenModel, qp: QualityParams):
         idx = np.searchsorted(model.scale_bounds, log_scale, side="right")
         y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
         sym = np.clip(np.rint(y - mean), -L, L)
+        sym[idx == 0] = 0  # not coded: the decoder reads 0 (docs/format.md 4)
         canvas[r + 1, c + 1] = model.synthesise(sym, mean, nb, qp, ctx)
-        coder.encode(sym, model.scale_table[idx])
+        coder.write(r, sym, idx, [slice(None)])
         hs.append(h.astype(np.int16))
         lss.append(log_scale.astype(np.float32))
         syms.append(sym.astype(np.int16))
     rec = blocks.from_blocks(canvas[1:, 1:-1], height, width)
-    return rec, np.concatenate(hs), np.concatenate(lss), np.concatenate(syms), coder.payload()
+    parts = coder.payloads()
+    payload = streams.join([parts[s] for s in range(n_streams)])
+    return rec, np.concatenate(hs), np.concatenate(lss), np.concatenate(syms), payload
 
 
 def build(folder: Path, out: Path, w: weights.Weights, part: Part = "train", qualities: int = 2,
