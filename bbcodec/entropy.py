@@ -112,6 +112,16 @@ class SymbolDecoder:
             raise EntropyError(f"range decoder failed: {e}") from None
         return np.asarray(out, dtype=np.int32).reshape(stds.shape)
 
+    def decode_flat(self, std: np.ndarray) -> np.ndarray:
+        """decode_only of a non-empty contiguous float64 vector of stds (the coding loop's
+        calls: fewer conversions)."""
+        try:
+            return self._dec.decode(self._model, self._zeros(std.size), std)
+        except BaseException as e:  # constriction panics (BaseException) on bad input
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            raise EntropyError(f"range decoder failed: {e}") from None
+
     def account(self, symbols: np.ndarray, stds: np.ndarray) -> None:
         """Re-encode decoded symbols, for check_words and finish."""
         self._check.encode(symbols, stds)

@@ -181,7 +181,7 @@ _PLAN_LOCK = threading.Lock()
 
 def scale_indices(bounds: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
     """Scale-table index of each log-scale: comparisons with the table's bounds only."""
-    return np.searchsorted(bounds, log_scale, side="right")
+    return bounds.searchsorted(log_scale, side="right")
 
 
 def scale_groups(context: GroupedScales | None, bounds: np.ndarray, scales: Scales, sym: np.ndarray,
@@ -213,8 +213,7 @@ class Scales:
     log_scale: np.ndarray  # (B, M)
     hidden: np.ndarray | None = None
     # The group heads' products of hidden (GroupedScales.products, side by side), when
-    # computed ahead: by a worker for the decoding process (FrozenModel.with_products,
-    # codec.py), or once for many rows of the same blocks (rdoq.py).
+    # computed ahead: once for many rows of the same blocks (rdoq.py).
     products: np.ndarray | None = None
 
     def rows(self, idx: np.ndarray) -> Scales:
@@ -223,7 +222,7 @@ class Scales:
                       None if self.products is None else self.products[idx])
 
 
-def _scaled(a: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+def rescaled(a: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
     """a * 2^shift, checked exact (no overflow, no subnormal): a power-of-two rescaling."""
     out = np.ldexp(a, np.asarray(shift, dtype=np.int64))
     if not np.array_equal(np.ldexp(out, -np.asarray(shift, dtype=np.int64)), a) or not np.isfinite(out).all():
@@ -254,7 +253,7 @@ class FastStack:
     The GDN's gamma and beta are multiplied by 2^(-2k) (k the ldexp after the division,
     2^(2k) for the inverse GDN), so that sqrt(s) carries the factor 2^(-k) exactly
     (sqrt, division and multiplication are correctly rounded, and rounding commutes
-    with a power of two away from overflow and subnormals, which _scaled checks). The
+    with a power of two away from overflow and subnormals, which rescaled checks). The
     leaky ReLU max(a, rint(a/128)) equals where(a >= 0, a, rint(a/128)). Biases ride
     on a column of ones beside the activations.
     """
@@ -279,26 +278,26 @@ class FastStack:
             if act.kind != "leaky":
                 assert act.G is not None and act.B is not None
                 k = act.fg // 2 + act.fh if act.kind == "gdn" else -(act.fh - 2 * act.fa - act.fg // 2)
-                GB = np.ascontiguousarray(np.concatenate([_scaled(act.G, -2 * k), _scaled(act.B, -2 * k)[:, None]], axis=1))
-            W = _scaled(layer.W, shift[i][:, None] if shift[i].ndim else shift[i])
-            b = _scaled(layer.b, shift[i])
+                GB = np.ascontiguousarray(np.concatenate([rescaled(act.G, -2 * k), rescaled(act.B, -2 * k)[:, None]], axis=1))
+            W = rescaled(layer.W, shift[i][:, None] if shift[i].ndim else shift[i])
+            b = rescaled(layer.b, shift[i])
             if layer.k == 1:
                 steps.append(_Step(act.kind, GB, np.ascontiguousarray(np.concatenate([W, b[:, None]], axis=1)), None, 1))
             else:
                 steps.append(_Step(act.kind, GB, np.ascontiguousarray(W), b, layer.k))
         return cls(
             s0=np.ldexp(1.0, s0),
-            Wnb=np.ascontiguousarray(_scaled(st.W_nb, s0[:, None] if s0.ndim else s0)),
-            Wcur=None if st.W_cur is None else np.ascontiguousarray(_scaled(st.W_cur, s0[:, None] if s0.ndim else s0)),
+            Wnb=np.ascontiguousarray(rescaled(st.W_nb, s0[:, None] if s0.ndim else s0)),
+            Wcur=None if st.W_cur is None else np.ascontiguousarray(rescaled(st.W_cur, s0[:, None] if s0.ndim else s0)),
             steps=steps,
             Wskip=None if st.W_skip is None else np.ascontiguousarray(
-                _scaled(st.W_skip, shift[-1][:, None] if shift[-1].ndim else shift[-1])),
+                rescaled(st.W_skip, shift[-1][:, None] if shift[-1].ndim else shift[-1])),
             stack=st,
         )
 
     def first(self, nb: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """The neighbour part of the first layer with its bias, rescaled (B, C0)."""
-        x = nb @ self.Wnb.T
+        x = _mm(nb, self.Wnb)
         x += bias * self.s0
         return x
 
@@ -324,7 +323,7 @@ class FastStack:
                 assert nb is not None
                 first = self.first(nb, bias)
         if self.Wcur is not None:
-            x = cur @ self.Wcur.T
+            x = _mm(cur, self.Wcur)
             x += first
         else:
             x = first  # overwritten: each prepared first layer is used once
@@ -333,21 +332,28 @@ class FastStack:
             h = _activate(step, x)
             if step.k == 1:
                 hidden = h[:, :-1]
-                x = h @ step.W.T
+                x = _mm(h, step.W)
             else:
                 assert ctx is not None, "a kernel-3 layer needs the block context"
                 hidden = ctx.with_neighbours((id(self.stack), i), h[:, :-1], np.int16)
-                x = hidden @ step.W.T
+                x = _mm(hidden, step.W)
                 x += step.b
         if self.Wskip is not None:
-            x += cur @ self.Wskip.T
+            x += _mm(cur, self.Wskip)
         return x, hidden
 
 
 _LEAKY = 2.0**-LEAKY_SHIFT
 
 
-def _saturate(x: np.ndarray) -> None:
+def _mm(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """x @ W.T (B, out), computed as (W @ x.T).T: OpenBLAS is up to a third faster with the
+    many output channels as the product's rows than with the few blocks of a wavefront
+    (benchmarks/speed.py, part 4); exact integers either way. An F-ordered result."""
+    return (W @ x.T).T
+
+
+def saturate(x: np.ndarray) -> None:
     """Clip to +-ACT_MAX in place (a min and max first: rarely needed, and a clip is slower)."""
     if x.size and (x.max() > ACT_MAX or x.min() < -ACT_MAX):
         np.clip(x, -ACT_MAX, ACT_MAX, out=x)
@@ -357,7 +363,7 @@ def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
     """Activation of a rescaled accumulator x (overwritten): (B, C + 1) integers and a
     column of ones (the next layer's bias)."""
     np.rint(x, out=x)
-    _saturate(x)
+    saturate(x)
     n, C = x.shape
     h = np.empty((n, C + 1))
     h[:, C] = 1.0
@@ -369,14 +375,14 @@ def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
     sq = np.empty((n, C + 1))
     sq[:, C] = 1.0
     np.multiply(x, x, out=sq[:, :C])
-    s = sq @ step.GB.T  # beta + gamma x^2, times 2^(-2k)
+    s = _mm(sq, step.GB)  # beta + gamma x^2, times 2^(-2k)
     np.sqrt(s, out=s)
     if step.kind == "gdn":
         np.divide(x, s, out=s)
     else:
         np.multiply(x, s, out=s)
     np.rint(s, out=h[:, :C])
-    _saturate(h[:, :C])
+    saturate(h[:, :C])
     return h
 
 
@@ -477,19 +483,6 @@ class FrozenModel:
         order; a group's indices may depend on sym's earlier groups (filled in by then)."""
         return scale_groups(self.context, self.scale_bounds, scales, sym, qp.bias)
 
-    def with_products(self, scales: Scales) -> Scales:
-        """scales with the group heads' products of the hidden features computed (and the
-        hidden features dropped): the same scale_groups, from less data, which a worker
-        process hands to the decoding one (codec.py). Unchanged without coding groups."""
-        if self.context is None or scales.hidden is None:
-            return scales
-        return Scales(scales.log_scale, None, self.context.products(scales.hidden))
-
-    @property
-    def products_width(self) -> int:
-        """Columns of Scales.products (0 without coding groups)."""
-        return 0 if self.context is None else self.context.products_width
-
     def group_columns(self) -> list[np.ndarray | slice]:
         """The channels of each coding group, in bitstream order."""
         return [slice(None)] if self.context is None else list(self.context.columns())
@@ -546,7 +539,7 @@ class Prepared:
 
     def first(self, name: str) -> np.ndarray:
         """The first layer's neighbour term and bias of one stack, rescaled (B, C0)."""
-        return self.nb @ self.weights[name].T
+        return _mm(self.nb, self.weights[name])
 
 
 def check_exact(model: FrozenModel) -> None:

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .exact import ACT_MAX, EXACT_LIMIT, MAX_SYMBOL, Activation, Layer
+from .exact import (
+    ACT_MAX,
+    EXACT_LIMIT,
+    LEAKY_SHIFT,
+    MAX_SYMBOL,
+    Activation,
+    Layer,
+    rescaled,
+    saturate,
+)
 
 
 @dataclass
@@ -44,11 +53,69 @@ class GroupHead:
             e = layer.e
         return np.ldexp(acc, -e.astype(np.int64))  # exact: the real value of the accumulator
 
+    def fast(self) -> FastHead:
+        """The fast form of this head, built on first use (the arrays must not change after)."""
+        fast = self.__dict__.get("_fast")
+        if fast is None:
+            fast = self.__dict__["_fast"] = FastHead.of(self)
+        return fast
+
     def worst_sums(self) -> list[float]:
         """Largest partial sum of each layer for any input (hidden features and
         activations within ACT_MAX, symbols within MAX_SYMBOL)."""
         first = ACT_MAX * np.abs(self.W_h).sum(1) + MAX_SYMBOL * np.abs(self.W_s).sum(1) + np.abs(self.qbias).max(0)
         return [float(first.max())] + [float((ACT_MAX * np.abs(la.W).sum(1) + np.abs(la.b)).max()) for la in self.layers]
+
+
+@dataclass
+class FastHead:
+    """A GroupHead with every power-of-two rescaling folded into its integers, as
+    exact.FastStack does for the stacks (same bits: integers times powers of two, whose
+    sums are exact in any order): the first layer's weights (W_h: GroupedScales.products)
+    and per-quality bias by 2^(fa_1 - e0) per channel, so that its requantisation is rint
+    and clip; each layer's by 2^(fa_next - e), the last by 2^-e, so that it gives the
+    correction itself. Leaky activations only (the heads' only kind)."""
+
+    s0: np.ndarray  # (K,) 2^(fa_1 - e0)
+    W_h: np.ndarray  # (K, C) rescaled
+    W_s: np.ndarray  # (K, start) rescaled
+    layers: list[tuple[np.ndarray, np.ndarray]]  # (W, b) rescaled
+
+    @classmethod
+    def of(cls, head: GroupHead) -> FastHead:
+        assert all(a.kind == "leaky" for a in head.acts)
+        n = len(head.layers)
+        s0 = np.asarray(head.acts[0].fa - head.e0, dtype=np.int64)
+        layers = []
+        for i, layer in enumerate(head.layers):
+            shift = np.asarray(head.acts[i + 1].fa - layer.e if i + 1 < n else -layer.e, dtype=np.int64)
+            layers.append((np.ascontiguousarray(rescaled(layer.W, shift[:, None] if shift.ndim else shift)),
+                           rescaled(layer.b, shift)))
+        col = s0[:, None] if s0.ndim else s0
+        return cls(np.ldexp(1.0, s0), np.ascontiguousarray(rescaled(head.W_h, col)),
+                   np.ascontiguousarray(rescaled(head.W_s, col)), layers)
+
+    def run(self, hw: np.ndarray, a: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """GroupHead.run, with hw = h @ W_h^T of the rescaled W_h."""
+        x = a @ self.W_s.T
+        x += hw
+        x += self._scaled_bias(bias)
+        for W, b in self.layers:
+            np.rint(x, out=x)
+            saturate(x)
+            t = np.multiply(x, 2.0**-LEAKY_SHIFT)
+            np.rint(t, out=t)
+            np.maximum(x, t, out=x)
+            x = x @ W.T
+            x += b
+        return x
+
+    def _scaled_bias(self, bias: np.ndarray) -> np.ndarray:
+        """bias * s0, kept for the last bias array seen (a quality's, used per wavefront)."""
+        last = self.__dict__.get("_bias")
+        if last is None or last[0] is not bias:
+            last = self.__dict__["_bias"] = (bias, bias * self.s0)
+        return last[1]
 
 
 @dataclass
@@ -60,21 +127,21 @@ class GroupedScales:
     heads: list[GroupHead]
 
     def __post_init__(self) -> None:
-        self._W_h = np.concatenate([head.W_h for head in self.heads]) if self.heads else np.zeros((0, 0))
+        # The heads' first layers on h, rescaled (FastHead), side by side: one product for all.
+        self._W_h = np.concatenate([head.fast().W_h for head in self.heads]) if self.heads else np.zeros((0, 0))
         self._split = np.cumsum([head.W_h.shape[0] for head in self.heads])[:-1]
+        ends = np.cumsum(self.sizes)
+        self._columns = [self.perm[e - n : e] for n, e in zip(self.sizes, ends, strict=True)]
+        self._earlier = [self.perm[: e - n] for n, e in zip(self.sizes, ends, strict=True)]  # of each group
 
     def hidden_products(self, hidden: np.ndarray) -> list[np.ndarray]:
-        """h @ W_h^T of every head, in one matrix product (exact integers either way)."""
+        """h @ W_h^T of every head (rescaled as FastHead), in one matrix product."""
         return self.split_products(self.products(hidden))
 
     def products(self, hidden: np.ndarray) -> np.ndarray:
-        """hidden_products side by side, (B, products_width): what a process computing a
-        wavefront's entropy network hands to the one decoding it (codec.py)."""
+        """hidden_products side by side (B, sum of K): computed once for many rows of the
+        same blocks by rdoq.py (Scales.products)."""
         return hidden @ self._W_h.T
-
-    @property
-    def products_width(self) -> int:
-        return int(self._W_h.shape[0])
 
     def split_products(self, products: np.ndarray) -> list[np.ndarray]:
         """products (B, products_width) -> hidden_products' list, one array per head."""
@@ -82,14 +149,13 @@ class GroupedScales:
 
     def columns(self) -> list[np.ndarray]:
         """The channels of each group, in coding order."""
-        ends = np.cumsum(self.sizes)
-        return [self.perm[e - n : e] for n, e in zip(self.sizes, ends, strict=True)]
+        return self._columns
 
     def correction(self, g: int, hw: list[np.ndarray], sym: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """Log-scale correction (B, sizes[g]) of group g >= 1 from the hidden features'
-        products (hidden_products) and the symbols already known of the earlier groups."""
-        start = int(np.sum(self.sizes[:g]))
-        return self.heads[g - 1].run(hw[g - 1], np.abs(sym[:, self.perm[:start]]), bias)
+        products (hidden_products) and the symbols already known of the earlier groups
+        (FastHead.run: GroupHead.run's bits)."""
+        return self.heads[g - 1].fast().run(hw[g - 1], np.abs(sym[:, self._earlier[g]]), bias)
 
     def check(self, M: int, C: int) -> None:
         """Refuse a malformed layout (M latent channels, C hidden features) or heads that

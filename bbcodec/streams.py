@@ -142,7 +142,7 @@ class Reader:
             if lo == hi:
                 continue
             try:
-                values[lo:hi] = part = self.decoders[s].decode_only(stds[lo:hi])
+                values[lo:hi] = part = self.decoders[s].decode_flat(stds[lo:hi])
             except EntropyError as e:
                 self.failed[s] = str(e)
                 continue

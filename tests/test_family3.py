@@ -255,3 +255,22 @@ def test_warm_started_filter_continues_from_its_weights():
         err0 = float(((init(x, q) - x) ** 2).mean())
         err1 = float(((cont(x, q) - x) ** 2).mean())
     assert err1 < err0
+
+
+def test_the_fast_heads_give_the_reference_heads_bits(weights):
+    """groups.FastHead (rescalings folded into the integers) equals GroupHead.run, the
+    arithmetic of docs/format.md 5.5, on the shipped heads; with hidden features and
+    symbols up to their bounds too, where the activations saturate."""
+    cs = weights.model.context
+    rng = np.random.default_rng(3)
+    for scale in (300, 32767):
+        hidden = np.rint(rng.uniform(-scale, scale, size=(40, cs.heads[0].W_h.shape[1])))
+        sym = np.rint(rng.uniform(-1, 1, size=(40, weights.model.M)) * (5 if scale < 1000 else 2047))
+        hw_fast = cs.hidden_products(hidden)
+        for g, head in enumerate(cs.heads, start=1):
+            start = int(np.sum(cs.sizes[:g]))
+            a = np.abs(sym[:, cs.perm[:start]])
+            bias = np.rint(head.qbias[g % 8])
+            ref = head.run(hidden @ head.W_h.T, a, bias)
+            assert np.array_equal(cs.correction(g, hw_fast, sym, bias), ref)
+            assert np.array_equal(head.fast().run(hw_fast[g - 1], a, bias), ref)
