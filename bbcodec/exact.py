@@ -323,6 +323,7 @@ class FastStack:
                 assert nb is not None
                 first = self.first(nb, bias)
         if self.Wcur is not None:
+            assert cur is not None
             x = _mm(cur, self.Wcur)
             x += first
         else:
@@ -339,6 +340,7 @@ class FastStack:
                 x = _mm(hidden, step.W)
                 x += step.b
         if self.Wskip is not None:
+            assert cur is not None
             x += _mm(cur, self.Wskip)
         return x, hidden
 
