@@ -17,7 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .exact import ACT_MAX, EXACT_LIMIT, PIXEL_EXP, Activation, Layer
+from .exact import (
+    ACT_MAX,
+    EXACT_LIMIT,
+    LEAKY_SHIFT,
+    PIXEL_EXP,
+    Activation,
+    Layer,
+    rescaled,
+    saturate,
+)
 
 STRIP_CELLS = 1024  # cells filtered at a time (whole cell rows, at least one): fastest here, ~1 MB
 
@@ -44,6 +53,39 @@ class PostFilter:
             acc = act(acc, e) @ layer.W.T + layer.b
             e = layer.e
         return np.rint(np.ldexp(acc, PIXEL_EXP - e.astype(np.int64)))
+
+    def fast_residual(self, windows: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """residual() with every power-of-two rescaling folded into the integers (as
+        exact.FastStack): a requantisation is rint and clip, and the last layer gives the
+        residual at the pixel scale. The same bits (tested against residual)."""
+        W0, s0, layers = self._fast()
+        x = (W0 @ windows.T).T  # exact.py's product orientation
+        x += bias * s0
+        for W, b in layers:
+            np.rint(x, out=x)
+            saturate(x)
+            t = np.multiply(x, 2.0**-LEAKY_SHIFT)
+            np.rint(t, out=t)
+            np.maximum(x, t, out=x)
+            x = (W @ x.T).T
+            x += b
+        return np.rint(x, out=x)
+
+    def _fast(self) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """(W0, the first bias' factor, [(W, b)] per layer), rescaled; built on first use."""
+        fast = self.__dict__.get("_fast_arrays")
+        if fast is None:
+            assert all(a.kind == "leaky" for a in self.acts)
+            n = len(self.layers)
+            s0 = np.asarray(self.acts[0].fa - self.e0, dtype=np.int64)
+            layers = []
+            for i, layer in enumerate(self.layers):
+                shift = np.asarray(self.acts[i + 1].fa - layer.e if i + 1 < n else PIXEL_EXP - layer.e, dtype=np.int64)
+                layers.append((np.ascontiguousarray(rescaled(layer.W, shift[:, None] if shift.ndim else shift)),
+                               rescaled(layer.b, shift)))
+            W0 = np.ascontiguousarray(rescaled(self.W0, s0[:, None] if s0.ndim else s0))
+            fast = self.__dict__["_fast_arrays"] = (W0, np.ldexp(1.0, s0), layers)
+        return fast
 
     def worst_sums(self) -> list[float]:
         first = 128 * np.abs(self.W0).sum(1) + np.abs(self.qbias).max(0)
@@ -80,10 +122,12 @@ class PostFilter:
             y = np.clip(np.arange((r0 - 1) * P, (r1 + 1) * P), 0, height - 1)
             strip = img[y][:, x]  # (rows + 2) P x (cols + 2) P x 3, edges repeated
             cells = to_cells(strip, P)  # (r1 - r0 + 2, cols + 2, 3 P^2) int16, centred
-            win = np.lib.stride_tricks.sliding_window_view(cells, (3, 3), axis=(0, 1))  # type: ignore[call-overload]
-            win = win.reshape((r1 - r0) * cols, -1).astype(np.float64)  # (n, C, 3, 3) -> rows
+            view = np.lib.stride_tricks.sliding_window_view(cells, (3, 3), axis=(0, 1))  # type: ignore[call-overload]
+            win = np.empty((r1 - r0) * cols * view[0, 0].size)
+            win.reshape(view.shape)[...] = view  # (n, C, 3, 3) -> rows, in one copy
+            win = win.reshape((r1 - r0) * cols, -1)
             centre = cells[1:-1, 1:-1].reshape((r1 - r0) * cols, -1)
-            new = np.clip(centre + self.residual(win, bias), -128, 127).astype(np.int16)
+            new = np.clip(centre + self.fast_residual(win, bias), -128, 127).astype(np.int16)
             top, bottom = r0 * P, min(height, r1 * P)
             out[top:bottom] = from_cells(new.reshape(r1 - r0, cols, -1), P)[: bottom - top, :width]
         return out

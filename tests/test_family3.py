@@ -274,3 +274,15 @@ def test_the_fast_heads_give_the_reference_heads_bits(weights):
             ref = head.run(hidden @ head.W_h.T, a, bias)
             assert np.array_equal(cs.correction(g, hw_fast, sym, bias), ref)
             assert np.array_equal(head.fast().run(hw_fast[g - 1], a, bias), ref)
+
+
+def test_the_fast_post_filter_gives_the_reference_residuals(weights):
+    """PostFilter.fast_residual (rescalings folded) equals residual, docs/format.md 5.6's
+    arithmetic, on the shipped filter: for real-looking windows and at the extremes."""
+    pf = weights.model.postfilter
+    rng = np.random.default_rng(4)
+    for lo, hi in ((-20, 20), (-128, 127)):
+        win = np.rint(rng.uniform(lo, hi, size=(300, pf.W0.shape[1])))
+        for q in (0, 3, 7):
+            bias = np.rint(pf.qbias[q])
+            assert np.array_equal(pf.fast_residual(win, bias), pf.residual(win, bias))
