@@ -4,43 +4,29 @@ Encoder, for each wavefront of blocks (blocks.py):
   neighbours -> entropy params (mean, scale index)      [exact integer nets]
   block + neighbours -> latents; symbols = round(latent - mean), clipped
   symbols + mean -> synthesis -> reconstructed block, written to the canvas
-and the wavefront's symbols are range-coded, in wavefront order. The decoder runs the
+and the wavefront's symbols are range-coded, in wavefront order, each block row's into
+its stream (symbols of scale index 0 are left out: they are 0). The decoder runs the
 same loop with symbols read from the coder instead of computed from the image. Both
 use exact.py's integer arithmetic, so their canvases agree bit for bit on any machine;
 the file's image digest proves it.
 
-Parallel coding (threads > 1): the blocks of a wavefront are independent, so a large
-wavefront is cut into chunks (contiguous runs of blocks in bitstream order), one per
-worker; each chunk has its own position (BlockContext.chunk) and writes only its own
-blocks. Exact arithmetic makes every block's result independent of the cut, and the
-range coder takes the chunks' symbols in bitstream order, so files and images are the
-same for any number of workers. The calling process codes the first chunk and runs
-the range coder; the others are processes forked for the image (parallel.Forked),
-sharing the canvas and the output image. Threads would not do: the range coder
-(constriction) holds Python's GIL while it runs, and the networks need it between
-their many numpy calls, so threads took turns rather than working at once (measured:
-a thread of matrix products beside a thread of range coding made 98 products/s
-instead of 2888; split wavefronts ran slower on two threads than on one). The encoder
-codes a wavefront's symbols while the workers compute the next; the decoder decodes
-each chunk's symbols as soon as its scale indices arrive, and that worker synthesises
-its blocks while the next chunks' symbols are decoded. Small wavefronts, the float
-model, and processes that cannot fork safely (no os.fork, or other threads running)
-are coded in the calling process alone.
-
-Network family 3 (coding groups, post-loop filter): the symbols of a wavefront are
-written group by group (docs/format.md 3), and a later group's scales depend on the
-earlier groups' symbols. The encoder knows them all, so its workers return each chunk's
-symbols and scale indices of every group and this process codes the wavefront group by
-group over the chunks in order. The decoder's workers run the entropy network and the
-group heads' products of the hidden features (the heads' largest part) for their
-chunks, into shared memory; this process decodes the wavefront group by group over all
-its blocks, computing each later group's scale corrections for the whole wavefront at
-once, and hands each worker its blocks' symbols as soon as the last group's are decoded,
-so that the worker synthesises them while this process decodes the rest (its own chunk
-comes last in the wavefront for that). So per worker and wavefront the messages are
-four (go, scales ready, symbols ready, done), however many groups. The post-loop filter
-(model.finish) runs after the loop, each process filtering a band of the image's rows
-(_PostLoop), for both.
+Parallel coding (threads > 1): the payload is cut into streams by block row (streams.py,
+docs/format.md 4.1), and each process owns whole streams. Per wavefront, each process
+codes the blocks of its streams: entropy network, the symbols group by group (family 3:
+a later group's scales corrected from the earlier groups'), range coding of its own
+streams, synthesis into the shared canvas and output image; the wavefront ends when all
+have (two messages per worker: go, done). Exact arithmetic makes every block's result
+independent of the cut, and each stream is coded in its own order, so files and images
+are the same for any number of processes (at most the streams: a version 1 file, of one
+stream, is decoded in this process alone). The calling process is one of them; the
+others are processes forked for the image (parallel.Forked), sharing the canvas and
+the output image. Threads would not do: the range coder (constriction) holds Python's
+GIL while it runs, and the networks need it between their many numpy calls, so threads
+took turns rather than working at once (measured: a thread of matrix products beside a
+thread of range coding made 98 products/s instead of 2888). The float model, efforts
+above 1 (choosing) and processes that cannot fork safely (no os.fork, or other threads
+running) code in the calling process alone. The post-loop filter (model.finish) runs
+after the loop, each process filtering a band of the image's rows (_PostLoop).
 
 Memory: the canvas keeps two block rows per column (blocks.Canvas), blocks go
 straight into the output image, and symbols are coded as each wavefront passes, so

@@ -15,6 +15,9 @@ forked workers).
    largest peak of a forked worker (most of its pages are the caller's, shared).
 3. Where one Kodak decode goes with one thread: the integer networks, the range coder,
    the rest (Python, gathering, writing pixels).
+4. The matrix-product orientation of exact._mm: x @ W.T against (W @ x.T).T for the
+   entropy network's first layer at the batch sizes of a Kodak wavefront cut among 1, 2
+   and 4 processes (one BLAS thread, float64).
 
 The machine's load changes every figure: `uptime` is printed first.
 """
@@ -179,6 +182,28 @@ def breakdown() -> None:
           f"(decode and the payload check), the rest {total - nets - coder:.3f} s")
 
 
+def orientation() -> None:
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from bbcodec import weights
+
+    W = weights.default().model.he.plan().Wnb
+    rng = np.random.default_rng(0)
+    print(f"first layer of the entropy network, {W.shape[0]}x{W.shape[1]}, one BLAS thread (microseconds a product)")
+    with threadpool_limits(limits=1, user_api="blas"):
+        for B in (7, 14, 28):
+            x = np.rint(rng.uniform(-128, 127, size=(B, W.shape[1])))
+            times = []
+            for f in (lambda: x @ W.T, lambda: (W @ x.T).T):
+                f()
+                t = time.perf_counter()
+                for _ in range(500):
+                    f()
+                times.append((time.perf_counter() - t) / 500 * 1e6)
+            print(f"  {B:3d} blocks: x @ W.T {times[0]:6.0f}   (W @ x.T).T {times[1]:6.0f}   ratio {times[1] / times[0]:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", default="1,2", help="thread counts to compare")
@@ -190,6 +215,7 @@ def main() -> None:
           else "")
     kodak_table(args.images, threads)
     breakdown()
+    orientation()
     if args.sizes:
         scaling([float(s) for s in args.sizes.split(",")], threads)
 
