@@ -144,6 +144,7 @@ class Info:
     payload_bytes: int
     file_bytes: int
     bpp: float  # bits per pixel of the whole file
+    streams: int = 1  # payload streams: the most processes that decode it at once (version 1: one)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
@@ -168,4 +169,5 @@ def read_info(data: bytes, check_crc: bool = True) -> Info:
         payload_bytes=len(payload),
         file_bytes=len(data),
         bpp=8 * len(data) / (header.width * header.height),
+        streams=header.streams,
     )

@@ -370,7 +370,7 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
             click.echo("")
         rows = [("file", src)] if len(srcs) > 1 else []
         rows += [
-            ("format version", fields["version"]),
+            ("format version", f"{fields['version']}, {fields['streams']} stream{'s' if fields['streams'] > 1 else ''}"),
             ("size", f"{fields['width']}x{fields['height']}, {fields['channels']} channels"),
             ("quality", f"{fields['quality']:g}"),
             ("model", fields["model"] or f"{fields['family']} family (id {fields['model_id']}), weights not installed"),

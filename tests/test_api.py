@@ -28,7 +28,7 @@ def test_api_round_trip_from_array_and_from_pillow():
     assert np.asarray(img).shape == (19, 23, 3)
 
 
-def test_read_info_returns_a_frozen_info_with_the_same_keys_as_before():
+def test_read_info_returns_a_frozen_info_with_the_keys_of_before_and_then_streams():
     import dataclasses
 
     import pytest
@@ -36,7 +36,9 @@ def test_read_info_returns_a_frozen_info_with_the_same_keys_as_before():
     data = bbcodec.encode(random_image(9, 10, seed=1))
     info = bbcodec.read_info(data)
     assert list(info.to_dict()) == ["version", "width", "height", "channels", "quality", "model_id",
-                                    "weights_sha256", "image_digest", "payload_bytes", "file_bytes", "bpp"]
+                                    "weights_sha256", "image_digest", "payload_bytes", "file_bytes", "bpp",
+                                    "streams"]
+    assert info.version == 2 and info.streams == 1  # 2 block rows: one stream
     assert info.to_dict()["width"] == info.width == 10 and info.quality == bbcodec.quality.DEFAULT
     assert info.bpp == 8 * len(data) / 90 and len(info.weights_sha256) == 16
     with pytest.raises(dataclasses.FrozenInstanceError):
