@@ -351,7 +351,7 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
             done(r)
         parts = w.payloads()
     else:
-        waves = [[streams.mine(r, c, n_streams, n, i) for i in range(n)]
+        waves = [streams.shares(r, c, n_streams, n)
                  for r, c in blocks.wavefronts(rows, cols) if len(r)]
 
         def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront
@@ -434,7 +434,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
 
     def run(r: np.ndarray, c: np.ndarray, rd: streams.Reader) -> None:
         """Decode and reconstruct blocks (r, c) of one wavefront, all of rd's streams (in
-        stream order, streams.mine)."""
+        stream order, streams.shares)."""
         at = ctx.chunk(r, c)
         nb = neighbours(r, c)
         mean, scales = model.entropy_params(nb, qp, at)
@@ -455,7 +455,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         if not n:
             rd = reader(0, 1)
             for r, c in DECODE_SCHEDULES[schedule](rows, cols):
-                r, c = streams.mine(r, c, S, 1, 0)
+                ((r, c),) = streams.shares(r, c, S, 1)
                 run(r, c, rd)
                 streams.raise_first([rd.failure()], S)
                 done(r)
@@ -463,7 +463,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
             streams.raise_first([rd.failure()], S)
             filtered = model.finish(img, qp)  # the post-loop filter (family 3)
         else:
-            waves = [[streams.mine(r, c, S, n, i) for i in range(n)]
+            waves = [streams.shares(r, c, S, n)
                      for r, c in blocks.wavefronts(rows, cols) if len(r)]
 
             def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront

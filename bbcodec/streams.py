@@ -38,16 +38,17 @@ def owned(streams: int, processes: int, i: int) -> list[int]:
     return list(range(i, streams, processes))
 
 
-def mine(r: np.ndarray, c: np.ndarray, streams: int, processes: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """The blocks (r, c) of a wavefront (rows ascending) whose symbols process i codes, in
-    stream order (each stream's in bitstream order): the batch order of the networks
-    does not matter, and a stream's symbols are then a contiguous run of the batch."""
+def shares(r: np.ndarray, c: np.ndarray, streams: int, processes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The blocks (r, c) of a wavefront (rows ascending) that each process codes: those
+    of the streams it owns, in stream order (each stream's in bitstream order): the batch
+    order of the networks does not matter, and a stream's symbols are then a contiguous
+    run of the batch."""
     if streams == 1:
-        return r, c
+        return [(r, c)] + [(r[:0], c[:0])] * (processes - 1)
     s = r % streams
     order = np.argsort(s, kind="stable")
-    keep = order[s[order] % processes == i]
-    return r[keep], c[keep]
+    owner = s[order] % processes
+    return [(r[k], c[k]) for k in (order[owner == i] for i in range(processes))]
 
 
 def runs(r: np.ndarray, streams: int, owned: list[int]) -> list[tuple[int, int, int]]:

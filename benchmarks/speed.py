@@ -195,7 +195,7 @@ def orientation() -> None:
         for B in (7, 14, 28):
             x = np.rint(rng.uniform(-128, 127, size=(B, W.shape[1])))
             times = []
-            for f in (lambda: x @ W.T, lambda: (W @ x.T).T):
+            for f in (lambda x=x: x @ W.T, lambda x=x: (W @ x.T).T):
                 f()
                 t = time.perf_counter()
                 for _ in range(500):

@@ -154,13 +154,14 @@ def test_the_post_loop_filter_runs_in_bands_across_the_workers(weights, monkeypa
 
 
 def test_each_process_codes_whole_streams_in_stream_order():
-    """streams.mine gives process i the blocks of the streams it owns (s mod n == i),
+    """streams.shares gives process i the blocks of the streams it owns (s mod n == i),
     ordered by stream and then by row (each stream's bitstream order); every block of a
     wavefront goes to exactly one process, and runs() finds each stream's run."""
     r = np.arange(3, 14)  # a wavefront's rows, ascending
     c = 40 - 2 * r
     for S, n in ((1, 1), (4, 1), (4, 2), (4, 3), (5, 4), (16, 2)):
-        got = [streams.mine(r, c, S, n, i) for i in range(n)]
+        got = streams.shares(r, c, S, n)
+        assert len(got) == n
         assert sorted(np.concatenate([g[0] for g in got]).tolist()) == r.tolist()
         for i, (rr, cc) in enumerate(got):
             assert np.array_equal(cc, 40 - 2 * rr)
