@@ -47,7 +47,7 @@ from . import blocks, entropy, errors, format, parallel, rdoq, streams
 from . import effort as efforts
 from . import quality as Q
 from .blocks import BlockContext, Canvas
-from .exact import FrozenModel, Prepared, Scales
+from .exact import FrozenModel, Prepared, Read, Scales
 from .images import ImageError
 from .parallel import Forked, can_fork, default_threads, receive, reply, shared_zeros
 from .weights import Weights
@@ -77,6 +77,7 @@ class CodingModel(Protocol):
     def params_at(self, quality_x256: int) -> Any: ...
     def entropy_params(self, nb: Any, params: Any, ctx: BlockContext) -> tuple[np.ndarray, Scales]: ...
     def scale_groups(self, scales: Scales, sym: np.ndarray, params: Any) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]: ...
+    def decode_symbols(self, scales: Scales, params: Any, read: Read) -> np.ndarray: ...
     def group_columns(self) -> list[np.ndarray | slice]: ...
     def finish(self, img: np.ndarray, params: Any) -> np.ndarray: ...
     def analyse(self, block: np.ndarray, nb: Any, params: Any, ctx: BlockContext) -> np.ndarray: ...
@@ -438,10 +439,8 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         at = ctx.chunk(r, c)
         nb = neighbours(r, c)
         mean, scales = model.entropy_params(nb, qp, at)
-        sym = np.zeros(mean.shape)
         spans = streams.runs(r, S, rd.owned)
-        for group, idx in model.scale_groups(scales, sym, qp):  # group g reads sym's earlier groups
-            rd.read(spans, group, idx, sym)
+        sym = model.decode_symbols(scales, qp, lambda idx, out: rd.read(spans, idx, out))
         rd.check()  # check 9, once per wavefront (docs/format.md 2)
         out = model.synthesise(sym, mean, nb, qp, at)
         canvas.put(r, c, out)

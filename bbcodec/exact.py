@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, overload
 
@@ -203,6 +203,24 @@ def scale_groups(context: GroupedScales | None, bounds: np.ndarray, scales: Scal
         if g:
             log_scale = log_scale + context.correction(g, hw, sym, biases[f"ctx{g}"])
         yield cols, scale_indices(bounds, log_scale)
+
+
+Read = Callable[[np.ndarray, np.ndarray], None]
+
+
+def decode_symbols(context: GroupedScales | None, bounds: np.ndarray, scales: Scales,
+                   biases: dict[str, np.ndarray], read: Read) -> np.ndarray:
+    """The decoder's symbols of a wavefront (B, M), group by group in bitstream order:
+    read(idx, out) decodes a group's symbols (B, n) from their scale indices into out, a
+    zeroed view, before the next group's indices are computed from them. The indices
+    are scale_groups' (the encoder's); the groups are kept here in coding order, so that
+    each is a slice, not a gather (GroupedScales.decode)."""
+    if context is None:
+        sym = np.zeros(scales.log_scale.shape)
+        read(scale_indices(bounds, scales.log_scale), sym)
+        return sym
+    assert scales.hidden is not None
+    return context.decode(scales.log_scale, context.hidden_products(scales.hidden), bounds, biases, read)
 
 
 @dataclass
@@ -484,6 +502,10 @@ class FrozenModel:
         """The channels of each coding group and their scale-table indices, in bitstream
         order; a group's indices may depend on sym's earlier groups (filled in by then)."""
         return scale_groups(self.context, self.scale_bounds, scales, sym, qp.bias)
+
+    def decode_symbols(self, scales: Scales, qp: QualityParams, read: Read) -> np.ndarray:
+        """A wavefront's symbols as the decoder reads them (exact.decode_symbols)."""
+        return decode_symbols(self.context, self.scale_bounds, scales, qp.bias, read)
 
     def group_columns(self) -> list[np.ndarray | slice]:
         """The channels of each coding group, in bitstream order."""

@@ -15,6 +15,7 @@ Integer arithmetic as in exact.py: integers in float64 below 2^53, power-of-two 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +134,8 @@ class GroupedScales:
         ends = np.cumsum(self.sizes)
         self._columns = [self.perm[e - n : e] for n, e in zip(self.sizes, ends, strict=True)]
         self._earlier = [self.perm[: e - n] for n, e in zip(self.sizes, ends, strict=True)]  # of each group
+        self._spans = [(int(e - n), int(e)) for n, e in zip(self.sizes, ends, strict=True)]  # in coding order
+        self._inverse = np.argsort(self.perm)
 
     def hidden_products(self, hidden: np.ndarray) -> list[np.ndarray]:
         """h @ W_h^T of every head (rescaled as FastHead), in one matrix product."""
@@ -156,6 +159,24 @@ class GroupedScales:
         products (hidden_products) and the symbols already known of the earlier groups
         (FastHead.run: GroupHead.run's bits)."""
         return self.heads[g - 1].fast().run(hw[g - 1], np.abs(sym[:, self._earlier[g]]), bias)
+
+    def decode(self, log_scale: np.ndarray, hw: list[np.ndarray], bounds: np.ndarray,
+               biases: dict[str, np.ndarray], read: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
+        """exact.decode_symbols with groups: the symbols and their magnitudes kept in
+        coding order (perm), where each group is a slice, and put back in channel order
+        once at the end; the same indices as exact.scale_groups (tested)."""
+        B, M = log_scale.shape
+        ls = log_scale[:, self.perm]
+        sym = np.zeros((B, M))
+        mag = np.empty((B, M))  # |sym|, filled group by group
+        for g, (lo, hi) in enumerate(self._spans):
+            part = ls[:, lo:hi]
+            if g:
+                plo, phi = self._spans[g - 1]
+                np.abs(sym[:, plo:phi], out=mag[:, plo:phi])
+                part = part + self.heads[g - 1].fast().run(hw[g - 1], mag[:, :lo], biases[f"ctx{g}"])
+            read(bounds.searchsorted(part, side="right"), sym[:, lo:hi])
+        return sym[:, self._inverse]
 
     def check(self, M: int, C: int) -> None:
         """Refuse a malformed layout (M latent channels, C hidden features) or heads that

@@ -38,7 +38,9 @@ from .exact import (
     MAX_SYMBOL,
     PIXEL_EXP,
     SCALE_MIN,
+    Read,
     Scales,
+    decode_symbols,
     scale_bounds,
     scale_groups,
     scale_table,
@@ -328,6 +330,9 @@ class FloatCodingModel:
 
     def scale_groups(self, scales: Scales, sym: np.ndarray, p: FloatParams) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
         return scale_groups(None, self.scale_bounds, scales, sym, {})
+
+    def decode_symbols(self, scales: Scales, p: FloatParams, read: Read) -> np.ndarray:
+        return decode_symbols(None, self.scale_bounds, scales, {}, read)
 
     def group_columns(self) -> list[np.ndarray | slice]:
         return [slice(None)]

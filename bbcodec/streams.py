@@ -128,19 +128,20 @@ class Reader:
         self.failed: dict[int, str] = {}
         self._decoded: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {s: [] for s in owned}  # to account
 
-    def read(self, spans: list[tuple[int, int, int]], cols: np.ndarray | slice, idx: np.ndarray,
-             sym: np.ndarray) -> None:
+    def read(self, spans: list[tuple[int, int, int]], idx: np.ndarray, out: np.ndarray) -> None:
         """Decode one group's symbols of a wavefront's blocks (this reader's, in stream
-        order; spans = runs() of their rows) into sym[:, cols], from their scale indices."""
+        order; spans = runs() of their rows) into out (zeros, B x the group's channels),
+        from their scale indices."""
         keep = idx > 0 if self.skip else np.ones(idx.shape, dtype=bool)
         stds = self.table[idx[keep]]  # every stream's, each a contiguous run (rows in stream order)
-        ends = np.cumsum(keep.sum(axis=1))
+        if len(spans) == 1:
+            bounds = [(spans[0][0], 0, len(stds))]
+        else:
+            ends = np.cumsum(keep.sum(axis=1)).tolist()
+            bounds = [(s, ends[a - 1] if a else 0, ends[b - 1] if b else 0) for s, a, b in spans]
         values = np.zeros(len(stds))
-        for s, a, b in spans:
-            if s in self.failed:
-                continue
-            lo, hi = (int(ends[a - 1]) if a else 0), (int(ends[b - 1]) if b else 0)
-            if lo == hi:
+        for s, lo, hi in bounds:
+            if lo == hi or s in self.failed:
                 continue
             try:
                 values[lo:hi] = part = self.decoders[s].decode_flat(stds[lo:hi])
@@ -148,12 +149,7 @@ class Reader:
                 self.failed[s] = str(e)
                 continue
             self._decoded[s].append((part, stds[lo:hi]))
-        if self.skip:
-            block = np.zeros(idx.shape)
-            block[keep] = values
-            sym[:, cols] = block
-        else:
-            sym[:, cols] = values.reshape(idx.shape)
+        out[keep] = values
 
     def check(self, last: bool = False) -> None:
         """Check 9 on every stream after a wavefront (last: after the last symbol): the

@@ -286,3 +286,25 @@ def test_the_fast_post_filter_gives_the_reference_residuals(weights):
         for q in (0, 3, 7):
             bias = np.rint(pf.qbias[q])
             assert np.array_equal(pf.fast_residual(win, bias), pf.residual(win, bias))
+
+
+def test_the_decoders_group_loop_reads_the_encoders_scale_indices(weights):
+    """exact.decode_symbols (groups in coding order, GroupedScales.decode) asks for each
+    group's symbols with the indices that scale_groups gives the encoder for them."""
+    m = weights.model
+    qp = m.params_at(Q.to_x256(2.5))
+    rng = np.random.default_rng(6)
+    hidden = np.rint(rng.uniform(-400, 400, size=(9, m.he.layers[-1].W.shape[1])))
+    scales = Scales(rng.normal(-1, 2, size=(9, m.M)), hidden)
+    sym = np.rint(rng.normal(0, 3, size=(9, m.M)))
+    want = [idx for _, idx in m.scale_groups(scales, sym, qp)]
+    got = []
+
+    def read(idx: np.ndarray, out: np.ndarray) -> None:
+        g = len(got)
+        got.append(idx)
+        assert not out.any()
+        out[...] = sym[:, m.group_columns()[g]]
+
+    assert np.array_equal(m.decode_symbols(scales, qp, read), sym)
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
