@@ -315,7 +315,7 @@ class FastStack:
 
     def first(self, nb: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """The neighbour part of the first layer with its bias, rescaled (B, C0)."""
-        x = _mm(nb, self.Wnb)
+        x = mm(nb, self.Wnb)
         x += bias * self.s0
         return x
 
@@ -342,7 +342,7 @@ class FastStack:
                 first = self.first(nb, bias)
         if self.Wcur is not None:
             assert cur is not None
-            x = _mm(cur, self.Wcur)
+            x = mm(cur, self.Wcur)
             x += first
         else:
             x = first  # overwritten: each prepared first layer is used once
@@ -351,22 +351,22 @@ class FastStack:
             h = _activate(step, x)
             if step.k == 1:
                 hidden = h[:, :-1]
-                x = _mm(h, step.W)
+                x = mm(h, step.W)
             else:
                 assert ctx is not None, "a kernel-3 layer needs the block context"
                 hidden = ctx.with_neighbours((id(self.stack), i), h[:, :-1], np.int16)
-                x = _mm(hidden, step.W)
+                x = mm(hidden, step.W)
                 x += step.b
         if self.Wskip is not None:
             assert cur is not None
-            x += _mm(cur, self.Wskip)
+            x += mm(cur, self.Wskip)
         return x, hidden
 
 
 _LEAKY = 2.0**-LEAKY_SHIFT
 
 
-def _mm(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+def mm(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     """x @ W.T (B, out), computed as (W @ x.T).T: OpenBLAS is up to a third faster with the
     many output channels as the product's rows than with the few blocks of a wavefront
     (benchmarks/speed.py, part 4); exact integers either way. An F-ordered result."""
@@ -395,7 +395,7 @@ def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
     sq = np.empty((n, C + 1))
     sq[:, C] = 1.0
     np.multiply(x, x, out=sq[:, :C])
-    s = _mm(sq, step.GB)  # beta + gamma x^2, times 2^(-2k)
+    s = mm(sq, step.GB)  # beta + gamma x^2, times 2^(-2k)
     np.sqrt(s, out=s)
     if step.kind == "gdn":
         np.divide(x, s, out=s)
@@ -563,7 +563,7 @@ class Prepared:
 
     def first(self, name: str) -> np.ndarray:
         """The first layer's neighbour term and bias of one stack, rescaled (B, C0)."""
-        return _mm(self.nb, self.weights[name])
+        return mm(self.nb, self.weights[name])
 
 
 def check_exact(model: FrozenModel) -> None:

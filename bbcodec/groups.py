@@ -27,6 +27,7 @@ from .exact import (
     MAX_SYMBOL,
     Activation,
     Layer,
+    mm,
     rescaled,
     saturate,
 )
@@ -98,7 +99,7 @@ class FastHead:
 
     def run(self, hw: np.ndarray, a: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """GroupHead.run, with hw = h @ W_h^T of the rescaled W_h."""
-        x = a @ self.W_s.T
+        x = mm(a, self.W_s)
         x += hw
         x += self._scaled_bias(bias)
         for W, b in self.layers:
@@ -107,7 +108,7 @@ class FastHead:
             t = np.multiply(x, 2.0**-LEAKY_SHIFT)
             np.rint(t, out=t)
             np.maximum(x, t, out=x)
-            x = x @ W.T
+            x = mm(x, W)
             x += b
         return x
 
@@ -144,7 +145,7 @@ class GroupedScales:
     def products(self, hidden: np.ndarray) -> np.ndarray:
         """hidden_products side by side (B, sum of K): computed once for many rows of the
         same blocks by rdoq.py (Scales.products)."""
-        return hidden @ self._W_h.T
+        return mm(hidden, self._W_h)
 
     def split_products(self, products: np.ndarray) -> list[np.ndarray]:
         """products (B, products_width) -> hidden_products' list, one array per head."""

@@ -24,6 +24,7 @@ from .exact import (
     PIXEL_EXP,
     Activation,
     Layer,
+    mm,
     rescaled,
     saturate,
 )
@@ -59,7 +60,7 @@ class PostFilter:
         exact.FastStack): a requantisation is rint and clip, and the last layer gives the
         residual at the pixel scale. The same bits (tested against residual)."""
         W0, s0, layers = self._fast()
-        x = (W0 @ windows.T).T  # exact.py's product orientation
+        x = mm(windows, W0)
         x += bias * s0
         for W, b in layers:
             np.rint(x, out=x)
@@ -67,7 +68,7 @@ class PostFilter:
             t = np.multiply(x, 2.0**-LEAKY_SHIFT)
             np.rint(t, out=t)
             np.maximum(x, t, out=x)
-            x = (W @ x.T).T
+            x = mm(x, W)
             x += b
         return np.rint(x, out=x)
 

@@ -15,7 +15,7 @@ forked workers).
    largest peak of a forked worker (most of its pages are the caller's, shared).
 3. Where one Kodak decode goes with one thread: the integer networks, the range coder,
    the rest (Python, gathering, writing pixels).
-4. The matrix-product orientation of exact._mm: x @ W.T against (W @ x.T).T for the
+4. The matrix-product orientation of exact.mm: x @ W.T against (W @ x.T).T for the
    entropy network's first layer at the batch sizes of a Kodak wavefront cut among 1, 2
    and 4 processes (one BLAS thread, float64).
 
