@@ -137,22 +137,27 @@ class Reader:
         from their scale indices."""
         keep = idx > 0 if self.skip else np.ones(idx.shape, dtype=bool)
         stds = self.table[idx[keep]]  # every stream's, each a contiguous run (rows in stream order)
-        if len(spans) == 1:
-            bounds = [(spans[0][0], 0, len(stds))]
-        else:
-            ends = np.cumsum(keep.sum(axis=1)).tolist()
-            bounds = [(s, ends[a - 1] if a else 0, ends[b - 1] if b else 0) for s, a, b in spans]
+        if len(spans) == 1:  # one stream (of this process): its symbols straight into out
+            out[keep] = self._decode(spans[0][0], stds)
+            return
+        ends = np.cumsum(keep.sum(axis=1)).tolist()
         values = np.zeros(len(stds))
-        for s, lo, hi in bounds:
-            if lo == hi or s in self.failed:
-                continue
-            try:
-                values[lo:hi] = part = self.decoders[s].decode_flat(stds[lo:hi])
-            except EntropyError as e:
-                self.failed[s] = str(e)
-                continue
-            self._decoded[s].append((part, stds[lo:hi]))
+        for s, a, b in spans:
+            lo, hi = ends[a - 1] if a else 0, ends[b - 1] if b else 0
+            values[lo:hi] = self._decode(s, stds[lo:hi])
         out[keep] = values
+
+    def _decode(self, s: int, stds: np.ndarray) -> np.ndarray | int:
+        """Stream s's next len(stds) symbols (0 for none, or once the stream has failed)."""
+        if not len(stds) or s in self.failed:
+            return 0
+        try:
+            part = self.decoders[s].decode_flat(stds)
+        except EntropyError as e:
+            self.failed[s] = str(e)
+            return 0
+        self._decoded[s].append((part, stds))
+        return part
 
     def check(self, last: bool = False) -> None:
         """Check 9 on every stream after a wavefront (last: after the last symbol): the
