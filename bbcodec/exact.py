@@ -253,9 +253,10 @@ class _Step:
     """One (activation, layer) pair of a FastStack."""
 
     kind: str  # "gdn", "igdn" or "leaky"
-    GB: np.ndarray | None  # (C, C + 1): [G, B] rescaled so that the GDN needs no ldexp
-    W: np.ndarray  # (out, C + 1) for kernel 1: [W, b] rescaled; (out, 5 C) for kernel 3
-    b: np.ndarray | None  # kernel 3: the bias, rescaled
+    G: np.ndarray | None  # (C, C): G rescaled so that the GDN needs no ldexp
+    B: np.ndarray | None  # (C,): B likewise
+    W: np.ndarray  # (out, C), or (out, 5 C) for kernel 3: W rescaled
+    b: np.ndarray  # (out,): the bias, rescaled
     k: int
 
 
@@ -272,8 +273,7 @@ class FastStack:
     2^(2k) for the inverse GDN), so that sqrt(s) carries the factor 2^(-k) exactly
     (sqrt, division and multiplication are correctly rounded, and rounding commutes
     with a power of two away from overflow and subnormals, which rescaled checks). The
-    leaky ReLU max(a, rint(a/128)) equals where(a >= 0, a, rint(a/128)). Biases ride
-    on a column of ones beside the activations.
+    leaky ReLU max(a, rint(a/128)) equals where(a >= 0, a, rint(a/128)).
     """
 
     s0: np.ndarray  # (C0,) 2^(fa_1 - e0): the first accumulator's rescaling
@@ -292,17 +292,13 @@ class FastStack:
         s0 = np.asarray(st.acts[0].fa - st.e0, dtype=np.int64)
         steps = []
         for i, (act, layer) in enumerate(zip(st.acts, st.layers, strict=True)):
-            GB = None
+            G = B = None
             if act.kind != "leaky":
                 assert act.G is not None and act.B is not None
                 k = act.fg // 2 + act.fh if act.kind == "gdn" else -(act.fh - 2 * act.fa - act.fg // 2)
-                GB = np.ascontiguousarray(np.concatenate([rescaled(act.G, -2 * k), rescaled(act.B, -2 * k)[:, None]], axis=1))
+                G, B = np.ascontiguousarray(rescaled(act.G, -2 * k)), rescaled(act.B, -2 * k)
             W = rescaled(layer.W, shift[i][:, None] if shift[i].ndim else shift[i])
-            b = rescaled(layer.b, shift[i])
-            if layer.k == 1:
-                steps.append(_Step(act.kind, GB, np.ascontiguousarray(np.concatenate([W, b[:, None]], axis=1)), None, 1))
-            else:
-                steps.append(_Step(act.kind, GB, np.ascontiguousarray(W), b, layer.k))
+            steps.append(_Step(act.kind, G, B, np.ascontiguousarray(W), rescaled(layer.b, shift[i]), layer.k))
         return cls(
             s0=np.ldexp(1.0, s0),
             Wnb=np.ascontiguousarray(rescaled(st.W_nb, s0[:, None] if s0.ndim else s0)),
@@ -348,15 +344,12 @@ class FastStack:
             x = first  # overwritten: each prepared first layer is used once
         hidden = x
         for i, step in enumerate(self.steps):
-            h = _activate(step, x)
-            if step.k == 1:
-                hidden = h[:, :-1]
-                x = mm(h, step.W)
-            else:
+            hidden = _activate(step, x)
+            if step.k != 1:
                 assert ctx is not None, "a kernel-3 layer needs the block context"
-                hidden = ctx.with_neighbours((id(self.stack), i), h[:, :-1], np.int16)
-                x = mm(hidden, step.W)
-                x += step.b
+                hidden = ctx.with_neighbours((id(self.stack), i), hidden, np.int16)
+            x = mm(hidden, step.W)
+            x += step.b
         if self.Wskip is not None:
             assert cur is not None
             x += mm(cur, self.Wskip)
@@ -380,30 +373,23 @@ def saturate(x: np.ndarray) -> None:
 
 
 def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
-    """Activation of a rescaled accumulator x (overwritten): (B, C + 1) integers and a
-    column of ones (the next layer's bias)."""
+    """Activation (B, C) integers of a rescaled accumulator x (overwritten)."""
     np.rint(x, out=x)
     saturate(x)
-    n, C = x.shape
-    h = np.empty((n, C + 1))
-    h[:, C] = 1.0
-    if step.GB is None:  # leaky ReLU
+    if step.G is None:  # leaky ReLU
         t = np.multiply(x, _LEAKY)
         np.rint(t, out=t)
-        np.maximum(x, t, out=h[:, :C])
-        return h
-    sq = np.empty((n, C + 1))
-    sq[:, C] = 1.0
-    np.multiply(x, x, out=sq[:, :C])
-    s = mm(sq, step.GB)  # beta + gamma x^2, times 2^(-2k)
+        return np.maximum(x, t, out=t)
+    s = mm(x * x, step.G)  # beta + gamma x^2, times 2^(-2k)
+    s += step.B
     np.sqrt(s, out=s)
     if step.kind == "gdn":
         np.divide(x, s, out=s)
     else:
         np.multiply(x, s, out=s)
-    np.rint(s, out=h[:, :C])
-    saturate(h[:, :C])
-    return h
+    np.rint(s, out=s)
+    saturate(s)
+    return s
 
 
 @dataclass
