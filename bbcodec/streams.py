@@ -55,9 +55,10 @@ def shares(r: np.ndarray, c: np.ndarray, streams: int, processes: int) -> list[t
 
 
 def runs(r: np.ndarray, streams: int, owned: list[int]) -> list[tuple[int, int, int]]:
-    """(stream, start, end) of each owned stream's run of blocks of rows r (in stream order)."""
-    if streams == 1:
-        return [(0, 0, len(r))]
+    """(stream, start, end) of each owned stream's run of blocks of rows r (in stream
+    order, all of owned streams: a process's share)."""
+    if len(owned) == 1:
+        return [(owned[0], 0, len(r))]
     ends = np.searchsorted(r % streams, owned, side="right")
     starts = np.searchsorted(r % streams, owned, side="left")
     return [(s, int(a), int(b)) for s, a, b in zip(owned, starts, ends, strict=True)]
