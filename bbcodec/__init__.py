@@ -85,9 +85,11 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     instead of the default; decoding finds it by its hash in the searched folders.
     effort: 1 (default, fast) to effort.MAX: more encoder time for a smaller file at the
     same quality (bbcodec.effort); every effort decodes with the same decoder.
-    threads: threads coding the image (default: the cores this process may use); the
-    bytes are the same for any number. Efforts above 1 code in this process alone,
-    except for the effort-1 pass some of them make first (codec.encode).
+    threads: processes coding the image (default: the cores this process may use), at
+    most one per payload stream (bbcodec.streams.default_count: 2 for Kodak-sized
+    images, 16 from 4096 pixels high); the bytes are the same for any number. Efforts
+    above 1 code in this process alone, except for the effort-1 pass some of them make
+    first (codec.encode).
     """
     import numpy as np
     from PIL import Image
