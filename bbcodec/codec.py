@@ -272,6 +272,39 @@ def _indices(model: CodingModel, scales: Scales, sym: np.ndarray, qp: Any) -> np
     return idx
 
 
+Shares = list[tuple[np.ndarray, np.ndarray]]  # a wavefront's blocks of each process (streams.shares)
+
+
+def _waves(rows: int, cols: int, n_streams: int, n: int) -> list[Shares]:
+    """Each wavefront's blocks of each of n processes (streams.shares)."""
+    return [streams.shares(r, c, n_streams, n) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+
+
+def _lockstep(workers: Forked, waves: list[Shares], work: Callable[[np.ndarray, np.ndarray], bytes]
+              ) -> Iterator[tuple[Shares, list[bytes]]]:
+    """This process's side of the wavefront loop: per wavefront, tell the workers with
+    blocks in it to go, do this process's blocks (work), and yield the wavefront's shares
+    with the workers' replies (the wavefront is then done in every process)."""
+    for shares in waves:
+        busy = [i for i in range(1, len(shares)) if len(shares[i][0])]
+        for i in busy:
+            workers.send(i - 1, b"g")
+        r, c = shares[0]
+        if len(r):
+            work(r, c)
+        yield shares, [workers.recv(i - 1) for i in busy]
+
+
+def _serve_lockstep(conn: Any, waves: list[Shares], i: int, work: Callable[[np.ndarray, np.ndarray], bytes]) -> None:
+    """Worker i's side (i >= 1): its blocks of each wavefront once told to go; work's
+    bytes are its reply."""
+    for shares in waves:
+        r, c = shares[i]
+        if len(r):
+            receive(conn)  # go: the blocks before this wavefront are done
+            reply(conn, work(r, c))
+
+
 def _pack_parts(parts: dict[int, bytes]) -> bytes:
     """A worker's stream payloads as one message: (stream, length, bytes) each."""
     return b"".join(struct.pack("<II", s, len(p)) + p for s, p in parts.items())
@@ -352,32 +385,24 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
             done(r)
         parts = w.payloads()
     else:
-        waves = [streams.shares(r, c, n_streams, n)
-                 for r, c in blocks.wavefronts(rows, cols) if len(r)]
+        waves = _waves(rows, cols, n_streams, n)
+
+        def code_into(w: streams.Writer) -> Callable[[np.ndarray, np.ndarray], bytes]:
+            def work(r: np.ndarray, c: np.ndarray) -> bytes:
+                w.write(r, *code(r, c), groups)
+                return b""
+            return work
 
         def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront
             w = writer(i + 1, n)
-            for shares in waves:
-                r, c = shares[i + 1]
-                if len(r):
-                    receive(conn)  # go: the blocks before this wavefront are done
-                    w.write(r, *code(r, c), groups)
-                    reply(conn)
+            _serve_lockstep(conn, waves, i + 1, code_into(w))
             reply(conn, _pack_parts(w.payloads()))
             post.serve(i, conn)
 
         post = _PostLoop(model, qp, rec, 1 if whole_canvas else n)  # the proxy pass: no filter (one: no bands)
         w = writer(0, n)
         with Forked(n - 1, serve) as workers:
-            for shares in waves:
-                busy = [i for i in range(1, n) if len(shares[i][0])]
-                for i in busy:
-                    workers.send(i - 1, b"g")
-                r, c = shares[0]
-                if len(r):
-                    w.write(r, *code(r, c), groups)
-                for i in busy:
-                    workers.recv(i - 1)
+            for shares, _ in _lockstep(workers, waves, code_into(w)):
                 done(np.concatenate([r for r, _ in shares]))
             parts = w.payloads()
             for i in range(n - 1):
@@ -462,17 +487,17 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
             streams.raise_first([rd.failure()], S)
             filtered = model.finish(img, qp)  # the post-loop filter (family 3)
         else:
-            waves = [streams.shares(r, c, S, n)
-                     for r, c in blocks.wavefronts(rows, cols) if len(r)]
+            waves = _waves(rows, cols, S, n)
+
+            def decode_with(rd: streams.Reader) -> Callable[[np.ndarray, np.ndarray], bytes]:
+                def work(r: np.ndarray, c: np.ndarray) -> bytes:
+                    run(r, c, rd)
+                    return _failure(rd.failure())
+                return work
 
             def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront
                 rd = reader(i + 1, n)
-                for shares in waves:
-                    r, c = shares[i + 1]
-                    if len(r):
-                        receive(conn)  # go: the blocks before this wavefront are done
-                        run(r, c, rd)
-                        reply(conn, _failure(rd.failure()))
+                _serve_lockstep(conn, waves, i + 1, decode_with(rd))
                 receive(conn)  # the end: the last check
                 rd.check(last=True)
                 reply(conn, _failure(rd.failure()))
@@ -481,15 +506,8 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
             post = _PostLoop(model, qp, img, n)
             rd = reader(0, n)
             with Forked(n - 1, serve) as workers:
-                for shares in waves:
-                    busy = [i for i in range(1, n) if len(shares[i][0])]
-                    for i in busy:
-                        workers.send(i - 1, b"g")
-                    r, c = shares[0]
-                    if len(r):
-                        run(r, c, rd)
-                    failures = [rd.failure()] + [_failure_of(workers.recv(i - 1)) for i in busy]
-                    streams.raise_first(failures, S)
+                for shares, replies in _lockstep(workers, waves, decode_with(rd)):
+                    streams.raise_first([rd.failure()] + [_failure_of(x) for x in replies], S)
                     done(np.concatenate([r for r, _ in shares]))
                 for i in range(n - 1):
                     workers.send(i, b"e")

@@ -375,6 +375,39 @@ def saturate(x: np.ndarray) -> None:
         np.clip(x, -ACT_MAX, ACT_MAX, out=x)
 
 
+LeakyLayers = list[tuple[np.ndarray, np.ndarray]]
+
+
+def fold_leaky(acts: list[Activation], e0: np.ndarray, layers: list[Layer], out_exp: int
+               ) -> tuple[np.ndarray, LeakyLayers]:
+    """A chain of (leaky activation, layer) pairs in the fast form of FastStack: (the
+    exponent shift of the first accumulator, 2^(fa_1 - e0) per channel, to fold into the
+    first layer; each layer's (W, b) rescaled by 2^(fa_next - e), the last by
+    2^(out_exp - e), so that leaky_chain gives the output at exponent out_exp)."""
+    assert all(a.kind == "leaky" for a in acts)
+    n = len(layers)
+    folded = []
+    for i, layer in enumerate(layers):
+        shift = np.asarray(acts[i + 1].fa - layer.e if i + 1 < n else out_exp - layer.e, dtype=np.int64)
+        folded.append((np.ascontiguousarray(rescaled(layer.W, shift[:, None] if shift.ndim else shift)),
+                       rescaled(layer.b, shift)))
+    return np.asarray(acts[0].fa - e0, dtype=np.int64), folded
+
+
+def leaky_chain(x: np.ndarray, layers: LeakyLayers) -> np.ndarray:
+    """The layers of fold_leaky on a rescaled first accumulator x (overwritten): per
+    layer, requantise (rint, clip), leaky ReLU, product and bias."""
+    for W, b in layers:
+        np.rint(x, out=x)
+        saturate(x)
+        t = np.multiply(x, _LEAKY)
+        np.rint(t, out=t)
+        np.maximum(x, t, out=x)
+        x = mm(x, W)
+        x += b
+    return x
+
+
 def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
     """Activation (B, C) integers of a rescaled accumulator x (overwritten)."""
     np.rint(x, out=x)

@@ -23,13 +23,13 @@ import numpy as np
 from .exact import (
     ACT_MAX,
     EXACT_LIMIT,
-    LEAKY_SHIFT,
     MAX_SYMBOL,
     Activation,
     Layer,
+    fold_leaky,
+    leaky_chain,
     mm,
     rescaled,
-    saturate,
 )
 
 
@@ -85,14 +85,7 @@ class FastHead:
 
     @classmethod
     def of(cls, head: GroupHead) -> FastHead:
-        assert all(a.kind == "leaky" for a in head.acts)
-        n = len(head.layers)
-        s0 = np.asarray(head.acts[0].fa - head.e0, dtype=np.int64)
-        layers = []
-        for i, layer in enumerate(head.layers):
-            shift = np.asarray(head.acts[i + 1].fa - layer.e if i + 1 < n else -layer.e, dtype=np.int64)
-            layers.append((np.ascontiguousarray(rescaled(layer.W, shift[:, None] if shift.ndim else shift)),
-                           rescaled(layer.b, shift)))
+        s0, layers = fold_leaky(head.acts, head.e0, head.layers, 0)
         col = s0[:, None] if s0.ndim else s0
         return cls(np.ldexp(1.0, s0), np.ascontiguousarray(rescaled(head.W_h, col)),
                    np.ascontiguousarray(rescaled(head.W_s, col)), layers)
@@ -102,15 +95,7 @@ class FastHead:
         x = mm(a, self.W_s)
         x += hw
         x += self._scaled_bias(bias)
-        for W, b in self.layers:
-            np.rint(x, out=x)
-            saturate(x)
-            t = np.multiply(x, 2.0**-LEAKY_SHIFT)
-            np.rint(t, out=t)
-            np.maximum(x, t, out=x)
-            x = mm(x, W)
-            x += b
-        return x
+        return leaky_chain(x, self.layers)
 
     def _scaled_bias(self, bias: np.ndarray) -> np.ndarray:
         """bias * s0, kept for the last bias array seen (a quality's, used per wavefront)."""

@@ -20,13 +20,14 @@ import numpy as np
 from .exact import (
     ACT_MAX,
     EXACT_LIMIT,
-    LEAKY_SHIFT,
     PIXEL_EXP,
     Activation,
     Layer,
+    LeakyLayers,
+    fold_leaky,
+    leaky_chain,
     mm,
     rescaled,
-    saturate,
 )
 
 STRIP_CELLS = 1024  # cells filtered at a time (whole cell rows, at least one): fastest here, ~1 MB
@@ -62,28 +63,14 @@ class PostFilter:
         W0, s0, layers = self._fast()
         x = mm(windows, W0)
         x += bias * s0
-        for W, b in layers:
-            np.rint(x, out=x)
-            saturate(x)
-            t = np.multiply(x, 2.0**-LEAKY_SHIFT)
-            np.rint(t, out=t)
-            np.maximum(x, t, out=x)
-            x = mm(x, W)
-            x += b
+        x = leaky_chain(x, layers)
         return np.rint(x, out=x)
 
-    def _fast(self) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    def _fast(self) -> tuple[np.ndarray, np.ndarray, LeakyLayers]:
         """(W0, the first bias' factor, [(W, b)] per layer), rescaled; built on first use."""
         fast = self.__dict__.get("_fast_arrays")
         if fast is None:
-            assert all(a.kind == "leaky" for a in self.acts)
-            n = len(self.layers)
-            s0 = np.asarray(self.acts[0].fa - self.e0, dtype=np.int64)
-            layers = []
-            for i, layer in enumerate(self.layers):
-                shift = np.asarray(self.acts[i + 1].fa - layer.e if i + 1 < n else PIXEL_EXP - layer.e, dtype=np.int64)
-                layers.append((np.ascontiguousarray(rescaled(layer.W, shift[:, None] if shift.ndim else shift)),
-                               rescaled(layer.b, shift)))
+            s0, layers = fold_leaky(self.acts, self.e0, self.layers, PIXEL_EXP)
             W0 = np.ascontiguousarray(rescaled(self.W0, s0[:, None] if s0.ndim else s0))
             fast = self.__dict__["_fast_arrays"] = (W0, np.ldexp(1.0, s0), layers)
         return fast
