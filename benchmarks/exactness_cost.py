@@ -8,12 +8,14 @@ shipped codec), once with float64 networks (networks.FloatCodingModel, the same 
 pass training uses). The float networks are those of --ckpt, or by default the weights
 file's own networks read back as floats (train/unfreeze.py: its integer weights are
 exact in float), so the difference is what integer activations and requantisation
-cost. Prints bpp/PSNR per quality and the BD-rate of integer against float.
+cost. Prints bpp/PSNR per quality and the BD-rate of integer against float. For family-3
+weights, their auto-encoder alone (the float model has no coding groups or filter).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     w = weights.load(args.weights.resolve()) if args.weights else weights.default()
+    if w.model.context is not None or w.model.postfilter is not None:
+        # The float model has no coding groups or post-loop filter: compare the integer
+        # networks they share (family 3's without its parts, as the family-2 file it was built on).
+        bare = dataclasses.replace(w.model, context=None, postfilter=None, family=2)
+        w = dataclasses.replace(w, model=bare)
+        print(f"{w.name} is network family 3: its auto-encoder alone, without the coding groups and the filter")
     wf = float_weights(args, w)
     imgs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(KODAK.glob("*.png"))[: args.images]]
     print(f"weights {w.path.name}, float64 from {args.ckpt or 'the same file'}, {len(imgs)} Kodak images")
