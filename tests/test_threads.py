@@ -96,7 +96,7 @@ def test_files_and_images_are_identical_for_1_to_4_threads(h, w, quality, shippe
 def test_a_photo_codes_the_same_with_the_default_chunks(kodak_crop, shipped):
     big = np.tile(kodak_crop, (5, 8, 1))  # 240x512: wavefronts of up to 30 blocks, cut in two
     assert max(len(r) for r, _ in blocks.wavefronts(30, 64)) >= 2 * codec.MIN_CHUNK
-    assert streams.default_count(30) == 1  # under 512 pixels high: one stream, one process
+    assert streams.default_count(30) == 1  # under 320 pixels high: one stream, one process
     assert len(files_and_images(big, 4, shipped)) == 1
     assert len(files_and_images(big, 4, shipped, n_streams=3)) == 1
 
@@ -175,8 +175,8 @@ def test_each_process_codes_whole_streams_in_stream_order():
 
 
 def test_the_default_stream_count_grows_with_the_height():
-    rows = (1, 63, 64, 95, 128, 375, 511, 512, 8192)
-    assert [streams.default_count(r) for r in rows] == [1, 1, 2, 2, 4, 8, 8, 16, 16]
+    rows = (1, 39, 40, 64, 80, 160, 319, 320, 375, 8192)
+    assert [streams.default_count(r) for r in rows] == [1, 1, 2, 2, 4, 8, 8, 16, 16, 16]
 
 
 @pytest.mark.parametrize("kernels", [(3, 3, 1, 1), (3, 1, 3, 3), (3, 3, 3, 3)])
