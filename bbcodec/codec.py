@@ -363,9 +363,9 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
     def writer(i: int, k: int) -> streams.Writer:
         return streams.Writer(streams.owned(n_streams, k, i), n_streams, model.scale_table, L)
 
-    def done(r: np.ndarray) -> None:
+    def done(n_blocks: int) -> None:
         if progress is not None:
-            progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            progress(n_blocks * blocks.BLOCK * blocks.BLOCK)
 
     if not in_order:
         assert L < 2**15 and len(model.scale_table) <= 256
@@ -373,7 +373,7 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
         scale_idx = np.zeros((rows, cols, M), dtype=np.uint8)
         for r, c in SCHEDULES[schedule](rows, cols):
             symbols[r, c], scale_idx[r, c] = code(r, c)
-            done(r)
+            done(len(r))
         w = writer(0, 1)
         for r, c in blocks.wavefronts(rows, cols):
             w.write(r, symbols[r, c], scale_idx[r, c], groups)
@@ -382,7 +382,7 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
         w = writer(0, 1)
         for r, c in blocks.wavefronts(rows, cols):
             w.write(r, *code(r, c), groups)
-            done(r)
+            done(len(r))
         parts = w.payloads()
     else:
         waves = _waves(rows, cols, n_streams, n)
@@ -403,7 +403,7 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
         w = writer(0, n)
         with Forked(n - 1, serve) as workers:
             for shares, _ in _lockstep(workers, waves, code_into(w)):
-                done(np.concatenate([r for r, _ in shares]))
+                done(sum(len(r) for r, _ in shares))
             parts = w.payloads()
             for i in range(n - 1):
                 parts.update(_unpack_parts(workers.recv(i)))
@@ -471,9 +471,9 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         canvas.put(r, c, out)
         blocks.put_pixels(img, r, c, out)
 
-    def done(r: np.ndarray) -> None:
+    def done(n_blocks: int) -> None:
         if progress is not None:
-            progress(len(r) * blocks.BLOCK * blocks.BLOCK)
+            progress(n_blocks * blocks.BLOCK * blocks.BLOCK)
 
     try:
         if not n:
@@ -482,7 +482,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                 ((r, c),) = streams.shares(r, c, S, 1)
                 run(r, c, rd)
                 streams.raise_first([rd.failure()], S)
-                done(r)
+                done(len(r))
             rd.check(last=True)
             streams.raise_first([rd.failure()], S)
             filtered = model.finish(img, qp)  # the post-loop filter (family 3)
@@ -508,7 +508,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
             with Forked(n - 1, serve) as workers:
                 for shares, replies in _lockstep(workers, waves, decode_with(rd)):
                     streams.raise_first([rd.failure()] + [_failure_of(x) for x in replies], S)
-                    done(np.concatenate([r for r, _ in shares]))
+                    done(sum(len(r) for r, _ in shares))
                 for i in range(n - 1):
                     workers.send(i, b"e")
                 rd.check(last=True)

@@ -50,6 +50,9 @@ def shares(r: np.ndarray, c: np.ndarray, streams: int, processes: int) -> list[t
     run of the batch."""
     if streams == 1:
         return [(r, c)] + [(r[:0], c[:0])] * (processes - 1)
+    if processes == streams:  # a stream each: no sort
+        s = r % streams
+        return [(r[k], c[k]) for k in (s == i for i in range(processes))]
     s = r % streams
     order = np.argsort(s, kind="stable")
     owner = s[order] % processes
