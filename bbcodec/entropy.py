@@ -89,32 +89,20 @@ class SymbolDecoder:
         self._check = SymbolEncoder(max_symbol)
         self._symbols = 0
 
-    def decode(self, stds: np.ndarray, check: bool = True) -> np.ndarray:
-        """Next stds.size symbols (int32, shape of stds), accounted (see account); check:
-        then check_words() (a caller decoding a wavefront in pieces checks after the last)."""
-        out = self.decode_only(stds)
-        self.account(out, stds)
-        if check:
-            self.check_words()
-        return out
-
-    def decode_only(self, stds: np.ndarray) -> np.ndarray:
-        """decode without the accounting: the caller passes the symbols to account() next
-        (before any check), e.g. after handing them on."""
+    def decode(self, stds: np.ndarray) -> np.ndarray:
+        """Next stds.size symbols (int32, shape of stds), accounted and checked (account,
+        check_words)."""
         std = np.ascontiguousarray(stds, dtype=np.float64).ravel()
         if not std.size:
             return np.zeros(stds.shape, dtype=np.int32)
-        try:
-            out = self._dec.decode(self._model, self._zeros(std.size), std)
-        except BaseException as e:  # constriction panics (BaseException) on bad input
-            if isinstance(e, KeyboardInterrupt | SystemExit):
-                raise
-            raise EntropyError(f"range decoder failed: {e}") from None
+        out = self.decode_flat(std)
+        self.account(out, std)
+        self.check_words()
         return np.asarray(out, dtype=np.int32).reshape(stds.shape)
 
     def decode_flat(self, std: np.ndarray) -> np.ndarray:
-        """decode_only of a non-empty contiguous float64 vector of stds (the coding loop's
-        calls: fewer conversions)."""
+        """The next std.size symbols of a non-empty contiguous float64 vector of stds, not
+        accounted: the caller accounts them (streams.Reader, once per wavefront)."""
         try:
             return self._dec.decode(self._model, self._zeros(std.size), std)
         except BaseException as e:  # constriction panics (BaseException) on bad input

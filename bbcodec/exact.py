@@ -142,14 +142,10 @@ class Stack:
         parts: integer sums are exact in any order), and nb is not read."""
         return self.plan().run_with_hidden(cur, nb, bias, ctx, first, nb_product)
 
-    def run_reference(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray,
-                      ctx: BlockContext | None = None) -> np.ndarray:
-        """run() as docs/format.md (5.1) writes it, step by step: what the fast form must equal."""
-        return self.run_reference_with_hidden(cur, nb, bias, ctx)[0]
-
     def run_reference_with_hidden(self, cur: np.ndarray | None, nb: np.ndarray, bias: np.ndarray,
                                   ctx: BlockContext | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """run_with_hidden as docs/format.md writes it: what the fast form must equal."""
+        """run_with_hidden as docs/format.md (5.1) writes it, step by step: what the fast
+        form must equal."""
         acc = nb @ self.W_nb.T + bias
         if self.W_cur is not None:
             acc += cur @ self.W_cur.T
@@ -241,9 +237,12 @@ class Scales:
 
 
 def rescaled(a: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
-    """a * 2^shift, checked exact (no overflow, no subnormal): a power-of-two rescaling."""
-    out = np.ldexp(a, np.asarray(shift, dtype=np.int64))
-    if not np.array_equal(np.ldexp(out, -np.asarray(shift, dtype=np.int64)), a) or not np.isfinite(out).all():
+    """a * 2^shift, checked exact (no overflow, no subnormal): a power-of-two rescaling;
+    an array of shifts applies per output channel (a's leading axis)."""
+    shift = np.asarray(shift, dtype=np.int64)
+    shift = shift.reshape(shift.shape + (1,) * (a.ndim - shift.ndim))
+    out = np.ldexp(a, shift)
+    if not np.array_equal(np.ldexp(out, -shift), a) or not np.isfinite(out).all():
         raise ValueError("a rescaled weight is not exact in float64")
     return out
 
@@ -297,15 +296,14 @@ class FastStack:
                 assert act.G is not None and act.B is not None
                 k = act.fg // 2 + act.fh if act.kind == "gdn" else -(act.fh - 2 * act.fa - act.fg // 2)
                 G, B = np.ascontiguousarray(rescaled(act.G, -2 * k)), rescaled(act.B, -2 * k)
-            W = rescaled(layer.W, shift[i][:, None] if shift[i].ndim else shift[i])
-            steps.append(_Step(act.kind, G, B, np.ascontiguousarray(W), rescaled(layer.b, shift[i]), layer.k))
+            steps.append(_Step(act.kind, G, B, np.ascontiguousarray(rescaled(layer.W, shift[i])),
+                               rescaled(layer.b, shift[i]), layer.k))
         return cls(
             s0=np.ldexp(1.0, s0),
-            Wnb=np.ascontiguousarray(rescaled(st.W_nb, s0[:, None] if s0.ndim else s0)),
-            Wcur=None if st.W_cur is None else np.ascontiguousarray(rescaled(st.W_cur, s0[:, None] if s0.ndim else s0)),
+            Wnb=np.ascontiguousarray(rescaled(st.W_nb, s0)),
+            Wcur=None if st.W_cur is None else np.ascontiguousarray(rescaled(st.W_cur, s0)),
             steps=steps,
-            Wskip=None if st.W_skip is None else np.ascontiguousarray(
-                rescaled(st.W_skip, shift[-1][:, None] if shift[-1].ndim else shift[-1])),
+            Wskip=None if st.W_skip is None else np.ascontiguousarray(rescaled(st.W_skip, shift[-1])),
             stack=st,
         )
 
@@ -389,8 +387,7 @@ def fold_leaky(acts: list[Activation], e0: np.ndarray, layers: list[Layer], out_
     folded = []
     for i, layer in enumerate(layers):
         shift = np.asarray(acts[i + 1].fa - layer.e if i + 1 < n else out_exp - layer.e, dtype=np.int64)
-        folded.append((np.ascontiguousarray(rescaled(layer.W, shift[:, None] if shift.ndim else shift)),
-                       rescaled(layer.b, shift)))
+        folded.append((np.ascontiguousarray(rescaled(layer.W, shift)), rescaled(layer.b, shift)))
     return np.asarray(acts[0].fa - e0, dtype=np.int64), folded
 
 
@@ -398,24 +395,27 @@ def leaky_chain(x: np.ndarray, layers: LeakyLayers) -> np.ndarray:
     """The layers of fold_leaky on a rescaled first accumulator x (overwritten): per
     layer, requantise (rint, clip), leaky ReLU, product and bias."""
     for W, b in layers:
-        np.rint(x, out=x)
-        saturate(x)
-        t = np.multiply(x, _LEAKY)
-        np.rint(t, out=t)
-        np.maximum(x, t, out=x)
-        x = mm(x, W)
+        x = mm(_leaky(x), W)
         x += b
     return x
 
 
-def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
-    """Activation (B, C) integers of a rescaled accumulator x (overwritten)."""
+def _leaky(x: np.ndarray) -> np.ndarray:
+    """The leaky ReLU's integers of a rescaled accumulator x, in place: requantise (rint,
+    clip), then max(a, rint(a / 128))."""
     np.rint(x, out=x)
     saturate(x)
-    if step.G is None:  # leaky ReLU
-        t = np.multiply(x, _LEAKY)
-        np.rint(t, out=t)
-        return np.maximum(x, t, out=t)
+    t = np.multiply(x, _LEAKY)
+    np.rint(t, out=t)
+    return np.maximum(x, t, out=x)
+
+
+def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
+    """Activation (B, C) integers of a rescaled accumulator x (overwritten)."""
+    if step.G is None:
+        return _leaky(x)
+    np.rint(x, out=x)
+    saturate(x)
     s = mm(x * x, step.G)  # beta + gamma x^2, times 2^(-2k)
     s += step.B
     np.sqrt(s, out=s)

@@ -86,9 +86,8 @@ class FastHead:
     @classmethod
     def of(cls, head: GroupHead) -> FastHead:
         s0, layers = fold_leaky(head.acts, head.e0, head.layers, 0)
-        col = s0[:, None] if s0.ndim else s0
-        return cls(np.ldexp(1.0, s0), np.ascontiguousarray(rescaled(head.W_h, col)),
-                   np.ascontiguousarray(rescaled(head.W_s, col)), layers)
+        return cls(np.ldexp(1.0, s0), np.ascontiguousarray(rescaled(head.W_h, s0)),
+                   np.ascontiguousarray(rescaled(head.W_s, s0)), layers)
 
     def run(self, hw: np.ndarray, a: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """GroupHead.run, with hw = h @ W_h^T of the rescaled W_h."""

@@ -71,7 +71,7 @@ class PostFilter:
         fast = self.__dict__.get("_fast_arrays")
         if fast is None:
             s0, layers = fold_leaky(self.acts, self.e0, self.layers, PIXEL_EXP)
-            W0 = np.ascontiguousarray(rescaled(self.W0, s0[:, None] if s0.ndim else s0))
+            W0 = np.ascontiguousarray(rescaled(self.W0, s0))
             fast = self.__dict__["_fast_arrays"] = (W0, np.ldexp(1.0, s0), layers)
         return fast
 
