@@ -155,6 +155,8 @@ def test_filter_strips_give_the_same_image_and_follow_the_float_filter(P):
     pf = postfilter.freeze_filter(net, [(img, img, 2)])
     bias = np.rint(pf.qbias[1])
     whole = pf.apply(img, bias, strip_cells=10**6)
+    assert np.array_equal(whole, pf.reference_apply(img, bias))  # pixel patches = docs/format.md 5.6's cells
+    assert np.array_equal(pf.apply(img[:1, :1], bias), pf.reference_apply(img[:1, :1], bias))
     for cells in (1, 7, 100):
         assert np.array_equal(pf.apply(img, bias, strip_cells=cells), whole)
         for k in (2, 3, 5, 40):  # bands of cell rows (one per process), some of them empty
@@ -276,16 +278,24 @@ def test_the_fast_heads_give_the_reference_heads_bits(weights):
             assert np.array_equal(head.fast().run(hw_fast[g - 1], a, bias), ref)
 
 
-def test_the_fast_post_filter_gives_the_reference_residuals(weights):
-    """PostFilter.fast_residual (rescalings folded) equals residual, docs/format.md 5.6's
-    arithmetic, on the shipped filter: for real-looking windows and at the extremes."""
+def test_the_fast_post_filter_gives_the_reference_residuals(weights, kodak_crop):
+    """PostFilter.fast_residual (rescalings folded, windows as pixel patches) equals
+    residual, docs/format.md 5.6's arithmetic, on the shipped filter: for real-looking
+    windows and at the extremes; and apply equals reference_apply on a Kodak crop."""
+    from bbcodec.postfilter import patch_order, residual_order
+
     pf = weights.model.postfilter
     rng = np.random.default_rng(4)
     for lo, hi in ((-20, 20), (-128, 127)):
         win = np.rint(rng.uniform(lo, hi, size=(300, pf.W0.shape[1])))
         for q in (0, 3, 7):
             bias = np.rint(pf.qbias[q])
-            assert np.array_equal(pf.fast_residual(win, bias), pf.residual(win, bias))
+            ref = pf.residual(win, bias)
+            assert np.array_equal(pf.fast_residual(win[:, patch_order(pf.P)], bias), ref[:, residual_order(pf.P)])
+    for img in (kodak_crop, kodak_crop[:45, :61]):
+        for q in (0, 7):
+            bias = np.rint(pf.qbias[q])
+            assert np.array_equal(pf.apply(img, bias), pf.reference_apply(img, bias))
 
 
 def test_the_decoders_group_loop_reads_the_encoders_scale_indices(weights):
