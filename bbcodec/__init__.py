@@ -87,7 +87,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     same quality (bbcodec.effort); every effort decodes with the same decoder.
     threads: processes coding the image (default: the cores this process may use), at
     most one per payload stream (bbcodec.streams.default_count: 2 for Kodak-sized
-    images, 16 from 2560 pixels high); the bytes are the same for any number. Efforts
+    images, 16 for 4000x3000); the bytes are the same for any number. Efforts
     above 1 code in this process alone, except for the effort-1 pass some of them make
     first (codec.encode).
     """

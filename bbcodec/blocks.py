@@ -41,6 +41,11 @@ def grid_shape(height: int, width: int) -> tuple[int, int]:
     return -(-height // BLOCK), -(-width // BLOCK)
 
 
+def widest(rows: int, cols: int) -> int:
+    """Blocks in the largest wavefront of a rows x cols grid (wavefronts below)."""
+    return min(rows, (cols + 1) // 2)
+
+
 def pad_to_blocks(img: np.ndarray) -> np.ndarray:
     """Pad an HxWx3 image to multiples of 8 by repeating the last row/column (img itself
     when no padding is needed)."""

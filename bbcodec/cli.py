@@ -185,7 +185,7 @@ def _progress(pixels: int, quiet: bool, as_json: bool):  # noqa: ANN202 - a cont
 PROGRESS_PIXELS = 4_000_000  # images above this many pixels show a progress bar on a terminal
 
 THREADS_HELP = ("Workers per image (1..64): this process and N-1 forked ones, at most one per payload "
-                "stream (2 for Kodak-sized images, 16 from 2560 pixels high; the same bytes for any "
+                "stream (2 for Kodak-sized images, 16 for 4000x3000; the same bytes for any "
                 "number).  [default: the cores this process may use; with --jobs, each job's share]")
 
 

@@ -85,21 +85,14 @@ class CodingModel(Protocol):
                    ctx: BlockContext) -> np.ndarray: ...
 
 
-# Blocks each process has at least in the image's widest wavefront: an image with
-# narrower wavefronts is coded by fewer processes (a hand-off per wavefront costs about
-# what a few blocks of work do).
-MIN_CHUNK = 12
-
-
-def _workers(threads: int | None, rows: int, cols: int, model: CodingModel, streams: int) -> int:
+def _workers(threads: int | None, rows: int, cols: int, model: CodingModel, n_streams: int) -> int:
     """Processes coding an image, this one included: as many as asked (default: the
     cores), no more than its payload streams (each process owns whole streams) or its
     largest wavefront keeps busy; 0 (this process alone) for one, where workers cannot
     be forked safely (parallel.can_fork), or for a model other than the integer networks
     (the float model of networks.py runs torch, which is not to be forked)."""
     n = default_threads() if threads is None else threads  # checked by encode and decode
-    widest = min(rows, (cols + 1) // 2)  # blocks in the largest wavefront
-    n = min(n, streams, max(1, widest // MIN_CHUNK))
+    n = min(n, n_streams, max(1, blocks.widest(rows, cols) // streams.MIN_CHUNK))
     return n if n > 1 and can_fork() and isinstance(model, FrozenModel) else 0
 
 
@@ -229,7 +222,7 @@ def encode(img: np.ndarray, quality: float, weights: Weights, schedule: str = "w
     height, width = img.shape[:2]
     format.check_dimensions(width, height)
     if n_streams is None:
-        n_streams = streams.default_count(blocks.grid_shape(height, width)[0])
+        n_streams = streams.default_count(*blocks.grid_shape(height, width))
     format.check_streams(n_streams, height)
     model = weights.model
     quality_x256 = Q.to_x256(quality)

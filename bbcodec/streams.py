@@ -19,23 +19,29 @@ import struct
 
 import numpy as np
 
-from . import entropy, format
+from . import blocks, entropy, format
 from .entropy import EntropyError
 
+# Blocks each process has at least in the image's widest wavefront: an image with
+# narrower wavefronts is coded by fewer processes (a hand-off per wavefront costs about
+# what a few blocks of work do; codec._workers), and has no more default streams.
+MIN_CHUNK = 12
 ROWS_PER_STREAM = 20  # the encoder's default: about a stream per 20 block rows ...
 DEFAULT_STREAMS = 16  # ... up to this many (about 4 bytes each: table entry, coder flush)
 assert DEFAULT_STREAMS <= format.MAX_STREAMS
 
 
-def default_count(rows: int) -> int:
-    """The encoder's stream count for an image of `rows` block rows: the largest power of
-    two up to rows / 20 and 16 (so that 2, 4, 8 or 16 processes share the streams
-    evenly); 1 below 320 pixels high, 2 for Kodak, 16 from 2560 pixels high (12 MP: as
-    many processes as a 16-core laptop has). Each process's stream costs it calls per
-    wavefront and group: on 2 threads, Kodak decoded 3.5 % faster with 2 streams than
-    with 4 (and 12 bytes smaller), a 4000x3000 image 1.5 % slower with 16 than with 8
-    (52 bytes larger of 1.5 MB)."""
-    return 1 << min(DEFAULT_STREAMS.bit_length() - 1, max(1, rows // ROWS_PER_STREAM).bit_length() - 1)
+def default_count(rows: int, cols: int) -> int:
+    """The encoder's stream count for an image of rows x cols blocks: the largest power
+    of two up to rows / 20, the processes its widest wavefront keeps busy (MIN_CHUNK
+    blocks each) and 16, so that 2, 4, 8 or 16 processes share the streams evenly: 1
+    below 320 pixels high, 2 for Kodak (landscape and portrait), 16 for 4000x3000 (as
+    many processes as a 16-core laptop has). Each stream of a process costs it calls
+    per wavefront and group: on 2 threads, Kodak decoded 3.5 % faster with 2 streams
+    than with 4 (landscape; portrait 6.5 %), a 4000x3000 image 1.5 % slower with 16
+    than with 8 (52 bytes larger of 1.5 MB)."""
+    most = min(rows // ROWS_PER_STREAM, blocks.widest(rows, cols) // MIN_CHUNK, DEFAULT_STREAMS)
+    return 1 << (max(1, most).bit_length() - 1)
 
 
 def owned(streams: int, processes: int, i: int) -> list[int]:

@@ -41,8 +41,8 @@ def shipped(request, weights, family2_weights) -> Weights:
 def every_wavefront_split(monkeypatch):
     """Up to 4 payload streams and chunks of one block, so that small images are cut
     among processes as large ones are."""
-    monkeypatch.setattr(codec, "MIN_CHUNK", 1)
-    monkeypatch.setattr(streams, "default_count", lambda rows: min(4, rows))
+    monkeypatch.setattr(streams, "MIN_CHUNK", 1)
+    monkeypatch.setattr(streams, "default_count", lambda rows, cols: min(4, rows))
 
 
 FORKS: list[int] = []  # workers forked by codec, per Forked
@@ -71,9 +71,9 @@ def files_and_images(img, quality, w, **kw) -> set[tuple[str, str, str]]:
         dec = codec.decode(header, payload, w, threads=n)
         out.add(tuple(hashlib.sha256(x).hexdigest() for x in (data, rec.tobytes(), dec.tobytes())))
         rows, cols = blocks.grid_shape(*img.shape[:2])
-        if parallel.can_fork() and n > 1 and header.streams > 1 and min(rows, (cols + 1) // 2) >= 2 * codec.MIN_CHUNK:
-            widest = min(rows, (cols + 1) // 2)
-            k = min(n, header.streams, widest // codec.MIN_CHUNK)  # processes: a stream each at most
+        widest = blocks.widest(rows, cols)
+        if parallel.can_fork() and n > 1 and header.streams > 1 and widest >= 2 * streams.MIN_CHUNK:
+            k = min(n, header.streams, widest // streams.MIN_CHUNK)  # processes: a stream each at most
             assert FORKS == [k - 1] * 2, "not as many processes as threads, streams and wavefronts allow"
     return out
 
@@ -95,8 +95,8 @@ def test_files_and_images_are_identical_for_1_to_4_threads(h, w, quality, shippe
 
 def test_a_photo_codes_the_same_with_the_default_chunks(kodak_crop, shipped):
     big = np.tile(kodak_crop, (5, 8, 1))  # 240x512: wavefronts of up to 30 blocks, cut in two
-    assert max(len(r) for r, _ in blocks.wavefronts(30, 64)) >= 2 * codec.MIN_CHUNK
-    assert streams.default_count(30) == 1  # under 320 pixels high: one stream, one process
+    assert max(len(r) for r, _ in blocks.wavefronts(30, 64)) == blocks.widest(30, 64) >= 2 * streams.MIN_CHUNK
+    assert streams.default_count(30, 64) == 1  # under 320 pixels high: one stream, one process
     assert len(files_and_images(big, 4, shipped)) == 1
     assert len(files_and_images(big, 4, shipped, n_streams=3)) == 1
 
@@ -174,9 +174,13 @@ def test_each_process_codes_whole_streams_in_stream_order():
     assert streams.owned(4, 3, 0) == [0, 3] and streams.owned(4, 3, 2) == [2]
 
 
-def test_the_default_stream_count_grows_with_the_height():
+def test_the_default_stream_count_grows_with_the_height_and_the_widest_wavefront():
     rows = (1, 39, 40, 64, 80, 160, 319, 320, 375, 8192)
-    assert [streams.default_count(r) for r in rows] == [1, 1, 2, 2, 4, 8, 8, 16, 16, 16]
+    assert [streams.default_count(r, 8192) for r in rows] == [1, 1, 2, 2, 4, 8, 8, 16, 16, 16]
+    assert streams.default_count(64, 96) == streams.default_count(96, 64) == 2  # Kodak, landscape and portrait
+    assert streams.default_count(375, 500) == 16  # 4000x3000
+    # no more streams than processes with MIN_CHUNK blocks of the widest wavefront each
+    assert [streams.default_count(8192, c) for c in (1, 46, 47, 94, 95, 190, 191, 382, 383)] == [1, 1, 2, 2, 4, 4, 8, 8, 16]
 
 
 @pytest.mark.parametrize("kernels", [(3, 3, 1, 1), (3, 1, 3, 3), (3, 3, 3, 3)])
@@ -640,7 +644,7 @@ def test_the_float_model_codes_with_threads(monkeypatch):
     w = Weights(name="float64", path=Path("f"), sha256="cd" * 32,
                 model=FloatCodingModel(tiny_float(seed=2, kernels=(3, 3, 1, 1))))
     img = random_image(40, 200, seed=3)
-    monkeypatch.setattr(codec, "MIN_CHUNK", 1)
+    monkeypatch.setattr(streams, "MIN_CHUNK", 1)
     (one, rec1), (two, rec2) = (codec.encode(img, 4, w, threads=n) for n in (1, 2))
     assert abs(len(one) - len(two)) <= 0.05 * len(one)
     assert np.abs(rec1.astype(int) - rec2).mean() < 1

@@ -40,7 +40,7 @@ def code_photo(img: np.ndarray, model: FrozenModel, qp: QualityParams):
     canvas = blocks.new_canvas(rows, cols)
     ctx = BlockContext(rows, cols)
     L, M = model.max_symbol, model.M
-    n_streams = streams.default_count(rows)
+    n_streams = streams.default_count(rows, cols)
     coder = streams.Writer(list(range(n_streams)), n_streams, model.scale_table, L)
     hs, lss, syms = [], [], []
     for r, c in blocks.wavefronts(rows, cols):
