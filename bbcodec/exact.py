@@ -216,7 +216,7 @@ def decode_symbols(context: GroupedScales | None, bounds: np.ndarray, scales: Sc
         read(scale_indices(bounds, scales.log_scale), sym)
         return sym
     assert scales.hidden is not None
-    return context.decode(scales.log_scale, context.hidden_products(scales.hidden), bounds, biases, read)
+    return context.decode(scales.log_scale, scales.hidden, bounds, biases, read)
 
 
 @dataclass

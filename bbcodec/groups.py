@@ -91,12 +91,16 @@ class FastHead:
 
     def run(self, hw: np.ndarray, a: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """GroupHead.run, with hw = h @ W_h^T of the rescaled W_h."""
+        return self.run_biased(hw + self.scaled_bias(bias), a)
+
+    def run_biased(self, hwb: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """run, with hwb = hw + scaled_bias(bias) (GroupedScales.decode adds every head's
+        bias in one pass): integers times 2^s0, whose sums are exact in any order."""
         x = mm(a, self.W_s)
-        x += hw
-        x += self._scaled_bias(bias)
+        x += hwb
         return leaky_chain(x, self.layers)
 
-    def _scaled_bias(self, bias: np.ndarray) -> np.ndarray:
+    def scaled_bias(self, bias: np.ndarray) -> np.ndarray:
         """bias * s0, kept for the last bias array seen (a quality's, used per wavefront)."""
         last = self.__dict__.get("_bias")
         if last is None or last[0] is not bias:
@@ -114,8 +118,11 @@ class GroupedScales:
 
     def __post_init__(self) -> None:
         # The heads' first layers on h, rescaled (FastHead), side by side: one product for all.
-        self._W_h = np.concatenate([head.fast().W_h for head in self.heads]) if self.heads else np.zeros((0, 0))
-        self._split = np.cumsum([head.W_h.shape[0] for head in self.heads])[:-1]
+        self._fast = [head.fast() for head in self.heads]
+        self._W_h = np.concatenate([f.W_h for f in self._fast]) if self.heads else np.zeros((0, 0))
+        ends = np.cumsum([head.W_h.shape[0] for head in self.heads]).tolist()
+        self._heads_at = [slice(e - head.W_h.shape[0], e) for head, e in zip(self.heads, ends, strict=True)]
+        self._bias_keys = [f"ctx{g}" for g in range(1, len(self.heads) + 1)]
         ends = np.cumsum(self.sizes)
         self._columns = [self.perm[e - n : e] for n, e in zip(self.sizes, ends, strict=True)]
         self._earlier = [self.perm[: e - n] for n, e in zip(self.sizes, ends, strict=True)]  # of each group
@@ -133,7 +140,7 @@ class GroupedScales:
 
     def split_products(self, products: np.ndarray) -> list[np.ndarray]:
         """products (B, products_width) -> hidden_products' list, one array per head."""
-        return np.split(products, self._split, axis=1)
+        return [products[:, k] for k in self._heads_at]
 
     def columns(self) -> list[np.ndarray]:
         """The channels of each group, in coding order."""
@@ -143,15 +150,27 @@ class GroupedScales:
         """Log-scale correction (B, sizes[g]) of group g >= 1 from the hidden features'
         products (hidden_products) and the symbols already known of the earlier groups
         (FastHead.run: GroupHead.run's bits)."""
-        return self.heads[g - 1].fast().run(hw[g - 1], np.abs(sym[:, self._earlier[g]]), bias)
+        return self._fast[g - 1].run(hw[g - 1], np.abs(sym[:, self._earlier[g]]), bias)
 
-    def decode(self, log_scale: np.ndarray, hw: list[np.ndarray], bounds: np.ndarray,
+    def _biased_products(self, hidden: np.ndarray, biases: dict[str, np.ndarray]) -> np.ndarray:
+        """products(hidden) with every head's scaled bias added (FastHead.run_biased)."""
+        key = [biases[k] for k in self._bias_keys]
+        last = self.__dict__.get("_biases")
+        if last is None or any(a is not b for a, b in zip(last[0], key, strict=True)):
+            vector = np.concatenate([f.scaled_bias(b) for f, b in zip(self._fast, key, strict=True)])
+            last = self.__dict__["_biases"] = (key, vector)
+        x = self.products(hidden)
+        x += last[1]
+        return x
+
+    def decode(self, log_scale: np.ndarray, hidden: np.ndarray, bounds: np.ndarray,
                biases: dict[str, np.ndarray], read: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
         """exact.decode_symbols with groups: the symbols and their magnitudes kept in
         coding order (perm), where each group is a slice, and put back in channel order
         once at the end; the same indices as exact.scale_groups (tested)."""
         B, M = log_scale.shape
         ls = log_scale[:, self.perm]
+        hwb = self._biased_products(hidden, biases)
         sym = np.zeros((B, M))
         mag = np.empty((B, M))  # |sym|, filled group by group
         for g, (lo, hi) in enumerate(self._spans):
@@ -159,7 +178,7 @@ class GroupedScales:
             if g:
                 plo, phi = self._spans[g - 1]
                 np.abs(sym[:, plo:phi], out=mag[:, plo:phi])
-                part = part + self.heads[g - 1].fast().run(hw[g - 1], mag[:, :lo], biases[f"ctx{g}"])
+                part = part + self._fast[g - 1].run_biased(hwb[:, self._heads_at[g - 1]], mag[:, :lo])
             read(bounds.searchsorted(part, side="right"), sym[:, lo:hi])
         return sym[:, self._inverse]
 

@@ -50,19 +50,23 @@ def owned(streams: int, processes: int, i: int) -> list[int]:
 
 
 def shares(r: np.ndarray, c: np.ndarray, streams: int, processes: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The blocks (r, c) of a wavefront (rows ascending) that each process codes: those
-    of the streams it owns, in stream order (each stream's in bitstream order): the batch
-    order of the networks does not matter, and a stream's symbols are then a contiguous
-    run of the batch."""
+    """The blocks (r, c) of a wavefront (consecutive rows, ascending) that each process
+    codes: those of the streams it owns, in stream order (each stream's in bitstream
+    order): the batch order of the networks does not matter, and a stream's symbols are
+    then a contiguous run of the batch. Slices, not sorts: stream s's rows are every
+    S-th from its first."""
     if streams == 1:
         return [(r, c)] + [(r[:0], c[:0])] * (processes - 1)
-    if processes == streams:  # a stream each: no sort
-        s = r % streams
-        return [(r[k], c[k]) for k in (s == i for i in range(processes))]
-    s = r % streams
-    order = np.argsort(s, kind="stable")
-    owner = s[order] % processes
-    return [(r[k], c[k]) for k in (order[owner == i] for i in range(processes))]
+    first = int(r[0]) if len(r) else 0
+    assert len(r) < 2 or int(r[-1]) - first == len(r) - 1, "a wavefront's rows are consecutive"
+    out = []
+    for i in range(processes):
+        runs = [slice((s - first) % streams, None, streams) for s in owned(streams, processes, i)]
+        if len(runs) == 1:
+            out.append((r[runs[0]], c[runs[0]]))
+        else:
+            out.append((np.concatenate([r[k] for k in runs]), np.concatenate([c[k] for k in runs])))
+    return out
 
 
 def runs(r: np.ndarray, streams: int, owned: list[int]) -> list[tuple[int, int, int]]:
