@@ -281,6 +281,11 @@ class FastStack:
     steps: list[_Step]
     Wskip: np.ndarray | None  # (out, cin) W_skip rescaled to the output
     stack: Stack
+    Wboth: np.ndarray | None = None  # [Wcur; Wskip] (C0 + out, cin): both products of cur in one
+
+    def __post_init__(self) -> None:
+        if self.Wcur is not None and self.Wskip is not None:
+            self.Wboth = np.ascontiguousarray(np.concatenate([self.Wcur, self.Wskip]))
 
     @classmethod
     def of(cls, st: Stack) -> FastStack:
@@ -334,7 +339,14 @@ class FastStack:
             else:
                 assert nb is not None
                 first = self.first(nb, bias)
-        if self.Wcur is not None:
+        skip = None
+        if self.Wboth is not None:  # cur's first-layer and shortcut products at once (columns of one F-ordered array)
+            assert cur is not None
+            both = mm(cur, self.Wboth)
+            C0 = len(self.s0)
+            x, skip = both[:, :C0], both[:, C0:]
+            x += first
+        elif self.Wcur is not None:
             assert cur is not None
             x = mm(cur, self.Wcur)
             x += first
@@ -348,7 +360,9 @@ class FastStack:
                 hidden = ctx.with_neighbours((id(self.stack), i), hidden, np.int16)
             x = mm(hidden, step.W)
             x += step.b
-        if self.Wskip is not None:
+        if skip is not None:
+            x += skip
+        elif self.Wskip is not None:
             assert cur is not None
             x += mm(cur, self.Wskip)
         return x, hidden
