@@ -328,6 +328,27 @@ def test_forked_workers_share_memory_and_report_their_errors():
 
 
 @pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
+def test_messages_of_any_length_cross_the_channel_whole():
+    """parallel.Channel: empty, small and multi-megabyte messages (a worker's stream
+    payloads of a large image), both ways, arrive whole and in order."""
+    sizes = [0, 1, 65535, 65536, 3 * 2**20 + 7]
+
+    def serve(i: int, conn) -> None:  # noqa: ANN001
+        for _ in sizes:
+            data = parallel.receive(conn)
+            parallel.reply(conn, data[::-1])
+
+    rng = np.random.default_rng(1)
+    with parallel.Forked(1, serve) as workers:
+        for n in sizes:
+            data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+            workers.send(0, data)
+            assert workers.recv(0) == data[::-1]
+        with pytest.raises(parallel.WorkerError, match="ended unexpectedly"):
+            workers.recv(0)  # the worker has returned: the end of its channel, not a hang
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="no os.fork here")
 @pytest.mark.parametrize(("stop", "message"), [
     (lambda: os.kill(os.getpid(), signal.SIGKILL), r"ended unexpectedly \(killed by SIGKILL\)$"),
     (lambda: os._exit(3), r"ended unexpectedly \(exit status 3\)$"),
