@@ -471,6 +471,13 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         if progress is not None:
             progress(n_blocks * blocks.BLOCK * blocks.BLOCK)
 
+    def checked(filtered: np.ndarray) -> np.ndarray:
+        """The decoded image (grayscale as one channel) once its digest matches (check 10)."""
+        out = to_gray(filtered) if header.channels == 1 else filtered
+        if digest(out) != header.image_digest:
+            raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file or non-exact decoder")
+        return out
+
     try:
         if not n:
             rd = reader(0, 1)
@@ -481,7 +488,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                 done(len(r))
             rd.check(last=True)
             streams.raise_first([rd.failure()], S)
-            filtered = model.finish(img, qp)  # the post-loop filter (family 3)
+            return checked(model.finish(img, qp))  # the post-loop filter (family 3)
         else:
             waves = _waves(rows, cols, S, n)
 
@@ -509,12 +516,6 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
                     workers.send(i, b"e")
                 rd.check(last=True)
                 streams.raise_first([rd.failure()] + [_failure_of(workers.recv(i)) for i in range(n - 1)], S)
-                filtered = post.run(workers)
+                return checked(post.run(workers))  # while the workers exit (close reaps them)
     except entropy.EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
-    img = filtered
-    if header.channels == 1:
-        img = to_gray(img)
-    if digest(img) != header.image_digest:
-        raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file or non-exact decoder")
-    return img
