@@ -15,7 +15,11 @@ docs/format.md 4.1), and each process owns whole streams. Per wavefront, each pr
 codes the blocks of its streams: entropy network, the symbols group by group (family 3:
 a later group's scales corrected from the earlier groups'), range coding of its own
 streams, synthesis into the shared canvas and output image; the wavefront ends when all
-have (two messages per worker: go, done). Exact arithmetic makes every block's result
+have (two messages per worker: go, done). Where every process has blocks in a
+wavefront, the first layers' neighbour products come first, each process computing
+its share of the weights' rows for all the wavefront's blocks (_FirstLayers: one more
+hand-off, and each process packs a part of those weights instead of all of them).
+Exact arithmetic makes every block's result
 independent of the cut, and each stream is coded in its own order, so files and images
 are the same for any number of processes (at most the streams: a version 1 file, of one
 stream, is decoded in this process alone). The calling process is one of them; the
@@ -47,7 +51,7 @@ from . import blocks, entropy, errors, format, parallel, rdoq, streams
 from . import effort as efforts
 from . import quality as Q
 from .blocks import BlockContext, Canvas
-from .exact import FrozenModel, Prepared, Read, Scales
+from .exact import FrozenModel, Prepared, Read, Scales, mm
 from .images import ImageError
 from .parallel import Forked, can_fork, default_threads, receive, reply, shared_zeros
 from .weights import Weights
@@ -276,29 +280,87 @@ def _waves(rows: int, cols: int, n_streams: int, n: int) -> list[Shares]:
     return [streams.shares(r, c, n_streams, n) for r, c in blocks.wavefronts(rows, cols) if len(r)]
 
 
-def _lockstep(workers: Forked, waves: list[Shares], work: Callable[[np.ndarray, np.ndarray], bytes]
+class _FirstLayers:
+    """The first layers' neighbour products (Prepared.first) of a wavefront's blocks,
+    computed by its n processes together: each process multiplies every block's
+    neighbours by its n-th of the weights' rows, into memory they share, then takes its
+    own blocks' rows of all of them. OpenBLAS packs a product's whole weight matrix
+    whatever the batch, the bulk of a small product's time, so each process packing 1/n
+    of the weights for all blocks beats packing all of them for 1/n of the blocks (a
+    Kodak wavefront's 14 blocks of 2 processes: 255 -> 186 us for the decoder's two,
+    one more hand-off). Integer sums, exact in any order: the same values as the
+    process's own product. Used where every process has blocks in the wavefront."""
+
+    def __init__(self, model: FrozenModel, qp: Any, canvas: Canvas, names: tuple[str, ...], n: int,
+                 widest: int) -> None:
+        self.canvas, self.weights = canvas, model.first_layers(qp)
+        stacked = np.concatenate([self.weights[k] for k in names])
+        ends = np.cumsum([len(self.weights[k]) for k in names]).tolist()
+        self.columns = {k: slice(e - len(self.weights[k]), e) for k, e in zip(names, ends, strict=True)}
+        cuts = [len(stacked) * i // n for i in range(n + 1)]
+        self.rows = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        self.parts = [np.ascontiguousarray(stacked[k]) for k in self.rows]
+        self.out = shared_zeros((widest, len(stacked)), np.float64)  # made before the workers are forked
+
+    @staticmethod
+    def splits(shares: Shares) -> bool:
+        return all(len(r) for r, _ in shares)
+
+    def compute(self, shares: Shares, i: int) -> None:
+        """Process i's rows of every block's products (blocks in process order)."""
+        r = np.concatenate([r for r, _ in shares])
+        c = np.concatenate([c for _, c in shares])
+        self.out[: len(r), self.rows[i]] = mm(self.canvas.neighbours(r, c, ones=True), self.parts[i])
+
+    def prepared(self, shares: Shares, i: int) -> Prepared:
+        """Process i's blocks' products, once every process has computed its rows."""
+        start = sum(len(r) for r, _ in shares[:i])
+        own = self.out[start : start + len(shares[i][0])]
+        return Prepared(None, self.weights, {k: np.asfortranarray(own[:, cols]) for k, cols in self.columns.items()})
+
+
+Work = Callable[[np.ndarray, np.ndarray, Prepared | None], bytes]  # blocks (r, c), their first layers if given
+
+
+def _lockstep(workers: Forked, waves: list[Shares], work: Work, first: _FirstLayers | None = None
               ) -> Iterator[tuple[Shares, list[bytes]]]:
     """This process's side of the wavefront loop: per wavefront, tell the workers with
-    blocks in it to go, do this process's blocks (work), and yield the wavefront's shares
-    with the workers' replies (the wavefront is then done in every process)."""
+    blocks in it to go, (with first, where all have blocks: compute this process's rows
+    of the first layers, wait for theirs, tell them to go on), do this process's blocks
+    (work), and yield the wavefront's shares with the workers' replies (the wavefront is
+    then done in every process)."""
     for shares in waves:
         busy = [i for i in range(1, len(shares)) if len(shares[i][0])]
         for i in busy:
             workers.send(i - 1, b"g")
+        given = None
+        if first is not None and first.splits(shares):
+            first.compute(shares, 0)
+            for i in busy:
+                workers.recv(i - 1)
+            for i in busy:
+                workers.send(i - 1, b"b")
+            given = first.prepared(shares, 0)
         r, c = shares[0]
         if len(r):
-            work(r, c)
+            work(r, c, given)
         yield shares, [workers.recv(i - 1) for i in busy]
 
 
-def _serve_lockstep(conn: Any, waves: list[Shares], i: int, work: Callable[[np.ndarray, np.ndarray], bytes]) -> None:
-    """Worker i's side (i >= 1): its blocks of each wavefront once told to go; work's
-    bytes are its reply."""
+def _serve_lockstep(conn: Any, waves: list[Shares], i: int, work: Work, first: _FirstLayers | None = None) -> None:
+    """Worker i's side (i >= 1): its blocks of each wavefront once told to go (and its
+    rows of the first layers, as _lockstep); work's bytes are its reply."""
     for shares in waves:
         r, c = shares[i]
         if len(r):
             receive(conn)  # go: the blocks before this wavefront are done
-            reply(conn, work(r, c))
+            given = None
+            if first is not None and first.splits(shares):
+                first.compute(shares, i)
+                reply(conn)
+                receive(conn)  # every process's rows are in
+                given = first.prepared(shares, i)
+            reply(conn, work(r, c, given))
 
 
 def _pack_parts(parts: dict[int, bytes]) -> bytes:
@@ -335,10 +397,11 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
     L, M = model.max_symbol, model.M
     groups = model.group_columns()
 
-    def code(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(symbols, scale indices) of blocks (r, c), reconstructed into the canvas."""
+    def code(r: np.ndarray, c: np.ndarray, given: Prepared | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(symbols, scale indices) of blocks (r, c), reconstructed into the canvas (given:
+        their first layers' products, _FirstLayers)."""
         at = ctx.chunk(r, c)
-        nb = neighbours(r, c)
+        nb = neighbours(r, c) if given is None else given
         mean, scales = model.entropy_params(nb, qp, at)
         y = model.analyse(blocks.gather_pixels(img, r, c), nb, qp, at)
         if choose is None:
@@ -346,7 +409,11 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
             idx = _indices(model, scales, sym, qp)
             out = model.synthesise(sym, mean, nb, qp, at)
         else:
-            plain = nb.nb[:, : 4 * blocks.BLOCK_CH] if isinstance(nb, Prepared) else nb
+            if isinstance(nb, Prepared):  # choose runs in this process alone: never given products
+                assert nb.nb is not None
+                plain = nb.nb[:, : 4 * blocks.BLOCK_CH]
+            else:
+                plain = nb
             chosen, out = choose(r, c, plain, mean, scales, y)
             sym = np.array(chosen, dtype=np.float64)
             idx = _indices(model, scales, sym, qp)
@@ -383,22 +450,24 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
     else:
         waves = _waves(rows, cols, n_streams, n)
 
-        def code_into(w: streams.Writer) -> Callable[[np.ndarray, np.ndarray], bytes]:
-            def work(r: np.ndarray, c: np.ndarray) -> bytes:
-                w.write(r, *code(r, c), groups)
+        def code_into(w: streams.Writer) -> Work:
+            def work(r: np.ndarray, c: np.ndarray, given: Prepared | None) -> bytes:
+                w.write(r, *code(r, c, given), groups)
                 return b""
             return work
 
         def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront
             w = writer(i + 1, n)
-            _serve_lockstep(conn, waves, i + 1, code_into(w))
+            _serve_lockstep(conn, waves, i + 1, code_into(w), first)
             reply(conn, _pack_parts(w.payloads()))
             post.serve(i, conn)
 
         post = _PostLoop(model, qp, rec, 1 if whole_canvas else n)  # the proxy pass: no filter (one: no bands)
+        assert isinstance(model, FrozenModel)
+        first = _FirstLayers(model, qp, canvas, ("ga", "he", "gs"), n, blocks.widest(rows, cols))
         w = writer(0, n)
         with Forked(n - 1, serve) as workers:
-            for shares, _ in _lockstep(workers, waves, code_into(w)):
+            for shares, _ in _lockstep(workers, waves, code_into(w), first):
                 done(sum(len(r) for r, _ in shares))
             parts = w.payloads()
             for i in range(n - 1):
@@ -454,11 +523,11 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         return streams.Reader(parts, streams.owned(S, k, i), model.scale_table, model.max_symbol,
                               header.skips_zero_scale)
 
-    def run(r: np.ndarray, c: np.ndarray, rd: streams.Reader) -> None:
+    def run(r: np.ndarray, c: np.ndarray, rd: streams.Reader, given: Prepared | None = None) -> None:
         """Decode and reconstruct blocks (r, c) of one wavefront, all of rd's streams (in
-        stream order, streams.shares)."""
+        stream order, streams.shares; given: their first layers' products, _FirstLayers)."""
         at = ctx.chunk(r, c)
-        nb = neighbours(r, c)
+        nb = neighbours(r, c) if given is None else given
         mean, scales = model.entropy_params(nb, qp, at)
         spans = streams.runs(r, S, rd.owned)
         sym = model.decode_symbols(scales, qp, lambda idx, out: rd.read(spans, idx, out))
@@ -492,24 +561,26 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         else:
             waves = _waves(rows, cols, S, n)
 
-            def decode_with(rd: streams.Reader) -> Callable[[np.ndarray, np.ndarray], bytes]:
-                def work(r: np.ndarray, c: np.ndarray) -> bytes:
-                    run(r, c, rd)
+            def decode_with(rd: streams.Reader) -> Work:
+                def work(r: np.ndarray, c: np.ndarray, given: Prepared | None) -> bytes:
+                    run(r, c, rd, given)
                     return _failure(rd.failure())
                 return work
 
             def serve(i: int, conn: Any) -> None:  # worker i + 1: the blocks of its streams in each wavefront
                 rd = reader(i + 1, n)
-                _serve_lockstep(conn, waves, i + 1, decode_with(rd))
+                _serve_lockstep(conn, waves, i + 1, decode_with(rd), first)
                 receive(conn)  # the end: the last check
                 rd.check(last=True)
                 reply(conn, _failure(rd.failure()))
                 post.serve(i, conn)
 
             post = _PostLoop(model, qp, img, n)
+            assert isinstance(model, FrozenModel)
+            first = _FirstLayers(model, qp, canvas, ("he", "gs"), n, blocks.widest(rows, cols))
             rd = reader(0, n)
             with Forked(n - 1, serve) as workers:
-                for shares, replies in _lockstep(workers, waves, decode_with(rd)):
+                for shares, replies in _lockstep(workers, waves, decode_with(rd), first):
                     streams.raise_first([rd.failure()] + [_failure_of(x) for x in replies], S)
                     done(sum(len(r) for r, _ in shares))
                 for i in range(n - 1):

@@ -508,9 +508,9 @@ class FrozenModel:
         (B, 769) with a last column of ones, which carries the first layers' biases."""
         if nb.shape[1] == 4 * BLOCK_CH:
             nb = np.concatenate([nb, np.ones((len(nb), 1))], axis=1)
-        return Prepared(nb, self._first_layers(qp))
+        return Prepared(nb, self.first_layers(qp))
 
-    def _first_layers(self, qp: QualityParams) -> dict[str, np.ndarray]:
+    def first_layers(self, qp: QualityParams) -> dict[str, np.ndarray]:
         """[W_nb, bias] of each stack, rescaled (FastStack), (C0, 769); cached per quality."""
         cache = self.__dict__.setdefault("_first_cache", {})
         if qp.quality_x256 not in cache:
@@ -597,13 +597,18 @@ class FrozenModel:
 
 @dataclass
 class Prepared:
-    """Neighbours of a batch of blocks as FrozenModel.prepare leaves them."""
+    """Neighbours of a batch of blocks as FrozenModel.prepare leaves them, or the products
+    first() gives, computed elsewhere (codec._FirstLayers: by several processes at once)."""
 
-    nb: np.ndarray  # (B, 769): the neighbour pixels and a column of ones
+    nb: np.ndarray | None  # (B, 769): the neighbour pixels and a column of ones
     weights: dict[str, np.ndarray]  # per stack, (C0, 769): [W_nb, bias] rescaled (FastStack)
+    given: dict[str, np.ndarray] | None = None  # per stack, first()'s result, each used once
 
     def first(self, name: str) -> np.ndarray:
         """The first layer's neighbour term and bias of one stack, rescaled (B, C0)."""
+        if self.given is not None:
+            return self.given[name]
+        assert self.nb is not None
         return mm(self.nb, self.weights[name])
 
 

@@ -128,6 +128,40 @@ def test_family_3_files_decode_with_workers_group_by_group(weights, family2_weig
         codec.decode(*format.unpack(codec.encode(img, 4, weights)[0]), weights, "sequential")
 
 
+def test_the_processes_share_each_wavefronts_first_layers(weights, monkeypatch, every_wavefront_split):
+    """Where every process has blocks in a wavefront, each computes its rows of every
+    block's first layers (codec._FirstLayers): the same file and image as one process,
+    and each process's blocks get exactly the products of their own neighbours."""
+    calls: list[tuple[int, int]] = []
+    real_compute, real_prepared = codec._FirstLayers.compute, codec._FirstLayers.prepared
+
+    def compute(self, shares, i):  # noqa: ANN001, ANN202
+        calls.append((i, sum(len(r) for r, _ in shares)))
+        return real_compute(self, shares, i)
+
+    def prepared(self, shares, i):  # noqa: ANN001, ANN202
+        got = real_prepared(self, shares, i)
+        r, c = shares[i]
+        own = weights.model.prepare(self.canvas.neighbours(r, c, ones=True), qp)
+        for name in self.columns:
+            assert np.array_equal(got.first(name), own.first(name))
+        return got
+
+    monkeypatch.setattr(codec._FirstLayers, "compute", compute)
+    monkeypatch.setattr(codec._FirstLayers, "prepared", prepared)
+    img = random_image(40, 72, seed=7)
+    qp = weights.model.params_at(4 * 256)
+    data, rec = codec.encode(img, 4, weights, threads=1)
+    assert not calls
+    for n in (2, 3):
+        calls.clear()
+        assert codec.encode(img, 4, weights, threads=n)[0] == data
+        assert calls and all(i == 0 and b >= n for i, b in calls)  # this process's part, where all have blocks
+        calls.clear()
+        assert np.array_equal(codec.decode(*format.unpack(data), weights, threads=n), rec)
+        assert calls
+
+
 def test_the_post_loop_filter_runs_in_bands_across_the_workers(weights, monkeypatch, every_wavefront_split):
     """Encoder and decoder filter one band of rows in each process (this one: band 0 of
     n); the bands make the one-process image, bit for bit, with strips of any size."""
