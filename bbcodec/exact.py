@@ -241,8 +241,11 @@ def rescaled(a: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
     an array of shifts applies per output channel (a's leading axis)."""
     shift = np.asarray(shift, dtype=np.int64)
     shift = shift.reshape(shift.shape + (1,) * (a.ndim - shift.ndim))
-    out = np.ldexp(a, shift)
-    if not np.array_equal(np.ldexp(out, -shift), a) or not np.isfinite(out).all():
+    factor, inverse = np.ldexp(1.0, shift), np.ldexp(1.0, -shift)  # per channel: a product is faster than ldexp
+    if not (np.isfinite(factor) & np.isfinite(inverse) & (factor > 0) & (inverse > 0)).all():
+        raise ValueError("a rescaled weight is not exact in float64")
+    out = a * factor  # exact, as ldexp, wherever the check below holds
+    if not np.array_equal(out * inverse, a) or not np.isfinite(out).all():
         raise ValueError("a rescaled weight is not exact in float64")
     return out
 
@@ -511,14 +514,13 @@ class FrozenModel:
         return Prepared(nb, self.first_layers(qp))
 
     def first_layers(self, qp: QualityParams) -> dict[str, np.ndarray]:
-        """[W_nb, bias] of each stack, rescaled (FastStack), (C0, 769); cached per quality."""
+        """[W_nb, bias] of each stack, rescaled (FastStack), (C0, 769); cached per quality,
+        each made on first use (a decoder never needs the analysis network's)."""
         cache = self.__dict__.setdefault("_first_cache", {})
         if qp.quality_x256 not in cache:
             if len(cache) > 16:
                 cache.clear()
-            cache[qp.quality_x256] = {
-                name: np.ascontiguousarray(np.concatenate([st.plan().Wnb, (qp.bias[name] * st.plan().s0)[:, None]], axis=1))
-                for name, st in self.stacks().items()}
+            cache[qp.quality_x256] = _FirstLayerWeights(self.stacks(), qp.bias)
         return cache[qp.quality_x256]
 
     def entropy_params(self, nb: np.ndarray | Prepared | None, qp: QualityParams,
@@ -593,6 +595,19 @@ class FrozenModel:
         else:
             out = st.run_with_hidden(cur, nb, qp.bias[name], ctx, nb_product=nb_product)
         return out if with_hidden else out[0]
+
+
+class _FirstLayerWeights(dict):
+    """FrozenModel.first_layers' dict: a stack's [W_nb, bias] made when first asked for."""
+
+    def __init__(self, stacks: dict[str, Stack], bias: dict[str, np.ndarray]) -> None:
+        super().__init__()
+        self.stacks, self.bias = stacks, bias
+
+    def __missing__(self, name: str) -> np.ndarray:
+        fast = self.stacks[name].plan()
+        self[name] = np.ascontiguousarray(np.concatenate([fast.Wnb, (self.bias[name] * fast.s0)[:, None]], axis=1))
+        return self[name]
 
 
 @dataclass
