@@ -439,11 +439,13 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
             done(len(r))
         w = writer(0, 1)
         for r, c in blocks.wavefronts(rows, cols):
+            ((r, c),) = streams.shares(r, c, n_streams, 1)  # in stream order
             w.write(r, symbols[r, c], scale_idx[r, c], groups)
         parts = w.payloads()
     elif not n:
         w = writer(0, 1)
         for r, c in blocks.wavefronts(rows, cols):
+            ((r, c),) = streams.shares(r, c, n_streams, 1)  # in stream order
             w.write(r, *code(r, c), groups)
             done(len(r))
         parts = w.payloads()

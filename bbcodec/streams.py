@@ -115,10 +115,7 @@ class Writer:
 
     def write(self, r: np.ndarray, sym: np.ndarray, idx: np.ndarray, groups: list[np.ndarray | slice]) -> None:
         """Code a wavefront's symbols (B, M) and scale indices, of the blocks of rows r of
-        this writer's streams (rows ascending, or in stream order), group by group."""
-        if self.streams > 1:
-            order = np.argsort(r % self.streams, kind="stable")
-            r, sym, idx = r[order], sym[order], idx[order]
+        this writer's streams in stream order (as shares() gives them), group by group."""
         spans = runs(r, self.streams, self.owned)
         for cols in groups:
             g_sym, g_idx = sym[:, cols], idx[:, cols]

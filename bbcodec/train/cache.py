@@ -27,13 +27,14 @@ from PIL import Image
 from .. import blocks, codec, format, streams, weights
 from .. import quality as Q
 from ..blocks import BlockContext
-from ..exact import FrozenModel, QualityParams
+from ..exact import FrozenModel, QualityParams, scale_indices
 from .data import Part, image_paths
 
 
 def code_photo(img: np.ndarray, model: FrozenModel, qp: QualityParams):
     """The encoder's loop on one RGB image: (decoded image, hidden (n, C) int16,
-    log-scales (n, M) float32, symbols (n, M) int16 in wavefront order, payload bytes)."""
+    log-scales (n, M) float32, symbols (n, M) int16 in wavefront order, each wavefront's
+    blocks in stream order (streams.shares), payload bytes)."""
     height, width = img.shape[:2]
     grid = blocks.block_grid(blocks.pad_to_blocks(img))
     rows, cols = blocks.grid_shape(height, width)
@@ -44,12 +45,13 @@ def code_photo(img: np.ndarray, model: FrozenModel, qp: QualityParams):
     coder = streams.Writer(list(range(n_streams)), n_streams, model.scale_table, L)
     hs, lss, syms = [], [], []
     for r, c in blocks.wavefronts(rows, cols):
+        ((r, c),) = streams.shares(r, c, n_streams, 1)  # the order Writer.write takes
         nb = blocks.gather_neighbours(canvas, r, c)
         ctx.at(r, c)
         out, h = model.he.run_with_hidden(None, nb, qp.bias["he"], ctx)
         mean = out[:, :M] * qp.gain
         log_scale = out[:, M:] + qp.log_gain
-        idx = np.searchsorted(model.scale_bounds, log_scale, side="right")
+        idx = scale_indices(model.scale_bounds, log_scale)
         y = model.analyse(blocks.block_rows(grid, r, c), nb, qp, ctx)
         sym = np.clip(np.rint(y - mean), -L, L)
         sym[idx == 0] = 0  # not coded: the decoder reads 0 (docs/format.md 4)
