@@ -287,7 +287,8 @@ class FastStack:
     Wboth: np.ndarray | None = None  # [Wcur; Wskip] (C0 + out, cin): both products of cur in one
 
     def __post_init__(self) -> None:
-        if self.Wcur is not None and self.Wskip is not None:
+        if self.Wskip is not None:  # a shortcut on the own input: only beside W_cur
+            assert self.Wcur is not None
             self.Wboth = np.ascontiguousarray(np.concatenate([self.Wcur, self.Wskip]))
 
     @classmethod
@@ -365,9 +366,6 @@ class FastStack:
             x += step.b
         if skip is not None:
             x += skip
-        elif self.Wskip is not None:
-            assert cur is not None
-            x += mm(cur, self.Wskip)
         return x, hidden
 
 
@@ -417,11 +415,18 @@ def leaky_chain(x: np.ndarray, layers: LeakyLayers) -> np.ndarray:
     return x
 
 
+def _requantise_in_place(x: np.ndarray) -> np.ndarray:
+    """A rescaled accumulator (or latent) x as activation integers, in place: rint, then
+    clipped to +-ACT_MAX (requantise's work once the rescaling is folded in)."""
+    np.rint(x, out=x)
+    saturate(x)
+    return x
+
+
 def _leaky(x: np.ndarray) -> np.ndarray:
     """The leaky ReLU's integers of a rescaled accumulator x, in place: requantise (rint,
     clip), then max(a, rint(a / 128))."""
-    np.rint(x, out=x)
-    saturate(x)
+    _requantise_in_place(x)
     t = np.multiply(x, _LEAKY)
     np.rint(t, out=t)
     return np.maximum(x, t, out=x)
@@ -431,8 +436,7 @@ def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
     """Activation (B, C) integers of a rescaled accumulator x (overwritten)."""
     if step.G is None:
         return _leaky(x)
-    np.rint(x, out=x)
-    saturate(x)
+    _requantise_in_place(x)
     s = mm(x * x, step.G)  # beta + gamma x^2, times 2^(-2k)
     s += step.B
     np.sqrt(s, out=s)
@@ -440,9 +444,7 @@ def _activate(step: _Step, x: np.ndarray) -> np.ndarray:
         np.divide(x, s, out=s)
     else:
         np.multiply(x, s, out=s)
-    np.rint(s, out=s)
-    saturate(s)
-    return s
+    return _requantise_in_place(s)
 
 
 @dataclass
@@ -569,8 +571,7 @@ class FrozenModel:
         cur = symbols + mean
         cur *= qp.inv_gain
         cur *= 2.0**self.f_latent  # = ldexp (a power of two), and faster
-        np.rint(cur, out=cur)
-        saturate(cur)
+        _requantise_in_place(cur)
         out = self._run("gs", cur, nb, qp, ctx, nb_product)
         out *= 2.0**PIXEL_EXP
         np.rint(out, out=out)

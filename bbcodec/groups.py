@@ -15,7 +15,6 @@ Integer arithmetic as in exact.py: integers in float64 below 2^53, power-of-two 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +25,12 @@ from .exact import (
     MAX_SYMBOL,
     Activation,
     Layer,
+    Read,
     fold_leaky,
     leaky_chain,
     mm,
     rescaled,
+    scale_indices,
 )
 
 
@@ -120,8 +121,8 @@ class GroupedScales:
         # The heads' first layers on h, rescaled (FastHead), side by side: one product for all.
         self._fast = [head.fast() for head in self.heads]
         self._W_h = np.concatenate([f.W_h for f in self._fast]) if self.heads else np.zeros((0, 0))
-        ends = np.cumsum([head.W_h.shape[0] for head in self.heads]).tolist()
-        self._heads_at = [slice(e - head.W_h.shape[0], e) for head, e in zip(self.heads, ends, strict=True)]
+        head_ends = np.cumsum([head.W_h.shape[0] for head in self.heads]).tolist()
+        self._heads_at = [slice(e - head.W_h.shape[0], e) for head, e in zip(self.heads, head_ends, strict=True)]
         self._bias_keys = [f"ctx{g}" for g in range(1, len(self.heads) + 1)]
         ends = np.cumsum(self.sizes)
         self._columns = [self.perm[e - n : e] for n, e in zip(self.sizes, ends, strict=True)]
@@ -139,7 +140,7 @@ class GroupedScales:
         return mm(hidden, self._W_h)
 
     def split_products(self, products: np.ndarray) -> list[np.ndarray]:
-        """products (B, products_width) -> hidden_products' list, one array per head."""
+        """products (B, sum of K) -> hidden_products' list, one array per head."""
         return [products[:, k] for k in self._heads_at]
 
     def columns(self) -> list[np.ndarray]:
@@ -164,7 +165,7 @@ class GroupedScales:
         return x
 
     def decode(self, log_scale: np.ndarray, hidden: np.ndarray, bounds: np.ndarray,
-               biases: dict[str, np.ndarray], read: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
+               biases: dict[str, np.ndarray], read: Read) -> np.ndarray:
         """exact.decode_symbols with groups: the symbols and their magnitudes kept in
         coding order (perm), where each group is a slice, and put back in channel order
         once at the end; the same indices as exact.scale_groups (tested)."""
@@ -179,7 +180,7 @@ class GroupedScales:
                 plo, phi = self._spans[g - 1]
                 np.abs(sym[:, plo:phi], out=mag[:, plo:phi])
                 part = part + self._fast[g - 1].run_biased(hwb[:, self._heads_at[g - 1]], mag[:, :lo])
-            read(bounds.searchsorted(part, side="right"), sym[:, lo:hi])
+            read(scale_indices(bounds, part), sym[:, lo:hi])
         return sym[:, self._inverse]
 
     def check(self, M: int, C: int) -> None:
