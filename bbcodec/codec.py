@@ -272,6 +272,13 @@ def _indices(model: CodingModel, scales: Scales, sym: np.ndarray, qp: Any) -> np
     return idx
 
 
+def _blocks_done(progress: Callable[[int], None] | None) -> Callable[[int], None]:
+    """n blocks done -> progress(their pixels), or nothing without a progress callback."""
+    if progress is None:
+        return lambda n_blocks: None
+    return lambda n_blocks: progress(n_blocks * blocks.BLOCK * blocks.BLOCK)
+
+
 Shares = list[tuple[np.ndarray, np.ndarray]]  # a wavefront's blocks of each process (streams.shares)
 
 
@@ -426,9 +433,7 @@ def _code(model: CodingModel, qp: Any, img: np.ndarray, schedule: str, threads: 
     def writer(i: int, k: int) -> streams.Writer:
         return streams.Writer(streams.owned(n_streams, k, i), n_streams, model.scale_table, L)
 
-    def done(n_blocks: int) -> None:
-        if progress is not None:
-            progress(n_blocks * blocks.BLOCK * blocks.BLOCK)
+    done = _blocks_done(progress)
 
     if not in_order:
         assert L < 2**15 and len(model.scale_table) <= 256
@@ -538,9 +543,7 @@ def decode(header: format.Header, payload: bytes, weights: Weights, schedule: st
         canvas.put(r, c, out)
         blocks.put_pixels(img, r, c, out)
 
-    def done(n_blocks: int) -> None:
-        if progress is not None:
-            progress(n_blocks * blocks.BLOCK * blocks.BLOCK)
+    done = _blocks_done(progress)
 
     def checked(filtered: np.ndarray) -> np.ndarray:
         """The decoded image (grayscale as one channel) once its digest matches (check 10)."""
