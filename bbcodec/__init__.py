@@ -25,24 +25,26 @@ from typing import TYPE_CHECKING, Any
 # errors), because the Pillow plugin below registers .bbc with Pillow right away.
 # numpy, constriction, the networks and the weights load on the first encode or
 # decode (the imports inside the functions), so importing stays quick.
-from . import effort as _effort
 from . import pillow_plugin
-from . import quality as _quality
-from .effort import EffortError
-from .errors import Error
-from .format import FormatError
-from .quality import QualityError
+from .coding import effort as _effort
+from .errors import (
+    DecodeError,
+    EffortError,
+    EntropyError,
+    Error,
+    FileError,
+    FormatError,
+    ImageError,
+    QualityError,
+    ThreadsError,
+    WeightsError,
+    WorkerError,
+)
+from .model import quality as _quality
 
-if TYPE_CHECKING:  # annotations and the lazily exported errors, for type checkers only
+if TYPE_CHECKING:  # annotations only
     import numpy as np
     from PIL import Image
-
-    from .codec import DecodeError
-    from .entropy import EntropyError
-    from .files import FileError
-    from .images import ImageError
-    from .parallel import ThreadsError, WorkerError
-    from .weights import WeightsError
 
 __version__ = "0.1.0"
 __all__ = [
@@ -53,22 +55,6 @@ __all__ = [
 
 pillow_plugin.register()
 
-# Errors of modules that need numpy: exported here, imported when first asked for.
-_LAZY = {"DecodeError": "codec", "EntropyError": "entropy", "FileError": "files", "ImageError": "images",
-         "WeightsError": "weights", "ThreadsError": "parallel", "WorkerError": "parallel"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
-
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
 
 def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float = _quality.DEFAULT, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
@@ -78,15 +64,15 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     file (anything Pillow reads), or an HxWx3 / HxW (grayscale) uint8 array.
 
     quality: from quality.MIN (smallest file) to quality.MAX (best image), default
-    quality.DEFAULT (see bbcodec.quality); fractions step between the trained qualities.
+    quality.DEFAULT (see bbcodec.model.quality); fractions step between the trained qualities.
     target_bpp / target_psnr (instead of quality): the largest file not above that many
     bits per pixel / the smallest file reaching that PSNR in dB (the nearest end when out
     of reach, as `bbcodec encode --target-bpp`). weights: a weights file (.npz) to use
     instead of the default; decoding finds it by its hash in the searched folders.
     effort: 1 (default, fast) to effort.MAX: more encoder time for a smaller file at the
-    same quality (bbcodec.effort); every effort decodes with the same decoder.
+    same quality (bbcodec.coding.effort); every effort decodes with the same decoder.
     threads: processes coding the image (default: the cores this process may use), at
-    most one per payload stream (bbcodec.streams.default_count: 2 for Kodak-sized
+    most one per payload stream (bbcodec.coding.streams.default_count: 2 for Kodak-sized
     images, 16 for 4000x3000); the bytes are the same for any number. Efforts
     above 1 code in this process alone, except for the effort-1 pass some of them make
     first (codec.encode).
@@ -94,8 +80,10 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     import numpy as np
     from PIL import Image
 
-    from . import codec, images, parallel, ratecontrol
-    from . import weights as wmod
+    from . import images, ratecontrol
+    from .coding import loop as codec
+    from .coding import workers as parallel
+    from .model import weights as wmod
 
     if target_bpp is not None and target_psnr is not None:
         raise _quality.QualityError("give only one of target_bpp and target_psnr")
@@ -124,7 +112,10 @@ def decode(data: bytes, *, threads: int | None = None) -> Image.Image:
     threads as for encode (the pixels are the same for any number)."""
     from PIL import Image
 
-    from . import codec, format, parallel, weights
+    from .coding import format
+    from .coding import loop as codec
+    from .coding import workers as parallel
+    from .model import weights
 
     threads = parallel.check_threads(threads)
     header, payload = format.unpack(data)
@@ -156,7 +147,7 @@ class Info:
 def read_info(data: bytes, check_crc: bool = True) -> Info:
     """Header fields of .bbc bytes, after checking size and CRC (check_crc=False: the
     fields of a file whose CRC is bad, when they are valid otherwise)."""
-    from . import format
+    from .coding import format
 
     header, payload = format.unpack(data, check_crc)
     return Info(

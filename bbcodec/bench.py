@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import quality as Q
 from . import rd
-from .errors import Error
-from .parallel import map_jobs
+from .errors import BenchError
+from .jobs import map_jobs
+from .model import quality as Q
 
 # Kamisli 2022, 8x8 blocks, Kodak, as published (the paper's Fig. / table values).
 PAPER_8X8 = {
@@ -58,10 +58,6 @@ BASELINES = {
 }
 
 
-class BenchError(Error, ValueError):
-    """The folder or the options cannot be benchmarked."""
-
-
 def available_baselines(names: list[str]) -> tuple[list[str], list[str]]:
     """(usable codec names, notes about skipped ones)."""
     from PIL import Image, features
@@ -91,7 +87,8 @@ def available_baselines(names: list[str]) -> tuple[list[str], list[str]]:
 
 def list_images(folder: Path, limit: int | None) -> tuple[list[Path], list[str]]:
     """Readable RGB-able images in folder (sorted), and notes on the files skipped."""
-    from .images import IMAGE_SUFFIXES, ImageError, open_image, to_rgb
+    from .errors import ImageError
+    from .images import IMAGE_SUFFIXES, open_image, to_rgb
 
     if not folder.is_dir():
         raise BenchError(f"{folder} is not a folder")
@@ -137,7 +134,9 @@ def run_one(task: tuple[str, str, float]) -> dict:
     codec_name, path, quality = task
     img = _load(Path(path))
     if codec_name == "bbcodec":
-        from . import codec, format, weights
+        from .coding import format
+        from .coding import loop as codec
+        from .model import weights
 
         w = weights.default()
         t0 = time.perf_counter()
@@ -191,7 +190,7 @@ def curves(rows: list[dict]) -> dict[str, dict]:
             res["encoding_time"].append(float(np.mean([r["enc_s"] for r in sel])))
             res["decoding_time"].append(float(np.mean([r["dec_s"] for r in sel])))
         if name == "bbcodec":
-            from . import weights
+            from .model import weights
 
             desc = f"bbcodec, weights {weights.default().path.name}"
         else:

@@ -19,9 +19,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from . import effort as efforts
-from . import quality as Q
+from .coding import effort as efforts
 from .errors import Error
+from .model import quality as Q
 
 EXIT_CODES = """\b
 Exit codes: 0 success, 1 bad input or failed operation, 2 usage error,
@@ -194,7 +194,8 @@ def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> i
     given: the CLI loads no numpy to start): a usage error, exit 2, one line."""
     if value is None:
         return None
-    from .parallel import ThreadsError, check_threads
+    from .coding.workers import check_threads
+    from .errors import ThreadsError
 
     try:
         return check_threads(value)
@@ -398,8 +399,11 @@ def display(path: str) -> str:
 def _info_fields(src: str) -> tuple[dict, bool]:
     """The header fields of one .bbc file as `info --json` shows them, and whether its
     CRC is right (the fields are shown either way)."""
-    from . import format, model_io, read_info, weights
+    from . import read_info
+    from .coding import format
     from .files import read_bbc
+    from .model import layout as model_io
+    from .model import weights
 
     data = read_bbc(src)
     i = read_info(data, check_crc=False)

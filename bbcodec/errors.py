@@ -1,26 +1,11 @@
-"""The one base class of bbcodec's own errors. Imports nothing (the CLI loads it first).
+"""Every error bbcodec raises on purpose, in one place. Imports nothing (the CLI and
+`import bbcodec` load it first, before numpy).
 
-Every error the codec raises on purpose subclasses Error: a bad input (an image it
-cannot take, a damaged or foreign file, a quality out of range, missing weights) or a
-failed operation (a file that cannot be written). Anything else escaping bbcodec is a
-bug. The subclasses live beside the code that raises them:
-
-    format.FormatError    the bytes are not a valid .bbc file
-    codec.DecodeError     a well-formed file does not decode to the image it describes
-    entropy.EntropyError  the payload does not decode to the expected symbols
-    images.ImageError     the input is not an image the codec can take
-    quality.QualityError  a quality outside the range, or not a number
-    effort.EffortError    an effort outside the range, or not an integer
-    parallel.ThreadsError threads (workers per image) outside the range, or not an integer
-    weights.WeightsError  weights missing, corrupt or not matching a file
-    files.FileError       a path cannot be read or written
-    bench.BenchError      a folder or options that cannot be benchmarked
-    parallel.WorkerError  a worker process forked for an image was killed or ended, or
-                          failed with an Error or MemoryError (a failed operation; any
-                          other exception in a worker is a bug, a RuntimeError)
-
-All but FileError and WorkerError (a RuntimeError) are also ValueErrors, as they were
-before Error existed.
+An Error is a bad input (an image the codec cannot take, a damaged or foreign file, a
+quality out of range, missing weights) or a failed operation (a file that cannot be
+written, a worker killed for memory); its message is one line for the user and names
+the input it is about. Anything else escaping bbcodec is a bug. All but FileError and
+WorkerError (a RuntimeError) are also ValueErrors, as they were before Error existed.
 """
 
 from __future__ import annotations
@@ -28,3 +13,55 @@ from __future__ import annotations
 
 class Error(Exception):
     """Bad input or a failed operation; the message is one line for the user."""
+
+
+class FormatError(Error, ValueError):
+    """The bytes are not a valid .bbc file of a version this decoder reads."""
+
+
+class DecodeError(Error, ValueError):
+    """The file is well-formed but does not decode to the image it describes."""
+
+
+class EntropyError(Error, ValueError):
+    """The payload does not decode to the expected symbols."""
+
+
+class ImageError(Error, ValueError):
+    """The input is not an image the codec can take."""
+
+
+class QualityError(Error, ValueError):
+    """A quality outside 1..8 (or not a number)."""
+
+
+class EffortError(Error, ValueError):
+    """An effort outside MIN..MAX (or not an integer)."""
+
+
+class ThreadsError(Error, ValueError):
+    """A number of threads (workers per image) outside 1..MAX_THREADS, or not an integer."""
+
+
+class WeightsError(Error, ValueError):
+    """Weights missing, corrupt or not matching a file's header."""
+
+
+class LayoutError(Error, ValueError):
+    """Arrays that are not a weights file this decoder reads."""
+
+
+class FileError(Error):
+    """A path cannot be read or written; the message is one line for the user."""
+
+
+class BenchError(Error, ValueError):
+    """The folder or the options cannot be benchmarked."""
+
+
+class WorkerError(Error, RuntimeError):
+    """A worker process ended unexpectedly (killed, e.g. for memory, or by a signal) or
+    failed with a bbcodec.Error or MemoryError: a failed operation, like one in this
+    process (errors.py), so a file of a folder run fails alone and the CLI exits 1.
+    Any other exception of a worker is a bug, raised here as a RuntimeError (exit 70).
+    Still a RuntimeError, as it was before it was an Error."""

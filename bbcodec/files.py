@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
-from . import effort as efforts
-from . import quality as Q
-from .errors import Error
-from .parallel import map_jobs
+from .coding import effort as efforts
+from .errors import Error, FileError
+from .jobs import map_jobs
+from .model import quality as Q
 
 # The most bytes read from an image input: an uncompressed 16-bit RGBA image of the
 # largest size the codec takes (2^26 pixels) is 512 MiB, so no image within the limits
@@ -39,10 +39,6 @@ from .parallel import map_jobs
 MAX_IMAGE_BYTES = 1 << 30
 _WRITE_CHUNK = 1 << 30  # os.write moves at most about 2 GiB per call
 _TEMPS: set[str] = set()  # temporary files being written (removed on SIGTERM, see cli.py)
-
-
-class FileError(Error):
-    """A path cannot be read or written; the message is one line for the user."""
 
 
 @contextmanager
@@ -73,7 +69,7 @@ def _input(path: str) -> Iterator[IO[bytes]]:
 def read_input(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
     """The bytes of path ('-' = stdin), refusing an input of more than limit bytes (a
     regular file by its size, before reading; a stream after limit + 1 bytes)."""
-    from .format import read_upto
+    from .coding.format import read_upto
 
     with _input(path) as f:
         try:
@@ -92,7 +88,7 @@ def read_input(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
 def read_bbc(path: str) -> bytes:
     """The bytes of one .bbc file (or '-'), read no further than its header allows
     (format.read_from): a foreign or endless input is refused after its first bytes."""
-    from .format import read_from
+    from .coding.format import read_from
 
     with _input(path) as f:
         return read_from(f)
@@ -347,7 +343,7 @@ ProgressFor = Callable[[int], Any]  # pixels -> a click progress bar (context ma
 @contextmanager
 def _progress(progress_for: ProgressFor | None, height: int, width: int) -> Iterator[Callable[[int], None] | None]:
     """The update function of the progress bar progress_for gives for an image (or None)."""
-    from .blocks import BLOCK, grid_shape
+    from .model.blocks import BLOCK, grid_shape
 
     rows, cols = grid_shape(height, width)
     bar = progress_for(rows * cols * BLOCK * BLOCK) if progress_for is not None else None
@@ -361,8 +357,10 @@ def _progress(progress_for: ProgressFor | None, height: int, width: int) -> Iter
 def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressFor | None = None) -> EncodeResult:
     """Encode one image file (or '-') to dst (or '-'); progress_for(pixels) may give a
     progress bar for a large image (the CLI's, on a terminal)."""
-    from . import codec, images, ratecontrol, rd, weights
-    from .format import MAGIC
+    from . import images, ratecontrol, rd
+    from .coding import loop as codec
+    from .coding.format import MAGIC
+    from .model import weights
 
     data = read_input(src, MAX_IMAGE_BYTES)
     input_bytes = len(data)
@@ -429,7 +427,10 @@ def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: Progre
                 threads: int | None = None) -> DecodeResult:
     """Decode one .bbc file (or '-') to dst (or '-'), in the format output_format names
     (progress_for as for encode_file; threads per image, None: the default)."""
-    from . import codec, format, images, weights
+    from . import images
+    from .coding import format
+    from .coding import loop as codec
+    from .model import weights
 
     pil_format = output_format(dst, fmt)
     data = read_bbc(src)

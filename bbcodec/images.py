@@ -18,16 +18,12 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import Error
-from .format import MAX_PIXELS, FormatError, check_dimensions
+from .coding.format import MAX_PIXELS, check_dimensions
+from .errors import FormatError, ImageError
 
 # File endings taken as images when a folder is scanned (bench, training data).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"})
 ORIENTATION = 0x0112  # EXIF tag
-
-
-class ImageError(Error, ValueError):
-    """The input is not an image the codec can take."""
 
 
 def _reason(e: BaseException) -> str:

@@ -37,10 +37,10 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from . import effort as efforts
-from . import format as fmt
-from . import quality as Q
+from .coding import effort as efforts
+from .coding import format as fmt
 from .errors import Error
+from .model import quality as Q
 
 FORMAT = "BBC"
 THREADS = 1  # workers per image unless save() is given threads=: no fork in a host application
@@ -68,7 +68,8 @@ class BbcImageFile(ImageFile.ImageFile):
 
     def load(self):  # noqa: ANN201 - Pillow's signature
         if not self._decoded:
-            from . import codec, weights
+            from .coding import loop as codec
+            from .model import weights
 
             try:
                 pixels = codec.decode(self._header, self._payload, weights.for_header(self._header),
@@ -84,8 +85,10 @@ class BbcImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    from . import codec, images, weights
-    from .parallel import check_threads
+    from . import images
+    from .coding import loop as codec
+    from .coding.workers import check_threads
+    from .model import weights
 
     quality = im.encoderinfo.get("quality", Q.DEFAULT)
     Q.to_x256(quality)  # a bad quality raises QualityError (a ValueError) before any work

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import codec
-from . import effort as efforts
-from . import quality as Q
-from .parallel import check_threads
+from .coding import effort as efforts
+from .coding import loop as codec
+from .coding.workers import check_threads
+from .model import quality as Q
+from .model.weights import Weights
 from .rd import psnr
-from .weights import Weights
 
 
 @dataclass

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bbcodec import codec, rd, weights
+from bbcodec import rd
+from bbcodec.coding import loop as codec
+from bbcodec.model import weights
 from bbcodec.train.data import image_paths
 from bbcodec.train.unfreeze import load_model
 

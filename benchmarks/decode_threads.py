@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bbcodec import codec, format
-from bbcodec import weights as W
+from bbcodec.coding import format
+from bbcodec.coding import loop as codec
+from bbcodec.model import weights as W
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 

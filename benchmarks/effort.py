@@ -23,8 +23,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bbcodec import codec, format, weights  # noqa: E402
-from bbcodec.parallel import map_jobs  # noqa: E402
+from bbcodec.coding import format
+from bbcodec.coding import loop as codec
+from bbcodec.jobs import map_jobs  # noqa: E402
+from bbcodec.model import weights
 from bbcodec.rd import bd_psnr, bd_rate, psnr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

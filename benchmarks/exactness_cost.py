@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bbcodec import codec, rd, weights
-from bbcodec import quality as Q
-from bbcodec.networks import BlockCodecNet, FloatCodingModel, ModelConfig
+from bbcodec import rd
+from bbcodec.coding import loop as codec
+from bbcodec.model import quality as Q
+from bbcodec.model import weights
+from bbcodec.nn.networks import BlockCodecNet, FloatCodingModel, ModelConfig
 from bbcodec.train.unfreeze import load_model
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"

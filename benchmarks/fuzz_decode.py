@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from bbcodec import codec, weights
 from bbcodec.cli import cli
+from bbcodec.coding import loop as codec
+from bbcodec.model import weights
 
 
 def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:

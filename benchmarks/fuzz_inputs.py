@@ -154,8 +154,8 @@ def real_bbc_files() -> list[bytes]:
 
 
 def crafted_bbc(rng: np.random.Generator, real: list[bytes]) -> bytes:
-    from bbcodec import format as fmt
-    from bbcodec import weights
+    from bbcodec.coding import format as fmt
+    from bbcodec.model import weights
 
     w = weights.default()
     sizes = [(8192, 8192), (65535, 1024), (1024, 65535), (1, 65535), (8192, 8191), (4096, 4096), (1, 1), (8, 8)]

@@ -62,7 +62,9 @@ def kodak_table(n_images: int, threads: list[int]) -> None:
     import numpy as np
     from PIL import Image
 
-    from bbcodec import codec, format, weights
+    from bbcodec.coding import format
+    from bbcodec.coding import loop as codec
+    from bbcodec.model import weights
 
     w = weights.default()
     m = w.model
@@ -160,7 +162,9 @@ def breakdown() -> None:
     import numpy as np
     from PIL import Image
 
-    from bbcodec import codec, format, weights
+    from bbcodec.coding import format
+    from bbcodec.coding import loop as codec
+    from bbcodec.model import weights
 
     w = weights.default()
     with Image.open(sorted(KODAK.glob("*.png"))[0]) as im:
@@ -186,7 +190,7 @@ def orientation() -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from bbcodec import weights
+    from bbcodec.model import weights
 
     W = weights.default().model.he.plan().Wnb
     rng = np.random.default_rng(0)

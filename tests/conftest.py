@@ -14,7 +14,7 @@ KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
 @pytest.fixture(scope="session")
 def weights():
-    from bbcodec import weights as w
+    from bbcodec.model import weights as w
 
     return w.default()
 
@@ -22,7 +22,7 @@ def weights():
 @pytest.fixture(scope="session")
 def family2_weights():
     """The shipped family-2 weights (the default before network family 3)."""
-    from bbcodec import weights as w
+    from bbcodec.model import weights as w
 
     return w.load(Path(__file__).resolve().parents[1] / "weights" / "bb8-n192m128s-738aa1b7.npz")
 
@@ -50,7 +50,7 @@ def tiny_model(seed: int = 0, **sizes):
     """A small float model (N=16, M=8 unless sizes say otherwise), seeded (needs torch)."""
     import torch
 
-    from bbcodec.networks import BlockCodecNet, ModelConfig
+    from bbcodec.nn.networks import BlockCodecNet, ModelConfig
 
     torch.manual_seed(seed)
     return BlockCodecNet(ModelConfig(**{"N": 16, "M": 8, **sizes}))

@@ -39,7 +39,7 @@ def test_read_info_returns_a_frozen_info_with_the_keys_of_before_and_then_stream
                                     "weights_sha256", "image_digest", "payload_bytes", "file_bytes", "bpp",
                                     "streams"]
     assert info.version == 2 and info.streams == 1  # 2 block rows: one stream
-    assert info.to_dict()["width"] == info.width == 10 and info.quality == bbcodec.quality.DEFAULT
+    assert info.to_dict()["width"] == info.width == 10 and info.quality == bbcodec.model.quality.DEFAULT
     assert info.bpp == 8 * len(data) / 90 and len(info.weights_sha256) == 16
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.width = 1
@@ -90,7 +90,7 @@ def test_reading_an_image_leaves_pillows_pixel_limit_alone():
 
 
 def test_pillow_open_reads_the_header_and_does_not_decode(tmp_path, monkeypatch):
-    from bbcodec import codec
+    from bbcodec.coding import loop as codec
 
     path = tmp_path / "x.bbc"
     path.write_bytes(bbcodec.encode(random_image(16, 16, seed=2)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bbcodec import blocks
+from bbcodec.model import blocks
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(1, 1), (1, 7), (6, 1), (3, 6), (5, 4), (64, 96)])

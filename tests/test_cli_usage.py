@@ -19,7 +19,7 @@ from PIL import Image
 
 import bbcodec
 from bbcodec import files
-from bbcodec import weights as wmod
+from bbcodec.model import weights as wmod
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import random_image
 
-from bbcodec import codec, format
+from bbcodec.coding import format
+from bbcodec.coding import loop as codec
 
 
 def roundtrip(img, weights, quality=4.0, schedule="wavefront"):
@@ -79,7 +80,8 @@ OTHER_MACHINES = {
 
 ELSEWHERE = """
 import sys, hashlib, numpy as np
-from bbcodec import codec, format, weights
+from bbcodec.coding import format, loop as codec
+from bbcodec.model import weights
 w = weights.default()
 data, _ = codec.encode(np.load(sys.argv[1]), 4, w)
 img = codec.decode(*format.unpack(open(sys.argv[2], "rb").read()), w)

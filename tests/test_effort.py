@@ -14,9 +14,11 @@ from conftest import KODAK, random_image
 from PIL import Image
 
 import bbcodec
-from bbcodec import codec, effort, entropy, format, ratecontrol, rdoq
-from bbcodec import quality as Q
+from bbcodec import ratecontrol
 from bbcodec.cli import cli
+from bbcodec.coding import effort, entropy, format, rdoq
+from bbcodec.coding import loop as codec
+from bbcodec.model import quality as Q
 
 HIGHER = list(range(effort.MIN + 1, effort.MAX + 1))
 
@@ -143,8 +145,8 @@ def test_cli_refuses_bad_efforts_with_a_usage_error(photo, tmp_path, args):
 def test_shared_first_layer_products_and_head_products_give_the_same_integers(photo, weights):
     """rdoq.py computes the networks' neighbour products in parts and the heads' products
     once: the integers must be those of the plain calls."""
-    from bbcodec import blocks
-    from bbcodec.exact import Scales
+    from bbcodec.model import blocks
+    from bbcodec.model.exact import Scales
 
     m = weights.model
     qp = m.params_at(Q.to_x256(3.5))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bbcodec import entropy
+from bbcodec.coding import entropy
 
 
 def test_symbols_round_trip_in_chunks():

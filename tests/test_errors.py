@@ -15,8 +15,12 @@ from conftest import random_image
 from PIL import Image, UnidentifiedImageError
 
 import bbcodec
-from bbcodec import bench, codec, effort, entropy, errors, files, images, parallel, quality, weights
-from bbcodec import format as fmt
+from bbcodec import bench, errors, files, images
+from bbcodec.coding import effort, entropy
+from bbcodec.coding import format as fmt
+from bbcodec.coding import loop as codec
+from bbcodec.coding import workers as parallel
+from bbcodec.model import quality, weights
 
 # (class, also a ValueError as before Error existed)
 ERRORS = [
@@ -46,11 +50,9 @@ def test_the_errors_users_catch_are_exported_by_the_package():
                  "WeightsError", "FileError", "EffortError", "ThreadsError", "WorkerError"):
         assert name in bbcodec.__all__ and name in dir(bbcodec)
     assert bbcodec.Error is errors.Error
-    assert bbcodec.FormatError is fmt.FormatError and bbcodec.QualityError is quality.QualityError
-    assert bbcodec.DecodeError is codec.DecodeError and bbcodec.EntropyError is entropy.EntropyError
-    assert bbcodec.ImageError is images.ImageError and bbcodec.WeightsError is weights.WeightsError
-    assert bbcodec.FileError is files.FileError and bbcodec.EffortError is effort.EffortError
-    assert bbcodec.ThreadsError is parallel.ThreadsError and bbcodec.WorkerError is parallel.WorkerError
+    for name in bbcodec.__all__:  # every exported error is the one errors.py defines
+        if name.endswith("Error"):
+            assert getattr(bbcodec, name) is getattr(errors, name)
     with pytest.raises(AttributeError):
         bbcodec.NoSuchError  # noqa: B018
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bbcodec import codec, format, model_io
-from bbcodec.exact import (
+from bbcodec.coding import format
+from bbcodec.coding import loop as codec
+from bbcodec.model import layout as model_io
+from bbcodec.model.exact import (
     ACT_MAX,
     LEAKY_SHIFT,
     Activation,
@@ -19,7 +21,7 @@ from bbcodec.exact import (
     check_exact,
     requantise,
 )
-from bbcodec.weights import Weights
+from bbcodec.model.weights import Weights
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 

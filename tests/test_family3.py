@@ -8,15 +8,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bbcodec import codec, format, model_io
-from bbcodec import quality as Q
-from bbcodec import weights as W
-from bbcodec.exact import Scales, scale_indices
+from bbcodec.coding import format
+from bbcodec.coding import loop as codec
+from bbcodec.model import layout as model_io
+from bbcodec.model import quality as Q
+from bbcodec.model import weights as W
+from bbcodec.model.exact import Scales, scale_indices
 
 torch = pytest.importorskip("torch")
 from conftest import random_image  # noqa: E402
 
-from bbcodec.train import context, postfilter  # noqa: E402
+from bbcodec.train import filter as postfilter  # noqa: E402
+from bbcodec.train import groups as context  # noqa: E402
 from bbcodec.train.freeze import write_weights  # noqa: E402
 
 SIZES = [2, 2, 4, 8, 16, 32, 64]
@@ -282,7 +285,7 @@ def test_the_fast_post_filter_gives_the_reference_residuals(weights, kodak_crop)
     """PostFilter.fast_residual (rescalings folded, windows as pixel patches) equals
     residual, docs/format.md 5.6's arithmetic, on the shipped filter: for real-looking
     windows and at the extremes; and apply equals reference_apply on a Kodak crop."""
-    from bbcodec.postfilter import patch_order, residual_order
+    from bbcodec.model.filter import patch_order, residual_order
 
     pf = weights.model.postfilter
     rng = np.random.default_rng(4)

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from bbcodec import format as fmt
+from bbcodec.coding import format as fmt
 
 
 def make(width: int = 17, height: int = 9, payload: bytes = b"\x01\x02\x03\x04" * 3) -> bytes:

@@ -9,8 +9,11 @@ from conftest import random_image, tiny_model
 
 torch = pytest.importorskip("torch")
 
-from bbcodec import blocks, codec, format, model_io, weights  # noqa: E402
-from bbcodec.networks import space_to_depth, to_net  # noqa: E402
+from bbcodec.coding import format  # noqa: E402
+from bbcodec.coding import loop as codec  # noqa: E402
+from bbcodec.model import blocks, weights  # noqa: E402
+from bbcodec.model import layout as model_io  # noqa: E402
+from bbcodec.nn.networks import space_to_depth, to_net  # noqa: E402
 from bbcodec.train import freeze  # noqa: E402
 
 
@@ -93,7 +96,7 @@ def test_weights_that_could_leave_the_exact_range_are_refused(tiny_weights):
 
 def test_high_rate_kernels_match_the_float_network_and_code_exactly(tmp_path):
     """Kernels (3,3,1,1): a mask-B layer on hidden features, as the paper's high-rate model."""
-    from bbcodec.exact import BlockContext
+    from bbcodec.model.exact import BlockContext
 
     model = tiny_model(seed=3, kernels=(3, 3, 1, 1)).double().eval()
     with torch.no_grad():  # give the 3x3 layers' off-centre taps real weight

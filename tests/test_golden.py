@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bbcodec import codec, format, weights
+from bbcodec.coding import format
+from bbcodec.coding import loop as codec
+from bbcodec.model import weights
 
 DATA = Path(__file__).parent / "data"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"

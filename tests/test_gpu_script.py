@@ -15,7 +15,8 @@ from PIL import Image
 
 pytest.importorskip("torch")
 
-from bbcodec import codec, weights  # noqa: E402
+from bbcodec.coding import loop as codec
+from bbcodec.model import weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_train.sh"

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bbcodec.layers import GDN, BlockMaskedConv2d  # noqa: E402
+from bbcodec.nn.layers import GDN, BlockMaskedConv2d  # noqa: E402
 
 
 def test_masked_conv_sees_only_upper_left_up_upper_right_and_left():

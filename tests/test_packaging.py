@@ -16,7 +16,7 @@ import pytest
 from conftest import random_image
 from PIL import Image
 
-from bbcodec import weights as wmod
+from bbcodec.model import weights as wmod
 
 ROOT = Path(__file__).resolve().parents[1]
 

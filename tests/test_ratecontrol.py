@@ -11,7 +11,9 @@ import pytest
 from conftest import KODAK
 from PIL import Image
 
-from bbcodec import codec, format, ratecontrol, rd
+from bbcodec import ratecontrol, rd
+from bbcodec.coding import format
+from bbcodec.coding import loop as codec
 
 
 @pytest.fixture(scope="module")

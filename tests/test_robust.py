@@ -199,8 +199,8 @@ def test_garbage_with_the_right_magic_and_a_valid_crc_fails_cleanly(sample):
 def _sealed(width: int, height: int, payload: bytes, quality_x256: int = 1024, version: int = 2,
             streams: int = 1) -> bytes:
     """A .bbc file with a valid CRC naming the shipped weights, whatever its payload."""
-    from bbcodec import format as fmt
-    from bbcodec import weights
+    from bbcodec.coding import format as fmt
+    from bbcodec.model import weights
 
     w = weights.default()
     head = fmt.HEADER.pack(fmt.MAGIC, version, 3, quality_x256, width, height, w.prefix, b"\0" * 8,
@@ -288,7 +288,7 @@ def test_a_valid_file_with_one_more_word_is_refused(sample):
 
 
 def test_a_payload_length_of_2_gib_or_more_is_refused_by_every_reader(tmp_path):
-    from bbcodec import format as fmt
+    from bbcodec.coding import format as fmt
 
     body = bytearray(_sealed(8, 8, b"\0" * 8)[:-4])
     for n in (2**31, 2**32 - 4):

@@ -18,10 +18,14 @@ from PIL import Image
 from test_exact import tiny_model
 
 import bbcodec
-from bbcodec import blocks, codec, format, parallel, streams
-from bbcodec.blocks import BlockContext, Canvas
-from bbcodec.exact import ACT_MAX
-from bbcodec.weights import Weights
+from bbcodec import jobs
+from bbcodec.coding import format, streams
+from bbcodec.coding import loop as codec
+from bbcodec.coding import workers as parallel
+from bbcodec.model import blocks
+from bbcodec.model.blocks import BlockContext, Canvas
+from bbcodec.model.exact import ACT_MAX
+from bbcodec.model.weights import Weights
 
 THREADS = (1, 2, 3, 4)
 
@@ -165,8 +169,8 @@ def test_the_processes_share_each_wavefronts_first_layers(weights, monkeypatch, 
 def test_the_post_loop_filter_runs_in_bands_across_the_workers(weights, monkeypatch, every_wavefront_split):
     """Encoder and decoder filter one band of rows in each process (this one: band 0 of
     n); the bands make the one-process image, bit for bit, with strips of any size."""
-    from bbcodec import postfilter
-    from bbcodec.exact import FrozenModel
+    from bbcodec.model import filter as postfilter
+    from bbcodec.model.exact import FrozenModel
 
     bands = []
     real_finish = FrozenModel.finish
@@ -235,7 +239,7 @@ def test_the_golden_files_decode_identically_with_every_thread_count(every_wavef
 
     for path in sorted(DATA.glob("*.bbc")):
         header, payload = format.unpack(path.read_bytes())
-        from bbcodec import weights as wmod
+        from bbcodec.model import weights as wmod
 
         w = wmod.for_header(header)
         images = {codec.decode(header, payload, w, threads=n).tobytes() for n in THREADS}
@@ -270,7 +274,7 @@ def _inputs(rng, n: int, cin: int, name: str) -> tuple[np.ndarray, np.ndarray | 
 
 @pytest.mark.parametrize("quality_x256", [256, 3 * 256 + 77, 2048])
 def test_the_fast_networks_equal_the_reference_arithmetic_with_the_shipped_weights(quality_x256):
-    from bbcodec import weights as wmod
+    from bbcodec.model import weights as wmod
 
     rng = np.random.default_rng(quality_x256)
     for path in wmod.available():
@@ -539,9 +543,9 @@ def test_an_exception_of_our_code_in_a_worker_is_an_internal_error(tmp_path, mon
 
 def test_folder_workers_share_the_cores(monkeypatch):
     monkeypatch.setattr(parallel, "cores", lambda: 8)
-    assert parallel.share_cores(1) == 8 and parallel.share_cores(3) == 2 and parallel.share_cores(16) == 1
+    assert jobs.share_cores(1) == 8 and jobs.share_cores(3) == 2 and jobs.share_cores(16) == 1
     assert parallel.default_threads() == 8
-    assert set(parallel.map_jobs(_worker_threads, range(4), jobs=2)) == {4}  # 8 cores, 2 jobs
+    assert set(jobs.map_jobs(_worker_threads, range(4), jobs=2)) == {4}  # 8 cores, 2 jobs
 
 
 def _worker_threads(_: int) -> int:
@@ -555,7 +559,7 @@ def test_higher_efforts_give_the_one_process_file_with_threads(level, kodak_crop
     """Efforts above 1 choose the symbols in this process alone (rdoq.Chooser reads the
     whole canvas); only the effort-1 proxy pass (effort 3) forks workers. The file is
     the one-process file whatever threads says (and not the effort-1 file)."""
-    from bbcodec import effort
+    from bbcodec.coding import effort
 
     one, rec = codec.encode(kodak_crop, 4, weights, effort=level, threads=1)
     assert not FORKS
@@ -693,7 +697,7 @@ def test_the_float_model_codes_with_threads(monkeypatch):
     torch = pytest.importorskip("torch")
     from conftest import tiny_model as tiny_float
 
-    from bbcodec.networks import FloatCodingModel
+    from bbcodec.nn.networks import FloatCodingModel
 
     torch.manual_seed(0)
     w = Weights(name="float64", path=Path("f"), sha256="cd" * 32,
@@ -714,7 +718,7 @@ def test_encoding_memory_grows_with_the_width_not_the_area(which, weights, famil
     fixed amount whatever the height: made small here, so that both images take several."""
     import tracemalloc
 
-    from bbcodec import postfilter
+    from bbcodec.model import filter as postfilter
 
     weights = weights if which == "default" else family2_weights
     images = 1 if weights.model.postfilter is None else 2  # the loop's output, and the filtered copy

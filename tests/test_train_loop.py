@@ -16,7 +16,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from bbcodec.networks import BlockCodecNet, ModelConfig  # noqa: E402
+from bbcodec.nn.networks import BlockCodecNet, ModelConfig  # noqa: E402
 from bbcodec.train import train  # noqa: E402
 
 # -- options -----------------------------------------------------------------------

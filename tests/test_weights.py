@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from bbcodec import weights as wmod
+from bbcodec.model import weights as wmod
 
 
 def test_default_weights_are_registered_and_verified(weights):

@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import blocks, codec, format, streams, weights
-from .. import quality as Q
-from ..blocks import BlockContext
-from ..exact import FrozenModel, QualityParams, scale_indices
+from ..coding import format, streams
+from ..coding import loop as codec
+from ..model import blocks, weights
+from ..model import quality as Q
+from ..model.blocks import BlockContext
+from ..model.exact import FrozenModel, QualityParams, scale_indices
 from .data import Part, image_paths
 
 

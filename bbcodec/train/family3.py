@@ -7,9 +7,9 @@ The base networks stay frozen. Steps (each skipped when its output is already in
 1. cache real encodes of the training photos (two qualities each) and of the held-out
    photos (all eight qualities): bbcodec.train.cache;
 2. train the grouped scale context on the cached symbols (rate only: the symbols and the
-   reconstruction cannot change): bbcodec.train.context;
+   reconstruction cannot change): bbcodec.train.groups;
 3. train the post-loop filter on the cached decoded images (distortion only):
-   bbcodec.train.postfilter;
+   bbcodec.train.filter;
 4. freeze both into integers, write NAME-<sha256[:8]>.npz of family 3 beside its line in
    SHA256SUMS and a model-card stub (as `bbcodec freeze` does).
 Held-out figures of each part alone are printed; files decide, with `bbcodec bench`.
@@ -25,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import model_io, weights
-from ..exact import FrozenModel
-from . import cache, context, postfilter
+from ..model import layout as model_io
+from ..model import weights
+from ..model.exact import FrozenModel
+from . import cache
+from . import filter as postfilter
+from . import groups as context
 from .freeze import add_card_stub, register, write_weights
 
 

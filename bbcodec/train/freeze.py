@@ -9,7 +9,7 @@ BBCODEC_WEIGHTS=OUT finds, verifies and uses it with no hand edits.
 
 Weights become integers with a power-of-two scale per output channel; activation
 scales come from calibration crops (training images, never Kodak) and are stored, so
-the file alone fixes the decoder's arithmetic (see bbcodec/exact.py). The file is named
+the file alone fixes the decoder's arithmetic (see bbcodec/model/exact.py). The file is named
 NAME-<sha256[:8]>.npz (CompressAI's convention) and its hash goes into every .bbc.
 """
 
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import model_io
-from ..exact import (
+from ..model import layout as model_io
+from ..model.exact import (
     ACT_MAX,
     ACTIVATIONS,
     PIXEL_EXP,
@@ -38,8 +38,8 @@ from ..exact import (
     scale_bounds,
     scale_table,
 )
-from ..layers import GDN, BlockMaskedConv2d
-from ..networks import NUM_QUALITIES, BlockCodecNet, MaskedStack, ModelConfig
+from ..nn.layers import GDN, BlockMaskedConv2d
+from ..nn.networks import NUM_QUALITIES, BlockCodecNet, MaskedStack, ModelConfig
 from .data import CropSampler, load_images
 
 SUM_LIMIT = 2.0**50  # worst-case partial sums stay 8x below 2^53 (see exact.check_exact)
@@ -200,7 +200,7 @@ def write_weights(model: FrozenModel, folder: Path) -> Path:
 def register(path: Path, make_default: bool = False) -> str:
     """Add (or update) path's line in the SHA256SUMS beside it; first if make_default.
     Returns the SHA-256 of the file."""
-    from ..weights import SUMS
+    from ..model.weights import SUMS
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     sums = path.parent / SUMS

@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from ..networks import BlockCodecNet, ModelConfig
+from ..nn.networks import BlockCodecNet, ModelConfig
 
 # Parameters whose first or second dimension indexes latents, and how.
 _ENC_OUT = ("g_a.convs.2.weight", "g_a.convs.2.bias")  # rows = latents

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
+from ..nn.networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
 from .data import CropSampler, image_paths, load_images
 from .grow import grow_latents, grow_width
 
@@ -230,7 +230,8 @@ def validation_images(args: TrainConfig) -> list[np.ndarray]:
 
 def validate(model: BlockCodecNet, calib: torch.Tensor, imgs: list[np.ndarray], qualities: list[float]) -> str:
     """Real codec on the images: 'q:bpp/PSNR' per quality, averaged."""
-    from .. import codec, weights
+    from ..coding import loop as codec
+    from ..model import weights
     from .freeze import freeze
 
     frozen = freeze(model, calib, "val", {})

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import model_io
-from ..exact import PIXEL_EXP, FrozenModel, Stack
-from ..layers import CENTRE_TAP, GDN, NEIGHBOUR_TAPS
-from ..networks import BlockCodecNet, MaskedStack, ModelConfig
+from ..model import layout as model_io
+from ..model.exact import PIXEL_EXP, FrozenModel, Stack
+from ..nn.layers import CENTRE_TAP, GDN, NEIGHBOUR_TAPS
+from ..nn.networks import BlockCodecNet, MaskedStack, ModelConfig
 
 
 def _real(ints: np.ndarray, exp: np.ndarray | int) -> torch.Tensor:

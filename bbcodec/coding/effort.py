@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from numbers import Integral
 
-from . import quality as Q
-from .errors import Error
+from ..errors import EffortError
+from ..model import quality as Q
 
 DEFAULT = 1
 
@@ -45,10 +45,6 @@ LEVELS: dict[int, Level | None] = {
     3: Level(rdoq=(0.5, 1.0), lookahead=4, lam=1.6, passes=2),
 }
 MIN, MAX = min(LEVELS), max(LEVELS)
-
-
-class EffortError(Error, ValueError):
-    """An effort outside MIN..MAX (or not an integer)."""
 
 
 def check(effort: object) -> int:

@@ -1,6 +1,6 @@
 """Train the post-loop filter of network family 3 on a frozen codec's decoded images.
 
-The filter (bbcodec/postfilter.py) runs after the coding loop, so nothing in the loop
+The filter (bbcodec/model/filter.py) runs after the coding loop, so nothing in the loop
 depends on it: it is trained on pairs (real decoded image, original) from the cache
 (bbcodec.train.cache) with the codec frozen, on mean squared error, and judged by the
 PSNR it adds on the held-out photos' real decodes.
@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..exact import LEAKY_SHIFT, PIXEL_EXP
 from ..images import IMAGE_SUFFIXES
-from ..networks import NUM_QUALITIES
-from ..postfilter import PostFilter
+from ..model.exact import LEAKY_SHIFT, PIXEL_EXP
+from ..model.filter import PostFilter
+from ..nn.networks import NUM_QUALITIES
 from .freeze import first_layer, freeze_leaky_tail
 
 Pair = tuple[np.ndarray, np.ndarray, int]  # (decoded, original, quality)

@@ -8,7 +8,7 @@ No numpy, no torch: the container module imports this.
 
 from __future__ import annotations
 
-from .errors import Error
+from ..errors import QualityError
 
 NUM_QUALITIES = 8  # trained qualities 1..8
 MIN, MAX = 1, NUM_QUALITIES
@@ -19,10 +19,6 @@ MIN_X256, MAX_X256 = MIN * STEP, MAX * STEP  # 256 .. 2048
 # The rate-distortion lambda each trained quality was trained at (CompressAI's values:
 # loss = bpp + lambda * MSE of 0..1 pixels); the effort levels' choices weigh with them.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
-
-
-class QualityError(Error, ValueError):
-    """A quality outside 1..8 (or not a number)."""
 
 
 def to_x256(quality: float) -> int:

@@ -28,9 +28,10 @@ import math
 
 import numpy as np
 
-from . import blocks
-from .effort import EffortError, Level, rd_lambda
-from .exact import FrozenModel, QualityParams, Scales
+from ..errors import EffortError
+from ..model import blocks
+from ..model.exact import FrozenModel, QualityParams, Scales
+from .effort import Level, rd_lambda
 
 # Zero symbols are RDOQ candidates only if |latent| > ZERO_FROM (and near a boundary,
 # |latent - symbol| > 1/2 - Level.boundary, as every candidate).

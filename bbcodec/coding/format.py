@@ -28,8 +28,8 @@ import zlib
 from dataclasses import dataclass
 from typing import IO
 
-from . import quality as Q
-from .errors import Error
+from ..errors import FormatError
+from ..model import quality as Q
 
 MAGIC = b"\x8bBBC"
 VERSION = 2  # what the encoder writes
@@ -44,10 +44,6 @@ MAX_FILE_SIZE = HEADER_SIZE + MAX_PAYLOAD - 4 + TRAILER_SIZE  # the largest vali
 READ_CHUNK = 1 << 20  # streams are read in pieces this big (Ctrl-C works in between)
 CHANNELS = (1, 3)  # grayscale is coded as RGB and decoded back to one channel
 MAX_STREAMS = 64  # payload substreams (version 2): at most this many, and one per block row
-
-
-class FormatError(Error, ValueError):
-    """The bytes are not a valid .bbc file of a version this decoder reads."""
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BLOCK, BLOCK_CH, BlockContext
-from .exact import (
+from ..model.blocks import BLOCK, BLOCK_CH, BlockContext
+from ..model.exact import (
     ACTIVATIONS,
     LEAKY_SHIFT,
     MAX_SYMBOL,
@@ -45,9 +45,9 @@ from .exact import (
     scale_groups,
     scale_table,
 )
+from ..model.quality import LAMBDAS as QUALITY_LAMBDAS
+from ..model.quality import NUM_QUALITIES, from_x256
 from .layers import GDN, BlockMaskedConv2d
-from .quality import LAMBDAS as QUALITY_LAMBDAS
-from .quality import NUM_QUALITIES, from_x256
 
 # trace(point, layer, value): called with every value that freezing must bound: the
 # input ("pre") and output ("post") of each activation of stack s as point "s.pre" /

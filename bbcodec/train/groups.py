@@ -1,6 +1,6 @@
 """Train the grouped scale context of network family 3 on a frozen codec's cache.
 
-The heads (bbcodec/groups.py) only change the scales the coder uses, never the symbols,
+The heads (bbcodec/model/groups.py) only change the scales the coder uses, never the symbols,
 so training needs no image at all: the cache (bbcodec.train.cache) holds, per block, the
 entropy network's last hidden activation, its log-scales and the symbols of real encodes.
 The loss is the exact rate of those symbols under the corrected Gaussians; on the
@@ -19,16 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..exact import (
-    ACT_MAX,
-    LEAKY_SHIFT,
-    MAX_SYMBOL,
-    SCALE_MAX,
-    SCALE_MIN,
-    scale_bounds,
-)
-from ..groups import GroupedScales, GroupHead
-from ..networks import NUM_QUALITIES
+from ..model.exact import ACT_MAX, LEAKY_SHIFT, MAX_SYMBOL, SCALE_MAX, SCALE_MIN, scale_bounds
+from ..model.groups import GroupedScales, GroupHead
+from ..nn.networks import NUM_QUALITIES
 from .freeze import first_layer, freeze_leaky_tail
 
 S_SHIFT = 3  # the heads see |symbol| * 2^-3 (a fixed power of two: the same in integers)

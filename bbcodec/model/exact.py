@@ -32,8 +32,8 @@ from . import quality as Q
 from .blocks import BLOCK_CH, BlockContext
 
 if TYPE_CHECKING:
+    from .filter import PostFilter
     from .groups import GroupedScales
-    from .postfilter import PostFilter
 
 # Numbers the bitstream fixes (docs/format.md 4 and 5); the freezer and the float
 # reference model read them from here.

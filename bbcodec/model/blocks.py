@@ -152,7 +152,7 @@ class Canvas:
         self.channels = channels
         shape = (2 if rolling else rows + 1, cols + 2, channels)
         if shared:  # in memory that processes forked later share (parallel.shared_zeros)
-            from .parallel import shared_zeros
+            from ..coding.workers import shared_zeros
 
             self.data: np.ndarray = shared_zeros(shape, dtype)
         else:

@@ -19,11 +19,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from .errors import Error
-
-
-class EntropyError(Error, ValueError):
-    """The payload does not decode to the expected symbols."""
+from ..errors import EntropyError
 
 
 def _model(max_symbol: int) -> constriction.stream.model.QuantizedGaussian:

@@ -8,7 +8,7 @@ of the symbols of the earlier groups of the same block: the channel-conditional 
 Minnen & Singh (2020) and ELIC (2022), for the scales only. The means are left alone, so
 the symbols and the reconstruction are exactly those of the same networks without the
 heads: only the rate changes, which is why the heads can be trained on a cache of a
-frozen codec's real encodes (bbcodec.train.context).
+frozen codec's real encodes (bbcodec.train.groups).
 
 Integer arithmetic as in exact.py: integers in float64 below 2^53, power-of-two scales.
 """

@@ -1,5 +1,6 @@
-"""Parallel work: a map over worker processes (files of a folder), and the forked
-workers that share one image's wavefronts (codec.py)."""
+"""The processes that share one image's wavefronts: how many (threads), forked
+workers and the channels they talk over, and memory they share (coding/lockstep.py
+runs the coding loop's protocol over them)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,19 @@ import struct
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from numbers import Integral
 from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import Error
+from ..errors import Error, ThreadsError, WorkerError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_THREADS = 64  # the most processes coding one image (threads=), and the most cores counted
-_default: int | None = None  # set in the worker processes of map_jobs
-
-
-class ThreadsError(Error, ValueError):
-    """A number of threads (workers per image) outside 1..MAX_THREADS, or not an integer."""
+_default: int | None = None  # set in the worker processes of jobs.map_jobs
 
 
 def check_threads(threads: object) -> int | None:
@@ -61,56 +57,11 @@ def default_threads() -> int:
     return _default if _default is not None else cores()
 
 
-def share_cores(jobs: int) -> int:
-    """Threads per image when `jobs` images are coded at once: the cores divided among
-    the jobs, at least one each."""
-    return max(1, cores() // max(1, jobs))
-
-
-def _start_worker(threads: int, initializer: Callable[[], None] | None) -> None:
-    global _default
-    _default = threads
-    if initializer is not None:
-        initializer()
-
-
-def map_jobs(fn: Callable[[T], R], tasks: Iterable[T], jobs: int,
-             progress: Callable[[int], None] | None = None,
-             initializer: Callable[[], None] | None = None) -> Iterator[R]:
-    """fn over tasks, results in task order; progress(1) after each. fn must be picklable;
-    initializer, if given, runs first in each worker process, where default_threads()
-    is the process's share of the cores. If the caller stops early (an exception,
-    Ctrl-C, SIGTERM), tasks not yet started are cancelled."""
-    if jobs <= 1:
-        for t in tasks:
-            r = fn(t)
-            if progress:
-                progress(1)
-            yield r
-        return
-    ex = ProcessPoolExecutor(jobs, initializer=_start_worker, initargs=(share_cores(jobs), initializer))
-    try:
-        for r in ex.map(fn, tasks, chunksize=1):
-            if progress:
-                progress(1)
-            yield r
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-
-
 def shared_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A zeroed array in memory that processes forked after this call share (an
     anonymous shared mapping; freed with the array)."""
     n = int(np.prod(shape)) * np.dtype(dtype).itemsize
     return np.frombuffer(mmap.mmap(-1, max(1, n)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-
-
-class WorkerError(Error, RuntimeError):
-    """A worker process ended unexpectedly (killed, e.g. for memory, or by a signal) or
-    failed with a bbcodec.Error or MemoryError: a failed operation, like one in this
-    process (errors.py), so a file of a folder run fails alone and the CLI exits 1.
-    Any other exception of a worker is a bug, raised here as a RuntimeError (exit 70).
-    Still a RuntimeError, as it was before it was an Error."""
 
 
 def can_fork() -> bool:

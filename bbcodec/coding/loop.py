@@ -47,14 +47,16 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import blocks, entropy, errors, format, parallel, rdoq, streams
+from ..errors import DecodeError, ImageError
+from ..model import blocks
+from ..model import quality as Q
+from ..model.blocks import BlockContext, Canvas
+from ..model.exact import FrozenModel, Prepared, Read, Scales, mm
+from ..model.weights import Weights
 from . import effort as efforts
-from . import quality as Q
-from .blocks import BlockContext, Canvas
-from .exact import FrozenModel, Prepared, Read, Scales, mm
-from .images import ImageError
-from .parallel import Forked, can_fork, default_threads, receive, reply, shared_zeros
-from .weights import Weights
+from . import entropy, format, rdoq, streams
+from . import workers as parallel
+from .workers import Forked, can_fork, default_threads, receive, reply, shared_zeros
 
 Schedule = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
 # Encoder schedules: any order that respects the dependencies gives the same file.
@@ -158,10 +160,6 @@ class _PostLoop:
         for i in range(self.n - 1):
             workers.recv(i)
         return self.out
-
-
-class DecodeError(errors.Error, ValueError):
-    """The file is well-formed but does not decode to the image it describes."""
 
 
 _BLAS = ThreadpoolController()  # numpy's BLAS, loaded by now; found once (0.4 ms a search)

@@ -19,19 +19,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import Error
-from .format import Header
-from .model_io import FAMILIES, read
+from ..coding.format import Header
+from ..errors import WeightsError
+from .layout import FAMILIES, read
 
 if TYPE_CHECKING:
-    from .codec import CodingModel
+    from ..coding.loop import CodingModel
 
 SUMS = "SHA256SUMS"
 ENV_DIR = "BBCODEC_WEIGHTS"
-
-
-class WeightsError(Error, ValueError):
-    """Weights missing, corrupt or not matching a file's header."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ def candidate_dirs() -> list[Path]:
     for part in os.environ.get(ENV_DIR, "").split(os.pathsep):
         if part.strip():
             dirs.append(Path(part).expanduser())
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the bbcodec package
     dirs += [here / "shipped_weights", here.parent / "weights"]
     seen: set[Path] = set()
     out = []

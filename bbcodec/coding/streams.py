@@ -19,8 +19,9 @@ import struct
 
 import numpy as np
 
-from . import blocks, entropy, format
-from .entropy import EntropyError
+from ..errors import EntropyError
+from ..model import blocks
+from . import entropy, format
 
 # Blocks each process has at least in the image's widest wavefront: an image with
 # narrower wavefronts is coded by fewer processes (a hand-off per wavefront costs about

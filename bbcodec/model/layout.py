@@ -13,10 +13,10 @@ from typing import IO
 
 import numpy as np
 
-from .errors import Error
+from ..errors import LayoutError
 from .exact import ACTIVATIONS, MAX_SYMBOL, Activation, FrozenModel, Layer, Stack, check_exact
+from .filter import PostFilter
 from .groups import GroupedScales, GroupHead
-from .postfilter import PostFilter
 
 FORMAT = "bbcodec-weights"
 # Network family ids, written into .bbc headers. The meta "version" equals the family
@@ -31,10 +31,6 @@ N_LAYERS = 3  # (activation, layer) pairs after the first layer of each stack
 # key is provenance (FrozenModel.info).
 LAYOUT_KEYS = ("format", "version", "family", "name", "max_symbol")
 CONFIG_KEYS = ("N", "M", "kernels", "skip")
-
-
-class LayoutError(Error, ValueError):
-    """Arrays that are not a weights file this decoder reads."""
 
 
 def family_of(skip: bool) -> int:
