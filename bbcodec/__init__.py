@@ -103,7 +103,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     w = wmod.default() if weights is None else wmod.from_file(weights)
     if target_bpp is not None or target_psnr is not None:
         return ratecontrol.encode_to_target(arr, w, target_bpp, target_psnr, effort, threads=threads).data
-    data, _ = codec.encode(arr, quality, w, effort=effort, threads=threads)
+    data, _ = codec.encode(arr, quality, w.model, w.prefix, effort=effort, threads=threads)
     return data
 
 
@@ -119,7 +119,7 @@ def decode(data: bytes, *, threads: int | None = None) -> Image.Image:
 
     threads = parallel.check_threads(threads)
     header, payload = format.unpack(data)
-    return Image.fromarray(codec.decode(header, payload, weights.for_header(header), threads=threads))
+    return Image.fromarray(codec.decode(header, payload, weights.for_header(header).model, threads=threads))
 
 
 @dataclass(frozen=True)

@@ -140,9 +140,9 @@ def run_one(task: tuple[str, str, float]) -> dict:
 
         w = weights.default()
         t0 = time.perf_counter()
-        data, rec = codec.encode(img, quality, w)
+        data, rec = codec.encode(img, quality, w.model, w.prefix)
         t1 = time.perf_counter()
-        out = codec.decode(*format.unpack(data), w)
+        out = codec.decode(*format.unpack(data), w.model)
         t2 = time.perf_counter()
         if not np.array_equal(out, rec):
             raise RuntimeError("decoder disagrees with encoder")

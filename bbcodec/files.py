@@ -377,7 +377,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
         out, rec, quality, target_met, encodes = r.data, r.reconstruction, r.quality, r.met, r.probes
     else:
         with _progress(progress_for, *arr.shape[:2]) as update:
-            out, rec = codec.encode(arr, opts.quality, w, opts.schedule, progress=update, effort=opts.effort,
+            out, rec = codec.encode(arr, opts.quality, w.model, w.prefix, progress=update, effort=opts.effort,
                                     threads=opts.threads)
         quality = opts.quality
     secs = time.perf_counter() - t0
@@ -438,7 +438,7 @@ def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: Progre
     w = weights.for_header(header)
     t0 = time.perf_counter()
     with _progress(progress_for, header.height, header.width) as update:
-        img = codec.decode(header, payload, w, progress=update, threads=threads)
+        img = codec.decode(header, payload, w.model, progress=update, threads=threads)
     secs = time.perf_counter() - t0
     png = images.image_bytes(img, pil_format)
     write_output(dst, png, src)

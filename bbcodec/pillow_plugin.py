@@ -72,7 +72,7 @@ class BbcImageFile(ImageFile.ImageFile):
             from .model import weights
 
             try:
-                pixels = codec.decode(self._header, self._payload, weights.for_header(self._header),
+                pixels = codec.decode(self._header, self._payload, weights.for_header(self._header).model,
                                       threads=THREADS)
             except Error as e:
                 raise OSError(f"cannot decode .bbc image: {e}") from e
@@ -95,7 +95,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     effort = efforts.check(im.encoderinfo.get("effort", efforts.DEFAULT))  # likewise EffortError
     threads = check_threads(im.encoderinfo.get("threads", THREADS))  # likewise ThreadsError
     try:
-        data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), weights.default(),
+        w = weights.default()
+        data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), w.model, w.prefix,
                                effort=effort, threads=threads)
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e

@@ -57,7 +57,7 @@ def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None
             nonlocal probes
             if q256 not in cache:
                 q = Q.from_x256(q256)
-                data, rec = codec.encode(img, q, weights, effort=e, threads=threads)
+                data, rec = codec.encode(img, q, weights.model, weights.prefix, effort=e, threads=threads)
                 cache[q256] = RateResult(data, rec, q, 8 * len(data) / pixels, psnr(img, rec), False, 0)
                 probes += 1
             return cache[q256]

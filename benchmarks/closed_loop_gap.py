@@ -57,7 +57,7 @@ def gap_row(net: torch.nn.Module, w: weights.Weights, imgs: list[np.ndarray], q:
             out = net(x, nb, qt, noise=False)
             rec = out.x_hat.round().clamp(0, 255)[0].permute(1, 2, 0).numpy()
             cols[j].append((float(out.bits[0]) / (img.shape[0] * img.shape[1]), rd.psnr(img, rec)))
-        data, rec = codec.encode(img, q, w)
+        data, rec = codec.encode(img, q, w.model, w.prefix)
         cols[-1].append((8 * len(data) / (img.shape[0] * img.shape[1]), rd.psnr(img, rec)))
     return [(float(np.mean([b for b, _ in c])), float(np.mean([p for _, p in c]))) for c in cols]
 

@@ -43,8 +43,8 @@ def main() -> None:
         k = np.asarray(Image.open(KODAK / "kodim01.png").convert("RGB"))
         imgs = [np.ascontiguousarray(np.tile(k, (6, 6, 1))[:3000, :4000])]
     print(f"load average at start {os.getloadavg()[0]:.2f}; weights {w.name}", flush=True)
-    files = [codec.encode(img, 4, w)[0] for img in imgs]
-    codec.decode(*format.unpack(files[0]), w, threads=max(threads))  # warm: weights, fast networks
+    files = [codec.encode(img, 4, w.model, w.prefix)[0] for img in imgs]
+    codec.decode(*format.unpack(files[0]), w.model, threads=max(threads))  # warm: weights, fast networks
     seconds: dict[int, list[list[float]]] = {n: [] for n in threads}
     for r in range(args.rounds):
         for n in threads if r % 2 == 0 else threads[::-1]:
@@ -52,7 +52,7 @@ def main() -> None:
             per = []
             for data in files:
                 t = time.perf_counter()
-                codec.decode(*format.unpack(data), w, threads=n)
+                codec.decode(*format.unpack(data), w.model, threads=n)
                 per.append(time.perf_counter() - t)
             seconds[n].append(per)
             shown = [round(x, 3) for x in per] if len(per) <= 8 else f"{len(per)} images"

@@ -40,9 +40,9 @@ def one(task: tuple[str, float, int]) -> tuple[float, float, float]:
         img = np.asarray(im.convert("RGB"))
     w = weights.default()
     t0 = time.perf_counter()
-    data, rec = codec.encode(img, q, w, effort=effort)
+    data, rec = codec.encode(img, q, w.model, w.prefix, effort=effort)
     seconds = time.perf_counter() - t0
-    if not np.array_equal(codec.decode(*format.unpack(data), w), rec):
+    if not np.array_equal(codec.decode(*format.unpack(data), w.model), rec):
         raise SystemExit(f"{path} q{q} effort {effort}: the decoder's image differs from the encoder's")
     return 8 * len(data) / (img.shape[0] * img.shape[1]), psnr(img, rec), seconds
 

@@ -52,10 +52,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     w = weights.load(args.weights.resolve()) if args.weights else weights.default()
-    if w.model.context is not None or w.model.postfilter is not None:
+    if w.model.groups is not None or w.model.postfilter is not None:
         # The float model has no coding groups or post-loop filter: compare the integer
         # networks they share (family 3's without its parts, as the family-2 file it was built on).
-        bare = dataclasses.replace(w.model, context=None, postfilter=None, family=2)
+        bare = dataclasses.replace(w.model, groups=None, postfilter=None, family=2)
         w = dataclasses.replace(w, model=bare)
         print(f"{w.name} is network family 3: its auto-encoder alone, without the coding groups and the filter")
     wf = float_weights(args, w)
@@ -68,7 +68,7 @@ def main() -> None:
         for key, model in (("float64", wf), ("integer", w)):
             bpp, psnr = [], []
             for img in imgs:
-                data, rec = codec.encode(img, q, model)
+                data, rec = codec.encode(img, q, model.model, model.prefix)
                 bpp.append(8 * len(data) / img.shape[0] / img.shape[1])
                 psnr.append(rd.psnr(img, rec))
             curves[key][0].append(float(np.mean(bpp)))

@@ -63,7 +63,7 @@ def main() -> None:
         folder = Path(tmp)
         y, x = np.mgrid[0:29, 0:41]
         img = np.stack([x * 6, y * 8, (x * y) % 256], axis=2).astype(np.uint8)
-        data = codec.encode(img, 4, weights.default(), n_streams=args.streams)[0]
+        data = codec.encode(img, 4, weights.default().model, weights.default().prefix, n_streams=args.streams)[0]
         bad, out = folder / "bad.bbc", folder / "out.png"
         for i in range(args.cases):
             kind = kinds[i % len(kinds)]

@@ -85,9 +85,9 @@ def kodak_table(n_images: int, threads: list[int]) -> None:
             enc, dec, nblocks = [], [], 0
             for img in imgs:
                 t0 = time.perf_counter()
-                data, _ = codec.encode(img, q, w, threads=n)
+                data, _ = codec.encode(img, q, w.model, w.prefix, threads=n)
                 t1 = time.perf_counter()
-                codec.decode(*format.unpack(data), w, threads=n)
+                codec.decode(*format.unpack(data), w.model, threads=n)
                 t2 = time.perf_counter()
                 enc.append(t1 - t0)
                 dec.append(t2 - t1)
@@ -169,8 +169,8 @@ def breakdown() -> None:
     w = weights.default()
     with Image.open(sorted(KODAK.glob("*.png"))[0]) as im:
         img = np.asarray(im.convert("RGB"))
-    header, payload = format.unpack(codec.encode(img, 4, w, threads=1)[0])
-    codec.decode(header, payload, w, threads=1)
+    header, payload = format.unpack(codec.encode(img, 4, w.model, w.prefix, threads=1)[0])
+    codec.decode(header, payload, w.model, threads=1)
     prof = cProfile.Profile()
     t = time.perf_counter()
     prof.runcall(codec.decode, header, payload, w, threads=1)

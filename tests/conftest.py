@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,27 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     base = rng.integers(0, 256, size=(max(1, h // 4 + 1), max(1, w // 4 + 1), 3), dtype=np.uint8)
     img = np.asarray(Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(img)
+
+
+def raster(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One block at a time, row by row: a causal order other than the wavefronts."""
+    for r in range(rows):
+        for c in range(cols):
+            yield np.array([r]), np.array([c])
+
+
+def one_at_a_time(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One block at a time in wavefront (bitstream) order."""
+    from bbcodec.model import blocks
+
+    for r, c in blocks.wavefronts(rows, cols):
+        for i in range(len(r)):
+            yield r[i : i + 1], c[i : i + 1]
+
+
+def run(stack, cur, nb, bias, ctx=None) -> np.ndarray:  # noqa: ANN001
+    """An integer stack's outputs (docs/format.md 5.1, step by step)."""
+    return stack.run_reference_with_hidden(cur, nb, bias, ctx)[0]
 
 
 def tiny_model(seed: int = 0, **sizes):

@@ -22,12 +22,6 @@ def test_wavefronts_visit_every_block_once_after_its_neighbours(rows, cols):
     assert done.all()
 
 
-def test_wavefront_rank_matches_the_documented_example():
-    rank = blocks.wavefront_rank(3, 6)
-    t = 2 * np.arange(3)[:, None] + np.arange(6)[None, :]
-    assert (np.argsort(rank.ravel()) == np.lexsort((np.repeat(np.arange(3), 6), t.ravel()))).all()
-
-
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (9, 7), (17, 33), (16, 16)])
 def test_blocks_round_trip_and_padding_repeats_edges(h, w):
     img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -14,10 +14,10 @@ from bbcodec.coding import format
 from bbcodec.coding import loop as codec
 
 
-def roundtrip(img, weights, quality=4.0, schedule="wavefront"):
-    data, rec = codec.encode(img, quality, weights, schedule)
+def roundtrip(img, weights, quality=4.0):
+    data, rec = codec.encode(img, quality, weights.model, weights.prefix)
     header, payload = format.unpack(data)
-    out = codec.decode(header, payload, weights)
+    out = codec.decode(header, payload, weights.model)
     return data, rec, out
 
 
@@ -40,7 +40,7 @@ def test_kodak_crop_round_trip_is_bit_exact(quality, kodak_crop, weights):
 def test_higher_quality_costs_more_bits_and_gives_less_error(kodak_crop, weights):
     sizes, errors = [], []
     for q in (1, 4, 8):
-        data, rec = codec.encode(kodak_crop, q, weights)
+        data, rec = codec.encode(kodak_crop, q, weights.model, weights.prefix)
         sizes.append(len(data))
         errors.append(np.mean((kodak_crop.astype(float) - rec) ** 2))
     assert sizes[0] < sizes[1] < sizes[2]
@@ -48,22 +48,7 @@ def test_higher_quality_costs_more_bits_and_gives_less_error(kodak_crop, weights
 
 
 def test_encoding_twice_gives_identical_bytes(kodak_crop, weights):
-    assert codec.encode(kodak_crop, 4, weights)[0] == codec.encode(kodak_crop, 4, weights)[0]
-
-
-def test_raster_and_wavefront_encoders_write_the_same_file(weights):
-    img = random_image(24, 40, seed=3)
-    assert codec.encode(img, 3, weights, "raster")[0] == codec.encode(img, 3, weights, "wavefront")[0]
-
-
-def test_batched_and_one_block_at_a_time_decoders_agree(family2_weights):
-    """(Family 2: family 3 writes a wavefront's symbols group by group.)"""
-    weights = family2_weights
-    img = random_image(30, 45, seed=8)
-    data, rec = codec.encode(img, 2, weights, "raster")
-    header, payload = format.unpack(data)
-    assert np.array_equal(codec.decode(header, payload, weights, "sequential"), rec)
-    assert np.array_equal(codec.decode(header, payload, weights, "wavefront"), rec)
+    assert codec.encode(kodak_crop, 4, weights.model, weights.prefix)[0] == codec.encode(kodak_crop, 4, weights.model, weights.prefix)[0]
 
 
 # Settings that stand in for other machines: BLAS threads, BLAS kernels for an old SSE3
@@ -83,8 +68,8 @@ import sys, hashlib, numpy as np
 from bbcodec.coding import format, loop as codec
 from bbcodec.model import weights
 w = weights.default()
-data, _ = codec.encode(np.load(sys.argv[1]), 4, w)
-img = codec.decode(*format.unpack(open(sys.argv[2], "rb").read()), w)
+data, _ = codec.encode(np.load(sys.argv[1]), 4, w.model, w.prefix)
+img = codec.decode(*format.unpack(open(sys.argv[2], "rb").read()), w.model)
 sys.stdout.write(hashlib.sha256(data).hexdigest() + " " + hashlib.sha256(img.tobytes()).hexdigest())
 """
 
@@ -95,7 +80,7 @@ def test_files_are_identical_and_decode_identically_on_other_machines(machine, k
 
     src, bbc = tmp_path / "in.npy", tmp_path / "here.bbc"
     np.save(src, kodak_crop)
-    here, rec = codec.encode(kodak_crop, 4, weights)
+    here, rec = codec.encode(kodak_crop, 4, weights.model, weights.prefix)
     bbc.write_bytes(here)
     env = {**os.environ, **OTHER_MACHINES[machine]}
     out = subprocess.run([sys.executable, "-c", ELSEWHERE, str(src), str(bbc)], env=env,
@@ -105,7 +90,7 @@ def test_files_are_identical_and_decode_identically_on_other_machines(machine, k
 
 def test_a_corrupt_payload_never_decodes_to_a_wrong_image(kodak_crop, weights):
     """Past the CRC (bypassed here), the image digest still catches corruption."""
-    data, rec = codec.encode(kodak_crop, 4, weights)
+    data, rec = codec.encode(kodak_crop, 4, weights.model, weights.prefix)
     header, payload = format.unpack(data)
     rng = np.random.default_rng(0)
     failures = 0
@@ -113,7 +98,7 @@ def test_a_corrupt_payload_never_decodes_to_a_wrong_image(kodak_crop, weights):
         bad = bytearray(payload)
         bad[rng.integers(len(bad))] ^= 1 << int(rng.integers(8))
         try:
-            out = codec.decode(header, bytes(bad), weights)
+            out = codec.decode(header, bytes(bad), weights.model)
         except codec.DecodeError:
             failures += 1
         else:  # a flip in the coder's slack bits may leave every symbol intact
@@ -123,7 +108,7 @@ def test_a_corrupt_payload_never_decodes_to_a_wrong_image(kodak_crop, weights):
 
 def test_quality_outside_range_is_refused(weights):
     with pytest.raises(ValueError):
-        codec.encode(random_image(8, 8), 9, weights)
+        codec.encode(random_image(8, 8), 9, weights.model, weights.prefix)
 
 
 def test_encoding_holds_no_whole_image_float64_copies(weights):
@@ -135,10 +120,10 @@ def test_encoding_holds_no_whole_image_float64_copies(weights):
     import tracemalloc
 
     img = random_image(512, 768, seed=4)
-    codec.encode(img[:8, :8], 4, weights)  # warm caches (quality params, tables)
+    codec.encode(img[:8, :8], 4, weights.model, weights.prefix)  # warm caches (quality params, tables)
     tracemalloc.start()
     try:
-        codec.encode(img, 4, weights)
+        codec.encode(img, 4, weights.model, weights.prefix)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

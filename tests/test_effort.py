@@ -36,15 +36,15 @@ def photo() -> np.ndarray:
 @pytest.mark.parametrize("level", HIGHER)
 @pytest.mark.parametrize("quality", [2, 5.5])
 def test_files_of_every_effort_decode_with_the_unchanged_decoder(photo, weights, level, quality):
-    data, rec = codec.encode(photo, quality, weights, effort=level)
-    plain, _ = codec.encode(photo, quality, weights)
+    data, rec = codec.encode(photo, quality, weights.model, weights.prefix, effort=level)
+    plain, _ = codec.encode(photo, quality, weights.model, weights.prefix)
     assert data != plain  # the effort changed the symbols ...
     assert format.unpack(data)[0].quality_x256 == format.unpack(plain)[0].quality_x256
-    assert np.array_equal(codec.decode(*format.unpack(data), weights), rec)  # ... and the decoder follows
+    assert np.array_equal(codec.decode(*format.unpack(data), weights.model), rec)  # ... and the decoder follows
 
 
 def test_effort_1_is_the_plain_encoder(photo, weights):
-    assert codec.encode(photo, 3, weights, effort=1)[0] == codec.encode(photo, 3, weights)[0]
+    assert codec.encode(photo, 3, weights.model, weights.prefix, effort=1)[0] == codec.encode(photo, 3, weights.model, weights.prefix)[0]
 
 
 def _cost(img: np.ndarray, data: bytes, rec: np.ndarray, quality: float) -> float:
@@ -56,15 +56,15 @@ def _cost(img: np.ndarray, data: bytes, rec: np.ndarray, quality: float) -> floa
 
 @pytest.mark.parametrize("quality", [2, 4, 6])
 def test_the_highest_effort_lowers_the_rate_distortion_cost(photo, weights, quality):
-    base = _cost(photo, *codec.encode(photo, quality, weights), quality)
-    best = _cost(photo, *codec.encode(photo, quality, weights, effort=effort.MAX), quality)
+    base = _cost(photo, *codec.encode(photo, quality, weights.model, weights.prefix), quality)
+    best = _cost(photo, *codec.encode(photo, quality, weights.model, weights.prefix, effort=effort.MAX), quality)
     assert best < base
 
 
 def test_grayscale_odd_sizes_and_the_family_2_weights(family2_weights):
     gray = random_image(37, 53, seed=3)[:, :, 1].copy()
-    data, rec = codec.encode(gray, 3, family2_weights, effort=effort.MAX)
-    out = codec.decode(*format.unpack(data), family2_weights)
+    data, rec = codec.encode(gray, 3, family2_weights.model, family2_weights.prefix, effort=effort.MAX)
+    out = codec.decode(*format.unpack(data), family2_weights.model)
     assert out.shape == (37, 53) and np.array_equal(out, rec)
 
 
@@ -93,9 +93,7 @@ def test_bad_efforts_are_refused_everywhere(photo, weights, bad):
         Image.fromarray(photo).save(io.BytesIO(), format="BBC", effort=bad)
 
 
-def test_raster_schedule_and_neighbour_reading_hidden_layers_are_refused(photo, weights):
-    with pytest.raises(effort.EffortError, match="wavefront"):
-        codec.encode(photo, 4, weights, schedule="raster", effort=2)
+def test_neighbour_reading_hidden_layers_are_refused_at_higher_efforts(weights):
     m = weights.model
     wider = dataclasses.replace(m, config={**m.config, "kernels": [3, 3, 1, 1]})
     with pytest.raises(effort.EffortError):
@@ -104,10 +102,10 @@ def test_raster_schedule_and_neighbour_reading_hidden_layers_are_refused(photo, 
 
 def test_rate_target_at_a_higher_effort(photo, weights):
     pixels = photo.shape[0] * photo.shape[1]
-    target = 8 * len(codec.encode(photo, 4, weights)[0]) / pixels
+    target = 8 * len(codec.encode(photo, 4, weights.model, weights.prefix)[0]) / pixels
     r = ratecontrol.encode_to_target(photo, weights, target_bpp=target, effort=2)
     assert r.met and 0.9 * target <= r.bpp <= target
-    assert np.array_equal(codec.decode(*format.unpack(r.data), weights), r.reconstruction)
+    assert np.array_equal(codec.decode(*format.unpack(r.data), weights.model), r.reconstruction)
     plain = ratecontrol.encode_to_target(photo, weights, target_bpp=target)
     assert r.probes <= plain.probes + 10
 
@@ -132,21 +130,20 @@ def test_cli_api_and_pillow_take_an_effort(photo, tmp_path):
     assert (tmp_path / "out" / "b.bbc").read_bytes() == bbcodec.encode(photo[:40, :56], effort=2)
 
 
-@pytest.mark.parametrize("args", [["-e", "0"], ["-e", str(effort.MAX + 1)], ["-e", "x"],
-                                  ["-e", "2", "--schedule", "raster"]])
+@pytest.mark.parametrize("args", [["-e", "0"], ["-e", str(effort.MAX + 1)], ["-e", "x"]])
 def test_cli_refuses_bad_efforts_with_a_usage_error(photo, tmp_path, args):
     src = tmp_path / "in.png"
     Image.fromarray(photo).save(src)
     res = CliRunner().invoke(cli, ["encode", str(src), str(tmp_path / "a.bbc"), *args])
     assert res.exit_code == 2 and not (tmp_path / "a.bbc").exists()
-    assert "effort" in res.output or "schedule" in res.output
+    assert "effort" in res.output
 
 
 def test_shared_first_layer_products_and_head_products_give_the_same_integers(photo, weights):
     """rdoq.py computes the networks' neighbour products in parts and the heads' products
     once: the integers must be those of the plain calls."""
     from bbcodec.model import blocks
-    from bbcodec.model.exact import Scales
+    from bbcodec.model.frozen import Scales
 
     m = weights.model
     qp = m.params_at(Q.to_x256(3.5))
@@ -160,14 +157,15 @@ def test_shared_first_layer_products_and_head_products_give_the_same_integers(ph
     other = nb.copy()
     other[:, slot] = 0
     parts = {name: other @ st.W_nb.T + nb[:, slot] @ st.W_nb[:, slot].T for name, st in m.stacks().items()}
-    mean, scales = m.entropy_params(nb, qp)
-    mean2, scales2 = m.entropy_params(None, qp, nb_product=parts["he"])
+    plain = m.neighbours(nb, qp)
+    mean, scales = m.entropy_params(plain, qp)
+    mean2, scales2 = m.entropy_params(m.from_products(parts, qp), qp)
     assert np.array_equal(mean, mean2) and np.array_equal(scales.log_scale, scales2.log_scale)
-    y = m.analyse(blk, nb, qp)
-    assert np.array_equal(y, m.analyse(blk, None, qp, nb_product=parts["ga"]))
+    y = m.analyse(blk, plain, qp)
+    assert np.array_equal(y, m.analyse(blk, m.from_products(parts, qp), qp))
     s = np.rint(y - mean)
-    assert np.array_equal(m.synthesise(s, mean, nb, qp), m.synthesise(s, mean, None, qp, nb_product=parts["gs"]))
-    shared = Scales(scales.log_scale, scales.hidden, m.context.products(scales.hidden)).rows(np.array([2, 0, 2]))
+    assert np.array_equal(m.synthesise(s, mean, plain, qp), m.synthesise(s, mean, m.from_products(parts, qp), qp))
+    shared = Scales(scales.log_scale, scales.hidden, m.groups.products(scales.hidden)).rows(np.array([2, 0, 2]))
     plain = Scales(scales.log_scale[[2, 0, 2]], scales.hidden[[2, 0, 2]])
     for (cols_a, idx_a), (cols_b, idx_b) in zip(m.scale_groups(shared, s[[2, 0, 2]], qp),
                                                 m.scale_groups(plain, s[[2, 0, 2]], qp), strict=True):

@@ -11,16 +11,9 @@ import pytest
 from bbcodec.coding import format
 from bbcodec.coding import loop as codec
 from bbcodec.model import layout as model_io
-from bbcodec.model.exact import (
-    ACT_MAX,
-    LEAKY_SHIFT,
-    Activation,
-    FrozenModel,
-    Layer,
-    Stack,
-    check_exact,
-    requantise,
-)
+from bbcodec.model.arith import ACT_MAX, LEAKY_SHIFT, requantise
+from bbcodec.model.frozen import FrozenModel, check_exact
+from bbcodec.model.stack import Activation, Layer, Stack
 from bbcodec.model.weights import Weights
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -104,9 +97,9 @@ def test_a_model_survives_the_weights_layout_and_codes_the_same_file(skip):
     files = []
     for m in (model, back):
         w = Weights(name="tiny", path=Path("tiny"), sha256="ab" * 32, model=m)
-        data, rec = codec.encode(img, 3.5, w)
+        data, rec = codec.encode(img, 3.5, w.model, w.prefix)
         header, payload = format.unpack(data)
-        assert np.array_equal(codec.decode(header, payload, w), rec)  # the loop round-trips exactly
+        assert np.array_equal(codec.decode(header, payload, w.model), rec)  # the loop round-trips exactly
         files.append(data)
     assert files[0] == files[1]
 

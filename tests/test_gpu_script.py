@@ -56,7 +56,7 @@ def test_start_wait_freeze_in_the_background(tmp_path):
     assert (out / "ema.pt").exists() and (out / "train.log").exists()
     w = weights.from_file(npz)
     img = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
-    data_bytes, rec = codec.encode(img, 4, w, threads=1)
+    data_bytes, rec = codec.encode(img, 4, w.model, w.prefix, threads=1)
     assert rec.shape == img.shape and len(data_bytes) > 0
 
 

@@ -28,20 +28,20 @@ def photo() -> np.ndarray:
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
 def test_bpp_target_is_met_from_below_within_ten_percent(photo, weights, fraction):
     pixels = photo.shape[0] * photo.shape[1]
-    lo = 8 * len(codec.encode(photo, 1, weights)[0]) / pixels
-    hi = 8 * len(codec.encode(photo, 8, weights)[0]) / pixels
+    lo = 8 * len(codec.encode(photo, 1, weights.model, weights.prefix)[0]) / pixels
+    hi = 8 * len(codec.encode(photo, 8, weights.model, weights.prefix)[0]) / pixels
     target = lo + fraction * (hi - lo)
     r = ratecontrol.encode_to_target(photo, weights, target_bpp=target)
     assert r.met and 0.9 * target <= r.bpp <= target
     assert r.probes <= 10
     header, payload = format.unpack(r.data)
-    assert np.array_equal(codec.decode(header, payload, weights), r.reconstruction)
+    assert np.array_equal(codec.decode(header, payload, weights.model), r.reconstruction)
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.7])
 def test_psnr_target_is_reached_with_at_most_a_small_overshoot(photo, weights, fraction):
-    p1 = rd.psnr(photo, codec.encode(photo, 1, weights)[1])
-    p8 = rd.psnr(photo, codec.encode(photo, 8, weights)[1])
+    p1 = rd.psnr(photo, codec.encode(photo, 1, weights.model, weights.prefix)[1])
+    p8 = rd.psnr(photo, codec.encode(photo, 8, weights.model, weights.prefix)[1])
     target = p1 + fraction * (p8 - p1)
     r = ratecontrol.encode_to_target(photo, weights, target_psnr=target)
     assert r.met and target <= r.psnr <= target + 0.3

@@ -1,6 +1,7 @@
-"""Threads on one image (codec.py, streams.py), the fast integer networks
-(exact.FastStack) and the rolling canvas (blocks.Canvas): the same bytes and pixels
-for any number of threads, equal to the step-by-step arithmetic of docs/format.md."""
+"""Threads on one image (coding/lockstep.py, streams.py), the fast integer networks
+(model/stack.FastStack) and the rolling canvas (model/blocks.Canvas): the same bytes
+and pixels for any number of threads, equal to the step-by-step arithmetic of
+docs/format.md. Workers are counted where they are made, at os.fork."""
 
 from __future__ import annotations
 
@@ -13,24 +14,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_image
+from conftest import one_at_a_time, random_image, raster
 from PIL import Image
 from test_exact import tiny_model
 
 import bbcodec
 from bbcodec import jobs
-from bbcodec.coding import format, streams
+from bbcodec.coding import format, lockstep, streams
 from bbcodec.coding import loop as codec
 from bbcodec.coding import workers as parallel
+from bbcodec.coding.workers import Forked
 from bbcodec.model import blocks
+from bbcodec.model.arith import ACT_MAX
 from bbcodec.model.blocks import BlockContext, Canvas
-from bbcodec.model.exact import ACT_MAX
 from bbcodec.model.weights import Weights
 
 THREADS = (1, 2, 3, 4)
 
 
 def tiny_weights(**kw) -> Weights:
+    """A tiny frozen model behind the weights record the loop's callers pass."""
     return Weights(name="tiny", path=Path("tiny"), sha256="ab" * 32, model=tiny_model(**kw))
 
 
@@ -49,19 +52,19 @@ def every_wavefront_split(monkeypatch):
     monkeypatch.setattr(streams, "default_count", lambda rows, cols: min(4, rows))
 
 
-FORKS: list[int] = []  # workers forked by codec, per Forked
-
-
-class CountedForked(parallel.Forked):
-    def __init__(self, n, serve):  # noqa: ANN001
-        FORKS.append(n)
-        super().__init__(n, serve)
+FORKS: list[int] = []  # one entry per process forked (os.fork), in the process that forked it
 
 
 @pytest.fixture(autouse=True)
 def count_forks(monkeypatch):
+    real = os.fork
+
+    def fork() -> int:
+        FORKS.append(1)
+        return real()
+
     FORKS.clear()
-    monkeypatch.setattr(codec, "Forked", CountedForked)
+    monkeypatch.setattr(os, "fork", fork)
 
 
 def files_and_images(img, quality, w, **kw) -> set[tuple[str, str, str]]:
@@ -70,15 +73,15 @@ def files_and_images(img, quality, w, **kw) -> set[tuple[str, str, str]]:
     out = set()
     for n in THREADS:
         FORKS.clear()
-        data, rec = codec.encode(img, quality, w, threads=n, **kw)
+        data, rec = codec.encode(img, quality, w.model, w.prefix, threads=n, **kw)
         header, payload = format.unpack(data)
-        dec = codec.decode(header, payload, w, threads=n)
+        dec = codec.decode(header, payload, w.model, threads=n)
         out.add(tuple(hashlib.sha256(x).hexdigest() for x in (data, rec.tobytes(), dec.tobytes())))
         rows, cols = blocks.grid_shape(*img.shape[:2])
         widest = blocks.widest(rows, cols)
         if parallel.can_fork() and n > 1 and header.streams > 1 and widest >= 2 * streams.MIN_CHUNK:
             k = min(n, header.streams, widest // streams.MIN_CHUNK)  # processes: a stream each at most
-            assert FORKS == [k - 1] * 2, "not as many processes as threads, streams and wavefronts allow"
+            assert len(FORKS) == 2 * (k - 1), "not as many processes as threads, streams and wavefronts allow"
     return out
 
 
@@ -118,77 +121,66 @@ def test_family_3_files_decode_with_workers_group_by_group(weights, family2_weig
     img = random_image(40, 72, seed=5)  # 5 x 9 blocks: wavefronts of up to 5 blocks
     for w in (weights, family2_weights):
         for quality in (1.5, 6):
-            one = codec.encode(img, quality, w, threads=1)
-            ref = codec.decode(*format.unpack(one[0]), w, threads=1)
+            one = codec.encode(img, quality, w.model, w.prefix, threads=1)
+            ref = codec.decode(*format.unpack(one[0]), w.model, threads=1)
             assert np.array_equal(ref, one[1])
             for n in (2, 3, 4):
                 FORKS.clear()
-                assert codec.encode(img, quality, w, threads=n)[0] == one[0]
-                assert FORKS == [n - 1]
+                assert codec.encode(img, quality, w.model, w.prefix, threads=n)[0] == one[0]
+                assert len(FORKS) == n - 1
                 FORKS.clear()
-                assert np.array_equal(codec.decode(*format.unpack(one[0]), w, threads=n), ref)
-                assert FORKS == [n - 1]
-    with pytest.raises(ValueError, match="family 3"):
-        codec.decode(*format.unpack(codec.encode(img, 4, weights)[0]), weights, "sequential")
+                assert np.array_equal(codec.decode(*format.unpack(one[0]), w.model, threads=n), ref)
+                assert len(FORKS) == n - 1
 
 
-def test_the_processes_share_each_wavefronts_first_layers(weights, monkeypatch, every_wavefront_split):
-    """Where every process has blocks in a wavefront, each computes its rows of every
-    block's first layers (codec._FirstLayers): the same file and image as one process,
-    and each process's blocks get exactly the products of their own neighbours."""
-    calls: list[tuple[int, int]] = []
-    real_compute, real_prepared = codec._FirstLayers.compute, codec._FirstLayers.prepared
+@pytest.mark.parametrize("n", [2, 3])
+def test_the_processes_share_each_wavefronts_first_layers(weights, n):
+    """lockstep.FirstLayers: each of n processes computes its rows of every block's first
+    layers; each then takes exactly the products of its own blocks' neighbours (here
+    all n parts are computed in this process, as n processes would into shared memory)."""
+    from bbcodec.coding import lockstep
 
-    def compute(self, shares, i):  # noqa: ANN001, ANN202
-        calls.append((i, sum(len(r) for r, _ in shares)))
-        return real_compute(self, shares, i)
-
-    def prepared(self, shares, i):  # noqa: ANN001, ANN202
-        got = real_prepared(self, shares, i)
-        r, c = shares[i]
-        own = weights.model.prepare(self.canvas.neighbours(r, c, ones=True), qp)
-        for name in self.columns:
-            assert np.array_equal(got.first(name), own.first(name))
-        return got
-
-    monkeypatch.setattr(codec._FirstLayers, "compute", compute)
-    monkeypatch.setattr(codec._FirstLayers, "prepared", prepared)
-    img = random_image(40, 72, seed=7)
-    qp = weights.model.params_at(4 * 256)
-    data, rec = codec.encode(img, 4, weights, threads=1)
-    assert not calls
-    for n in (2, 3):
-        calls.clear()
-        assert codec.encode(img, 4, weights, threads=n)[0] == data
-        assert calls and all(i == 0 and b >= n for i, b in calls)  # this process's part, where all have blocks
-        calls.clear()
-        assert np.array_equal(codec.decode(*format.unpack(data), weights, threads=n), rec)
-        assert calls
+    rows, cols = 12, 9
+    m, qp = weights.model, weights.model.params_at(4 * 256 + 77)
+    canvas = Canvas(rows, cols)
+    rng = np.random.default_rng(n)
+    names = ("ga", "he", "gs")
+    first = lockstep.FirstLayers(m, qp, canvas, names, n, blocks.widest(rows, cols))
+    split = 0
+    for shares in lockstep.waves(rows, cols, 4, n):
+        if first.splits(shares):
+            split += 1
+            for i in range(n):
+                first.compute(shares, i)
+            for i, (r, c) in enumerate(shares):
+                own = m.neighbours(canvas.neighbours(r, c, ones=True), qp)
+                got = first.take(shares, i)
+                for name in names:
+                    assert np.array_equal(got.first(name), own.first(name))
+        for r, c in shares:
+            canvas.put(r, c, rng.integers(-128, 128, size=(len(r), 192)).astype(np.int16))
+    assert split
 
 
 def test_the_post_loop_filter_runs_in_bands_across_the_workers(weights, monkeypatch, every_wavefront_split):
-    """Encoder and decoder filter one band of rows in each process (this one: band 0 of
-    n); the bands make the one-process image, bit for bit, with strips of any size."""
+    """Each of n processes filters one band of rows (model.finish with band (i, n)); the
+    bands make the one-process image, bit for bit, with strips of any size, and files
+    coded and decoded with n processes are the one-process files."""
     from bbcodec.model import filter as postfilter
-    from bbcodec.model.exact import FrozenModel
 
-    bands = []
-    real_finish = FrozenModel.finish
-
-    def recording_finish(self, img, qp, out=None, band=(0, 1)):  # noqa: ANN001
-        bands.append(band)
-        return real_finish(self, img, qp, out, band)
-
-    monkeypatch.setattr(FrozenModel, "finish", recording_finish)
     img = random_image(8 * 12 + 3, 8 * 20 + 5, seed=9)
-    data, rec = codec.encode(img, 5, weights, threads=1)
-    assert bands == [(0, 1)]
+    m = weights.model
+    qp = m.params_at(5 * 256)
+    whole = m.finish(img, qp)
+    data, rec = codec.encode(img, 5, m, weights.prefix, threads=1)
     for n, cells in ((2, 10**6), (3, 50), (4, 1000)):
         monkeypatch.setattr(postfilter, "STRIP_CELLS", cells)
-        bands.clear()
-        assert codec.encode(img, 5, weights, threads=n)[0] == data
-        assert np.array_equal(codec.decode(*format.unpack(data), weights, threads=n), rec)
-        assert bands == [(0, n), (0, n)]  # this process's band, encoding and decoding
+        out = np.zeros_like(img)
+        for i in range(n):
+            m.finish(img, qp, out, (i, n))
+        assert np.array_equal(out, whole)
+        assert codec.encode(img, 5, m, weights.prefix, threads=n)[0] == data
+        assert np.array_equal(codec.decode(*format.unpack(data), m, threads=n), rec)
 
 
 def test_each_process_codes_whole_streams_in_stream_order():
@@ -228,10 +220,6 @@ def test_kernel_3_hidden_layers_code_the_same_for_any_threads(kernels, skip, eve
     img = random_image(41, 90, seed=7)
     results = files_and_images(img, 3.5, w)
     assert len(results) == 1
-    data = codec.encode(img, 3.5, w, "raster", threads=1)[0]  # any order, even one block at a time
-    assert hashlib.sha256(data).hexdigest() == next(iter(results))[0]
-    assert np.array_equal(codec.decode(*format.unpack(data), w, "sequential", threads=2),
-                          codec.encode(img, 3.5, w)[1])
 
 
 def test_the_golden_files_decode_identically_with_every_thread_count(every_wavefront_split):
@@ -242,13 +230,13 @@ def test_the_golden_files_decode_identically_with_every_thread_count(every_wavef
         from bbcodec.model import weights as wmod
 
         w = wmod.for_header(header)
-        images = {codec.decode(header, payload, w, threads=n).tobytes() for n in THREADS}
+        images = {codec.decode(header, payload, w.model, threads=n).tobytes() for n in THREADS}
         assert len(images) == 1
 
 
 def test_a_corrupt_payload_fails_the_same_way_with_threads(kodak_crop, shipped, every_wavefront_split):
     weights = shipped
-    data, _ = codec.encode(kodak_crop, 4, weights)
+    data, _ = codec.encode(kodak_crop, 4, weights.model, weights.prefix)
     header, payload = format.unpack(data)
     flipped = bytearray(payload)
     flipped[len(payload) // 3] ^= 0x10
@@ -257,7 +245,7 @@ def test_a_corrupt_payload_fails_the_same_way_with_threads(kodak_crop, shipped, 
         messages = set()
         for n in THREADS:
             with pytest.raises(codec.DecodeError) as e:
-                codec.decode(header, bad, weights, threads=n)
+                codec.decode(header, bad, weights.model, threads=n)
             messages.add(str(e.value))
         assert len(messages) == 1
 
@@ -284,12 +272,12 @@ def test_the_fast_networks_equal_the_reference_arithmetic_with_the_shipped_weigh
             for name, st in m.stacks().items():
                 nb, cur = _inputs(rng, n, 0 if st.W_cur is None else st.W_cur.shape[1], name)
                 want, hidden = st.run_reference_with_hidden(cur, nb, qp.bias[name])
-                assert np.array_equal(st.run(cur, nb, qp.bias[name]), want)
-                fast = st.run_with_hidden(cur, None, None, first=m.prepare(nb, qp).first(name))
+                fast = st.fast.run_with_hidden(cur, m.neighbours(nb, qp).first(name))
                 assert np.array_equal(fast[0], want) and np.array_equal(fast[1], hidden)  # group heads read it
-                assert np.array_equal(st.run(cur, None, None, first=m.prepare(nb, qp).first(name)), want)
                 ones = np.concatenate([nb, np.ones((n, 1))], axis=1)
-                assert np.array_equal(st.run(cur, None, None, first=m.prepare(ones, qp).first(name)), want)
+                assert np.array_equal(st.fast.run_with_hidden(cur, m.neighbours(ones, qp).first(name))[0], want)
+                given = m.from_products({name: nb @ st.W_nb.T}, qp)  # rdoq's products of many candidates
+                assert np.array_equal(st.fast.run_with_hidden(cur, given.first(name))[0], want)
 
 
 @pytest.mark.parametrize("kernels", [(3, 1, 1, 1), (3, 3, 3, 1), (3, 1, 3, 3)])
@@ -308,7 +296,7 @@ def test_the_fast_networks_equal_the_reference_when_activations_saturate(kernels
         for name, st in m.stacks().items():
             nb, cur = _inputs(rng, len(r), 0 if st.W_cur is None else st.W_cur.shape[1], name)
             want, hidden = st.run_reference_with_hidden(cur, nb, qp.bias[name], ctx_ref.at(r, c))
-            out, fast_hidden = st.run_with_hidden(cur, nb, qp.bias[name], ctx_fast.chunk(r, c))
+            out, fast_hidden = st.fast.run_with_hidden(cur, m.neighbours(nb, qp).first(name), ctx_fast.chunk(r, c))
             assert np.array_equal(out, want) and np.array_equal(fast_hidden, hidden)
             saturated += int((np.abs(st.acts[0](nb @ st.W_nb.T + qp.bias[name], st.e0)) == ACT_MAX).sum())
     assert saturated > 0
@@ -316,7 +304,7 @@ def test_the_fast_networks_equal_the_reference_when_activations_saturate(kernels
 
 # The rolling canvas and the block geometry without whole-image copies.
 
-@pytest.mark.parametrize("schedule", [blocks.wavefronts, blocks.raster, blocks.sequential])
+@pytest.mark.parametrize("schedule", [blocks.wavefronts, raster, one_at_a_time])
 def test_a_rolling_canvas_gives_the_neighbours_of_a_whole_one(schedule):
     rows, cols = 5, 7
     rng = np.random.default_rng(0)
@@ -421,25 +409,26 @@ def test_a_decode_stopped_by_a_corrupt_payload_leaves_no_worker_behind(kodak_cro
                                                                      every_wavefront_split):
     import os
 
-    data, _ = codec.encode(kodak_crop, 4, weights)
+    data, _ = codec.encode(kodak_crop, 4, weights.model, weights.prefix)
     header, payload = format.unpack(data)
     with pytest.raises(codec.DecodeError):
-        codec.decode(header, payload[: 4 * (len(payload) // 12)], weights, threads=3)
+        codec.decode(header, payload[: 4 * (len(payload) // 12)], weights.model, threads=3)
     with pytest.raises(ChildProcessError):  # every worker reaped
         os.waitpid(-1, os.WNOHANG)
 
 
 def _kill_workers(monkeypatch, when=lambda: True) -> None:  # noqa: ANN001
-    """Workers of codec die (SIGKILL, as the kernel's OOM killer does) at their first
-    reply, if when() holds in the process that forked them."""
-    real = codec.reply
+    """Workers forked for an image die (SIGKILL, as the kernel's OOM killer does) as
+    soon as they start, if when() holds in the process that forks them."""
+    real = Forked.__init__
 
-    def reply(conn, data=b""):  # noqa: ANN001, ANN202
+    def start(self, n, serve):  # noqa: ANN001, ANN202
+        real(self, n, serve)
         if when():
-            os.kill(os.getpid(), signal.SIGKILL)
-        real(conn, data)
+            for pid in self.pids:
+                os.kill(pid, signal.SIGKILL)
 
-    monkeypatch.setattr(codec, "reply", reply)
+    monkeypatch.setattr(Forked, "__init__", start)
 
 
 KILLED = "worker process 1 of 1 ended unexpectedly (killed by SIGKILL)"
@@ -523,10 +512,10 @@ def test_an_exception_of_our_code_in_a_worker_is_an_internal_error(tmp_path, mon
 
     from bbcodec import cli
 
-    def reply(conn, data=b""):  # noqa: ANN001, ANN202
+    def follow(*args):  # noqa: ANN002, ANN202
         raise IndexError("a bug")
 
-    monkeypatch.setattr(codec, "reply", reply)
+    monkeypatch.setattr(lockstep, "follow", follow)
     src = tmp_path / "in.png"
     Image.fromarray(random_image(40, 72, seed=3)).save(src)
     monkeypatch.setattr(sys, "argv", ["bbcodec", "encode", str(src), str(tmp_path / "out.bbc"), "--threads", "2"])
@@ -561,16 +550,16 @@ def test_higher_efforts_give_the_one_process_file_with_threads(level, kodak_crop
     the one-process file whatever threads says (and not the effort-1 file)."""
     from bbcodec.coding import effort
 
-    one, rec = codec.encode(kodak_crop, 4, weights, effort=level, threads=1)
+    one, rec = codec.encode(kodak_crop, 4, weights.model, weights.prefix, effort=level, threads=1)
     assert not FORKS
     for n in (2, 3):
         FORKS.clear()
-        data, rec_n = codec.encode(kodak_crop, 4, weights, effort=level, threads=n)
+        data, rec_n = codec.encode(kodak_crop, 4, weights.model, weights.prefix, effort=level, threads=n)
         assert data == one and np.array_equal(rec_n, rec)
         if parallel.can_fork():
-            assert FORKS == ([n - 1] if effort.LEVELS[level].needs_proxy else [])
-    assert one != codec.encode(kodak_crop, 4, weights, threads=2)[0]
-    assert np.array_equal(codec.decode(*format.unpack(one), weights, threads=2), rec)
+            assert len(FORKS) == (n - 1 if effort.LEVELS[level].needs_proxy else 0)
+    assert one != codec.encode(kodak_crop, 4, weights.model, weights.prefix, threads=2)[0]
+    assert np.array_equal(codec.decode(*format.unpack(one), weights.model, threads=2), rec)
     assert bbcodec.encode(kodak_crop, 4, effort=level, threads=2) == one
 
 
@@ -605,20 +594,20 @@ BAD_THREADS = [0, -1, parallel.MAX_THREADS + 1, 2.0, "2", True, False, [2]]
 
 @pytest.mark.parametrize("bad", BAD_THREADS, ids=repr)
 def test_a_bad_threads_value_is_refused_up_front_on_every_path(bad, weights):
-    """Not only where workers would be forked: at efforts above 1, with the raster
-    schedule, the sequential decoder, rate targets, and before any input is read; always
+    """Not only where workers would be forked: at efforts above 1, with rate targets,
+    and before any input is read; always
     the one ThreadsError (a bbcodec.Error and a ValueError) with a one-line message."""
     from bbcodec import ratecontrol
 
     img = random_image(16, 24, seed=1)
-    data = codec.encode(img, 4, weights, threads=1)[0]
+    data = codec.encode(img, 4, weights.model, weights.prefix, threads=1)[0]
     calls = [
-        lambda: codec.encode(img, 4, weights, threads=bad),
-        lambda: codec.encode(img, 4, weights, effort=2, threads=bad),
-        lambda: codec.encode(img, 4, weights, effort=3, threads=bad),
-        lambda: codec.encode(img, 4, weights, "raster", threads=bad),
-        lambda: codec.decode(*format.unpack(data), weights, threads=bad),
-        lambda: codec.decode(*format.unpack(data), weights, "sequential", threads=bad),
+        lambda: codec.encode(img, 4, weights.model, weights.prefix, threads=bad),
+        lambda: codec.encode(img, 4, weights.model, weights.prefix, effort=2, threads=bad),
+        lambda: codec.encode(img, 4, weights.model, weights.prefix, effort=3, threads=bad),
+        lambda: codec.encode(img, 4, weights.model, weights.prefix, threads=bad),
+        lambda: codec.decode(*format.unpack(data), weights.model, threads=bad),
+        lambda: codec.decode(*format.unpack(data), weights.model, threads=bad),
         lambda: ratecontrol.encode_to_target(img, weights, target_bpp=1.0, threads=bad),
         lambda: bbcodec.encode(img, threads=bad),
         lambda: bbcodec.encode("/no/such/image.png", threads=bad),  # refused before the path is read
@@ -674,20 +663,20 @@ def test_the_pillow_plugin_forks_no_worker_unless_save_is_given_threads(monkeypa
     monkeypatch.setattr(parallel, "cores", lambda: 3)
     img = random_image(40, 72, seed=6)
     api = bbcodec.encode(img, 5)
-    assert FORKS == [2]  # the API's default: the cores
+    assert len(FORKS) == 2  # the API's default: the cores
     FORKS.clear()
     Image.fromarray(img).save(tmp_path / "a.bbc", quality=5)
-    assert FORKS == []
+    assert not FORKS
     with Image.open(tmp_path / "a.bbc") as im:
         pixels = np.asarray(im)  # load()
-    assert FORKS == [] and np.array_equal(pixels, np.asarray(bbcodec.decode(api)))
-    assert FORKS == [2]  # bbcodec.decode's default: the cores
+    assert not FORKS and np.array_equal(pixels, np.asarray(bbcodec.decode(api)))
+    assert len(FORKS) == 2  # bbcodec.decode's default: the cores
     FORKS.clear()
     Image.fromarray(img).save(tmp_path / "b.bbc", quality=5, threads=2)
-    assert FORKS == [1]
+    assert len(FORKS) == 1
     FORKS.clear()
     Image.fromarray(img).save(tmp_path / "c.bbc", quality=5, threads=None)  # None: the API's default
-    assert FORKS == [2]
+    assert len(FORKS) == 2
     assert {(tmp_path / n).read_bytes() for n in ("a.bbc", "b.bbc", "c.bbc")} == {api}
 
 
@@ -704,7 +693,7 @@ def test_the_float_model_codes_with_threads(monkeypatch):
                 model=FloatCodingModel(tiny_float(seed=2, kernels=(3, 3, 1, 1))))
     img = random_image(40, 200, seed=3)
     monkeypatch.setattr(streams, "MIN_CHUNK", 1)
-    (one, rec1), (two, rec2) = (codec.encode(img, 4, w, threads=n) for n in (1, 2))
+    (one, rec1), (two, rec2) = (codec.encode(img, 4, w.model, w.prefix, threads=n) for n in (1, 2))
     assert abs(len(one) - len(two)) <= 0.05 * len(one)
     assert np.abs(rec1.astype(int) - rec2).mean() < 1
 
@@ -726,10 +715,10 @@ def test_encoding_memory_grows_with_the_width_not_the_area(which, weights, famil
 
     def extra(h: int, w: int) -> int:
         img = random_image(h, w, seed=4)
-        codec.encode(img[:8, :8], 4, weights, threads=1)  # warm caches (quality params, tables)
+        codec.encode(img[:8, :8], 4, weights.model, weights.prefix, threads=1)  # warm caches (quality params, tables)
         tracemalloc.start()
         try:
-            codec.encode(img, 4, weights, threads=1)
+            codec.encode(img, 4, weights.model, weights.prefix, threads=1)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import EffortError
 from ..model import blocks
-from ..model.exact import FrozenModel, QualityParams, Scales
+from ..model.frozen import FrozenModel, Neighbours, QualityParams, Scales
 from .effort import Level, rd_lambda
 
 # Zero symbols are RDOQ candidates only if |latent| > ZERO_FROM (and near a boundary,
@@ -77,6 +77,10 @@ class Chooser:
         self.bits = bits_table(model.scale_table)
         self.L = model.max_symbol
 
+    def _given(self, name: str, product: np.ndarray) -> Neighbours:
+        """Neighbours of one stack from its unscaled neighbour product (shared by candidates)."""
+        return self.model.from_products({name: product}, self.qp)
+
     def cost_bits(self, scales: Scales, sym: np.ndarray) -> np.ndarray:
         """Bits of each row of symbols (the coder's grouped scales)."""
         total = np.zeros(len(sym))
@@ -113,7 +117,7 @@ class Chooser:
                 s = s.copy()
                 s[b[keep], ch[keep]] = new[keep]
                 if round_ + 1 < self.level.passes:
-                    rec = self.model.synthesise(s, mean, None, self.qp, nb_product=p_gs)
+                    rec = self.model.synthesise(s, mean, self._given("gs", p_gs), self.qp)
             out.append(s)
         return out
 
@@ -125,7 +129,7 @@ class Chooser:
         trial = s[b]
         trial[np.arange(len(b)), ch] = new
         sub = scales.rows(b)
-        trial_rec = self.model.synthesise(trial, mean[b], None, self.qp, nb_product=p_gs[b])
+        trial_rec = self.model.synthesise(trial, mean[b], self._given("gs", p_gs[b]), self.qp)
         d_bits = self.cost_bits(sub, trial) - self.cost_bits(scales, s)[b]
         d_sse = (((trial_rec - blk[b]) ** 2).sum(axis=1) - ((rec - blk) ** 2).sum(axis=1)[b]) / 3.0
         return new, d_bits, d_sse
@@ -139,10 +143,10 @@ class Chooser:
         blk = blocks.block_rows(self.grid, r, c)
         res = y - mean
         s0 = np.clip(np.rint(res), -self.L, self.L)
-        if model.context is not None and scales.hidden is not None:  # the heads' products, once
-            scales = Scales(scales.log_scale, scales.hidden, model.context.products(scales.hidden))
+        if model.groups is not None and scales.hidden is not None:  # the heads' products, once
+            scales = Scales(scales.log_scale, scales.hidden, model.groups.products(scales.hidden))
         p_gs = nb @ model.gs.W_nb.T  # the synthesis' first-layer product, shared by every candidate
-        rec0 = model.synthesise(s0, mean, None, qp, nb_product=p_gs)
+        rec0 = model.synthesise(s0, mean, self._given("gs", p_gs), qp)
         cands = [s0, *self.rdoq(res, s0, rec0, mean, p_gs, scales, blk)]
         differs = np.zeros(n, dtype=bool)
         for s in cands[1:]:
@@ -154,8 +158,8 @@ class Chooser:
         i = np.nonzero(differs)[0]
         K, m = len(cands), len(i)
         sym = np.concatenate([s[i] for s in cands])
-        rec = np.concatenate([rec0[i], model.synthesise(sym[m:], np.tile(mean[i], (K - 1, 1)), None, qp,
-                                                          nb_product=np.tile(p_gs[i], (K - 1, 1)))])
+        rec = np.concatenate([rec0[i], model.synthesise(sym[m:], np.tile(mean[i], (K - 1, 1)),
+                                                          self._given("gs", np.tile(p_gs[i], (K - 1, 1))), qp)])
         sc = scales.rows(np.tile(i, K))
         J = self.cost(sc, sym, rec, np.tile(blk[i], (K, 1))).reshape(K, m)
         for dr, dc, slot in DEPENDENTS[: self.level.lookahead]:
@@ -184,7 +188,8 @@ class Chooser:
         p = {name: np.tile(nb @ st.W_nb.T, (K, 1)) + flat @ st.W_nb[:, cols].T
              for name, st in self.model.stacks().items()}
         blk = np.tile(blocks.block_rows(self.grid, rr, cc), (K, 1))
-        mean, scales = self.model.entropy_params(None, self.qp, nb_product=p["he"])
-        s = np.clip(np.rint(self.model.analyse(blk, None, self.qp, nb_product=p["ga"]) - mean), -self.L, self.L)
-        rec = self.model.synthesise(s, mean, None, self.qp, nb_product=p["gs"])
+        given = self.model.from_products(p, self.qp)
+        mean, scales = self.model.entropy_params(given, self.qp)
+        s = np.clip(np.rint(self.model.analyse(blk, given, self.qp) - mean), -self.L, self.L)
+        rec = self.model.synthesise(s, mean, given, self.qp)
         return self.cost(scales, s, rec, blk)

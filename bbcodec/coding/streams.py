@@ -16,6 +16,7 @@ Version 1 files are one stream that codes every symbol (S = 1, skip = False).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -192,7 +193,7 @@ class Reader:
         return min(self.failed.items()) if self.failed else None
 
 
-def raise_first(failures: list[tuple[int, str] | None], streams: int) -> None:
+def raise_first(failures: Sequence[tuple[int, str] | None], streams: int) -> None:
     """Raise the EntropyError of the lowest failed stream among processes' failure()s."""
     found = [f for f in failures if f is not None]
     if found:

@@ -27,13 +27,17 @@ image height; the blocks themselves go straight into the output image (put_pixel
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import numpy as np
 
 BLOCK = 8
 BLOCK_CH = 3 * BLOCK * BLOCK  # 192: channel index = colour * 64 + dy * 8 + dx
 NEIGHBOURS = 4  # UL, U, UR, L
+
+
+Zeros = Callable[[tuple[int, ...], Any], np.ndarray]  # np.zeros, or memory that forked processes share
 
 
 def grid_shape(height: int, width: int) -> tuple[int, int]:
@@ -147,16 +151,10 @@ class Canvas:
     for any order that respects the dependencies, see the module docstring), else all."""
 
     def __init__(self, rows: int, cols: int, channels: int = BLOCK_CH, dtype: type = np.int16,
-                 rolling: bool = True, shared: bool = False) -> None:
-        self.rolling = rolling
-        self.channels = channels
+                 rolling: bool = True, zeros: Zeros = np.zeros) -> None:
+        self.rows, self.cols, self.rolling, self.channels = rows, cols, rolling, channels
         shape = (2 if rolling else rows + 1, cols + 2, channels)
-        if shared:  # in memory that processes forked later share (parallel.shared_zeros)
-            from ..coding.workers import shared_zeros
-
-            self.data: np.ndarray = shared_zeros(shape, dtype)
-        else:
-            self.data = np.zeros(shape, dtype=dtype)
+        self.data: np.ndarray = zeros(shape, dtype)  # zeros: coding/workers.shared_zeros for forked workers
 
     def _row(self, r: np.ndarray) -> np.ndarray:
         return (r + 1) % 2 if self.rolling else r + 1
@@ -186,30 +184,6 @@ def wavefronts(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield r, t - 2 * r
 
 
-def sequential(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One block at a time in wavefront (bitstream) order: the unbatched decoder."""
-    for r, c in wavefronts(rows, cols):
-        for i in range(len(r)):
-            yield r[i : i + 1], c[i : i + 1]
-
-
-def raster(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One block at a time, row by row."""
-    for r in range(rows):
-        for c in range(cols):
-            yield np.array([r]), np.array([c])
-
-
-def wavefront_rank(rows: int, cols: int) -> np.ndarray:
-    """(rows, cols) position of each block in the bitstream's wavefront order."""
-    rank = np.empty((rows, cols), dtype=np.int64)
-    k = 0
-    for r, c in wavefronts(rows, cols):
-        rank[r, c] = np.arange(k, k + len(r))
-        k += len(r)
-    return rank
-
-
 class BlockContext:
     """Where the current blocks are, and the hidden features of blocks already done (one
     Canvas per kernel-3 layer): what a layer that reads its causal neighbours' features
@@ -237,15 +211,15 @@ class BlockContext:
         ctx._features = self._features
         return ctx.at(r, c)
 
-    def add_features(self, layer: Hashable, channels: int, dtype: type, shared: bool = False) -> None:
+    def add_features(self, layer: Hashable, channels: int, dtype: type, zeros: Zeros = np.zeros) -> None:
         """Make the feature canvas of a layer now (with_neighbours makes it on first use)."""
-        self._features[layer] = Canvas(self.rows, self.cols, channels, dtype, self.rolling, shared)
+        self._features[layer] = Canvas(self.rows, self.cols, channels, dtype, self.rolling, zeros)
 
     def with_neighbours(self, layer: Hashable, h: np.ndarray, dtype: type = np.float64) -> np.ndarray:
         """Store h (B, C) for the current blocks under the key `layer`; return
         [UL, U, UR, L, h] (B, 5 C). The canvas holds dtype (int16 for integer features)."""
         canvas = self._features.get(layer)
-        if canvas is None:  # first use, with no workers: for forked ones codec._shared_state makes every
+        if canvas is None:  # first use, with no workers: for forked ones coding/loop._Blocks makes every
             # canvas up front in shared memory (one made here after the fork would be this process's own)
             canvas = self._features.setdefault(layer, Canvas(self.rows, self.cols, h.shape[1], dtype, self.rolling))
         canvas.put(self.r, self.c, h)

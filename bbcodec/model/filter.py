@@ -14,21 +14,12 @@ Arithmetic as in exact.py: integers in float64 below 2^53, power-of-two scales.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .exact import (
-    ACT_MAX,
-    EXACT_LIMIT,
-    PIXEL_EXP,
-    Activation,
-    Layer,
-    LeakyLayers,
-    fold_leaky,
-    leaky_chain,
-    mm,
-    rescaled,
-)
+from .arith import ACT_MAX, EXACT_LIMIT, PIXEL_EXP, LeakyLayers, leaky_chain, mm, rescaled
+from .stack import Activation, Layer, fold_leaky
 
 STRIP_CELLS = 2048  # cells filtered at a time (whole cell rows, at least one): fastest here (2 MB of windows)
 
@@ -64,23 +55,21 @@ class PostFilter:
         exact.FastStack): a requantisation is rint and clip, and the last layer gives the
         residual at the pixel scale. The same sums in another order, so the same bits
         (tested against residual)."""
-        W0, s0, layers = self._fast()
+        W0, s0, layers = self._fast
         x = mm(patches, W0)
         x += bias * s0
         x = leaky_chain(x, layers)
         return np.rint(x, out=x)
 
+    @cached_property
     def _fast(self) -> tuple[np.ndarray, np.ndarray, LeakyLayers]:
         """(W0, the first bias' factor, [(W, b)] per layer), rescaled, W0's columns in
         patch_order and the last layer's rows in residual_order; built on first use."""
-        fast = self.__dict__.get("_fast_arrays")
-        if fast is None:
-            s0, layers = fold_leaky(self.acts, self.e0, self.layers, PIXEL_EXP)
-            W0 = np.ascontiguousarray(rescaled(self.W0, s0)[:, patch_order(self.P)])
-            last = residual_order(self.P)
-            layers[-1] = (np.ascontiguousarray(layers[-1][0][last]), layers[-1][1][last])
-            fast = self.__dict__["_fast_arrays"] = (W0, np.ldexp(1.0, s0), layers)
-        return fast
+        s0, layers = fold_leaky(self.acts, self.e0, self.layers, PIXEL_EXP)
+        W0 = np.ascontiguousarray(rescaled(self.W0, s0)[:, patch_order(self.P)])
+        last = residual_order(self.P)
+        layers[-1] = (np.ascontiguousarray(layers[-1][0][last]), layers[-1][1][last])
+        return W0, np.ldexp(1.0, s0), layers
 
     def worst_sums(self) -> list[float]:
         first = 128 * np.abs(self.W0).sum(1) + np.abs(self.qbias).max(0)

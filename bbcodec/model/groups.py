@@ -10,28 +10,23 @@ the symbols and the reconstruction are exactly those of the same networks withou
 heads: only the rate changes, which is why the heads can be trained on a cache of a
 frozen codec's real encodes (bbcodec.train.groups).
 
-Integer arithmetic as in exact.py: integers in float64 below 2^53, power-of-two scales.
+Integer arithmetic as in arith.py: integers in float64 below 2^53, power-of-two scales.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .exact import (
-    ACT_MAX,
-    EXACT_LIMIT,
-    MAX_SYMBOL,
-    Activation,
-    Layer,
-    Read,
-    fold_leaky,
-    leaky_chain,
-    mm,
-    rescaled,
-    scale_indices,
-)
+from .arith import ACT_MAX, EXACT_LIMIT, MAX_SYMBOL, leaky_chain, mm, rescaled, scale_indices
+from .stack import Activation, Layer, fold_leaky
+
+# read(idx, out): the decoder's reading of a group's symbols (B, n) from their scale-table
+# indices into out, a zeroed view (coding/streams.Reader.read over the wavefront's spans).
+Read = Callable[[np.ndarray, np.ndarray], None]
 
 
 @dataclass
@@ -56,12 +51,10 @@ class GroupHead:
             e = layer.e
         return np.ldexp(acc, -e.astype(np.int64))  # exact: the real value of the accumulator
 
+    @cached_property
     def fast(self) -> FastHead:
         """The fast form of this head, built on first use (the arrays must not change after)."""
-        fast = self.__dict__.get("_fast")
-        if fast is None:
-            fast = self.__dict__["_fast"] = FastHead.of(self)
-        return fast
+        return FastHead.of(self)
 
     def worst_sums(self) -> list[float]:
         """Largest partial sum of each layer for any input (hidden features and
@@ -73,7 +66,7 @@ class GroupHead:
 @dataclass
 class FastHead:
     """A GroupHead with every power-of-two rescaling folded into its integers, as
-    exact.FastStack does for the stacks (same bits: integers times powers of two, whose
+    stack.FastStack does for the stacks (same bits: integers times powers of two, whose
     sums are exact in any order): the first layer's weights (W_h: GroupedScales.products)
     and per-quality bias by 2^(fa_1 - e0) per channel, so that its requantisation is rint
     and clip; each layer's by 2^(fa_next - e), the last by 2^-e, so that it gives the
@@ -119,7 +112,7 @@ class GroupedScales:
 
     def __post_init__(self) -> None:
         # The heads' first layers on h, rescaled (FastHead), side by side: one product for all.
-        self._fast = [head.fast() for head in self.heads]
+        self._fast = [head.fast for head in self.heads]
         self._W_h = np.concatenate([f.W_h for f in self._fast]) if self.heads else np.zeros((0, 0))
         head_ends = np.cumsum([head.W_h.shape[0] for head in self.heads]).tolist()
         self._heads_at = [slice(e - head.W_h.shape[0], e) for head, e in zip(self.heads, head_ends, strict=True)]
@@ -166,7 +159,7 @@ class GroupedScales:
 
     def decode(self, log_scale: np.ndarray, hidden: np.ndarray, bounds: np.ndarray,
                biases: dict[str, np.ndarray], read: Read) -> np.ndarray:
-        """exact.decode_symbols with groups: the symbols and their magnitudes kept in
+        """frozen.decode_symbols with groups: the symbols and their magnitudes kept in
         coding order (perm), where each group is a slice, and put back in channel order
         once at the end; the same indices as exact.scale_groups (tested)."""
         B, M = log_scale.shape

@@ -14,9 +14,11 @@ from typing import IO
 import numpy as np
 
 from ..errors import LayoutError
-from .exact import ACTIVATIONS, MAX_SYMBOL, Activation, FrozenModel, Layer, Stack, check_exact
+from .arith import ACTIVATIONS, MAX_SYMBOL
 from .filter import PostFilter
+from .frozen import FrozenModel, check_exact
 from .groups import GroupedScales, GroupHead
+from .stack import Activation, Layer, Stack
 
 FORMAT = "bbcodec-weights"
 # Network family ids, written into .bbc headers. The meta "version" equals the family
@@ -60,8 +62,8 @@ def to_arrays(model: FrozenModel) -> dict[str, np.ndarray]:
         out.update(_stack_arrays(name, st))
     for k in ("gain", "inv_gain", "log_gain", "scale_table", "scale_bounds"):
         out[k] = np.asarray(getattr(model, k), dtype=np.float64)
-    if model.context is not None:
-        out.update(_context_arrays(model.context))
+    if model.groups is not None:
+        out.update(_context_arrays(model.groups))
     if model.postfilter is not None:
         out.update(_postfilter_arrays(model.postfilter))
     out["f_latent"] = np.array(model.f_latent)
@@ -162,7 +164,7 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> FrozenModel:
             f_latent=int(arrays["f_latent"]),
             config={k: meta[k] for k in CONFIG_KEYS if k in meta},
             info={k: v for k, v in meta.items() if k not in LAYOUT_KEYS + CONFIG_KEYS},
-            context=_context(arrays) if meta.get("family") == FAMILY_GROUPS else None,
+            groups=_context(arrays) if meta.get("family") == FAMILY_GROUPS else None,
             postfilter=_postfilter(arrays) if meta.get("family") == FAMILY_GROUPS and "pf.0.W" in arrays else None,
         )
     except KeyError as e:

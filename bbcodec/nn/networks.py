@@ -31,20 +31,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.blocks import BLOCK, BLOCK_CH, BlockContext
-from ..model.exact import (
+from ..model.arith import (
     ACTIVATIONS,
     LEAKY_SHIFT,
     MAX_SYMBOL,
     PIXEL_EXP,
     SCALE_MIN,
-    Read,
-    Scales,
-    decode_symbols,
     scale_bounds,
-    scale_groups,
     scale_table,
 )
+from ..model.blocks import BLOCK, BLOCK_CH, BlockContext
+from ..model.frozen import Scales, decode_symbols, scale_groups
+from ..model.groups import Read
 from ..model.quality import LAMBDAS as QUALITY_LAMBDAS
 from ..model.quality import NUM_QUALITIES, from_x256
 from .layers import GDN, BlockMaskedConv2d
@@ -322,6 +320,10 @@ class FloatCodingModel:
              ctx: BlockContext) -> torch.Tensor:
         rows = torch.from_numpy(nb) * 2.0**-PIXEL_EXP
         return st(cur, rows, p.q.expand(rows.shape[0]), ctx=ctx)
+
+    def neighbours(self, pixels: np.ndarray, p: FloatParams) -> np.ndarray:
+        """The (B, 768) neighbour pixels (the loop's may carry a column of ones)."""
+        return pixels[:, : 4 * BLOCK_CH]
 
     @torch.no_grad()
     def entropy_params(self, nb: np.ndarray, p: FloatParams, ctx: BlockContext) -> tuple[np.ndarray, Scales]:

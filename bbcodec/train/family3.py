@@ -27,7 +27,7 @@ import torch
 
 from ..model import layout as model_io
 from ..model import weights
-from ..model.exact import FrozenModel
+from ..model.frozen import FrozenModel
 from . import cache
 from . import filter as postfilter
 from . import groups as context
@@ -50,7 +50,7 @@ def build(base: FrozenModel, ctx_net: context.GroupedScalesNet | None, pf_net: p
         base,
         name=name,
         family=model_io.FAMILY_GROUPS,
-        context=context.freeze_context(ctx_net, calib) if ctx_net is not None and calib is not None else None,
+        groups=context.freeze_context(ctx_net, calib) if ctx_net is not None and calib is not None else None,
         postfilter=postfilter.freeze_filter(pf_net, calib_images) if pf_net is not None and calib_images else None,
         info={**base.info, **info},
     )
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     digest = register(path, a.default)
     add_card_stub(model, path, digest, str(a.data))
     check = model_io.read(str(path))
-    assert np.array_equal(check.context.perm, model.context.perm)  # type: ignore[union-attr]
+    assert np.array_equal(check.groups.perm, model.groups.perm)  # type: ignore[union-attr]
     print(f"wrote {path} (sha256 {digest[:16]}...)")
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from ..images import IMAGE_SUFFIXES
-from ..model.exact import LEAKY_SHIFT, PIXEL_EXP
+from ..model.arith import LEAKY_SHIFT, PIXEL_EXP
 from ..model.filter import PostFilter
 from ..nn.networks import NUM_QUALITIES
 from .freeze import first_layer, freeze_leaky_tail

@@ -26,18 +26,9 @@ import torch
 from torch import nn
 
 from ..model import layout as model_io
-from ..model.exact import (
-    ACT_MAX,
-    ACTIVATIONS,
-    PIXEL_EXP,
-    W_MAX,
-    Activation,
-    FrozenModel,
-    Layer,
-    Stack,
-    scale_bounds,
-    scale_table,
-)
+from ..model.arith import ACT_MAX, ACTIVATIONS, PIXEL_EXP, W_MAX, scale_bounds, scale_table
+from ..model.frozen import FrozenModel
+from ..model.stack import Activation, Layer, Stack
 from ..nn.layers import GDN, BlockMaskedConv2d
 from ..nn.networks import NUM_QUALITIES, BlockCodecNet, MaskedStack, ModelConfig
 from .data import CropSampler, load_images

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.exact import ACT_MAX, LEAKY_SHIFT, MAX_SYMBOL, SCALE_MAX, SCALE_MIN, scale_bounds
+from ..model.arith import ACT_MAX, LEAKY_SHIFT, MAX_SYMBOL, SCALE_MAX, SCALE_MIN, scale_bounds
 from ..model.groups import GroupedScales, GroupHead
 from ..nn.networks import NUM_QUALITIES
 from .freeze import first_layer, freeze_leaky_tail

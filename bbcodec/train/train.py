@@ -231,16 +231,14 @@ def validation_images(args: TrainConfig) -> list[np.ndarray]:
 def validate(model: BlockCodecNet, calib: torch.Tensor, imgs: list[np.ndarray], qualities: list[float]) -> str:
     """Real codec on the images: 'q:bpp/PSNR' per quality, averaged."""
     from ..coding import loop as codec
-    from ..model import weights
     from .freeze import freeze
 
     frozen = freeze(model, calib, "val", {})
-    w = weights.Weights(name="val", path=Path("val"), sha256="0" * 64, model=frozen)
     parts = []
     for q in qualities:
         bpp, psnr = [], []
         for img in imgs:
-            data, rec = codec.encode(img, q, w)
+            data, rec = codec.encode(img, q, frozen, codec.UNNAMED)
             bpp.append(8 * len(data) / img.shape[0] / img.shape[1])
             psnr.append(10 * np.log10(255**2 / np.mean((img.astype(np.float64) - rec) ** 2)))
         parts.append(f"q{q:g}:{np.mean(bpp):.4f}/{np.mean(psnr):.2f}")

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from ..model import layout as model_io
-from ..model.exact import PIXEL_EXP, FrozenModel, Stack
+from ..model.arith import PIXEL_EXP
+from ..model.frozen import FrozenModel
+from ..model.stack import Stack
 from ..nn.layers import CENTRE_TAP, GDN, NEIGHBOUR_TAPS
 from ..nn.networks import BlockCodecNet, MaskedStack, ModelConfig
 

@@ -1,0 +1,182 @@
+"""The lockstep: n processes share each wavefront's blocks of one image.
+
+The payload is cut into streams by block row (streams.py, docs/format.md 4.1) and each
+process owns whole streams (streams.owned); within a wavefront each codes the blocks of
+its streams (streams.shares), and the wavefront ends when all have. The lead (process 0,
+the caller) and its n - 1 workers (forked for the image, workers.Forked) exchange one-
+byte messages (Msg) per wavefront; with n = 1 there are no workers and the lockstep is
+a plain loop over the wavefronts. Exact arithmetic makes every block's result
+independent of the cut, and each stream is coded in its own order, so files and images
+are the same for any n.
+
+Where every process has blocks in a wavefront, the first layers' neighbour products
+come first (FirstLayers): each process multiplies every block's neighbours by its part
+of the stacked first-layer weights, into memory they share, then takes its own blocks'
+rows (one more hand-off; OpenBLAS packs a product's whole weight matrix per call, so
+each process packing a part of it halves that work on two). After the loop, each
+process filters a band of the image's rows (PostLoop).
+
+Threads would not do: the range coder (constriction) holds Python's GIL while it runs,
+and the networks need it between their many numpy calls, so threads took turns rather
+than working at once (measured: a thread of matrix products beside a thread of range
+coding made 98 products/s instead of 2888).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..model import blocks
+from ..model.arith import mm
+from ..model.blocks import Canvas
+from ..model.frozen import FrozenModel, Neighbours, QualityParams
+from . import streams
+from .workers import Channel, Forked, receive, reply, shared_zeros
+
+
+class Msg:
+    """The lead's messages to a worker (a worker's replies carry data: workers.reply)."""
+
+    GO = b"g"  # the wavefronts before are done: code your blocks of the next one
+    PRODUCTS = b"p"  # every process's rows of the first-layer products are in: take yours
+    END = b"e"  # the last wavefront is done: send what your side has at the end
+    FILTER = b"f"  # filter your band of the image's rows
+
+
+def expect(conn: Channel, msg: bytes) -> None:
+    """Wait for the lead's message msg (anything else is a bug in the protocol)."""
+    got = receive(conn)
+    if got != msg:
+        raise RuntimeError(f"lockstep: expected {msg!r}, got {got[:8]!r}")
+
+
+Shares = list[tuple[np.ndarray, np.ndarray]]  # a wavefront's blocks (r, c) of each process
+# Code blocks (r, c) of one wavefront, given their first layers' products or None, and
+# return the process's reply for that wavefront (b"" or a report, e.g. a stream's failure).
+Work = Callable[[np.ndarray, np.ndarray, Neighbours | None], bytes]
+
+
+def waves(rows: int, cols: int, n_streams: int, n: int) -> list[Shares]:
+    """Each wavefront's blocks of each of n processes, each share in stream order
+    (streams.shares)."""
+    return [streams.shares(r, c, n_streams, n) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+
+
+class FirstLayers:
+    """The first layers' neighbour products (Neighbours.first) of a wavefront's blocks,
+    computed by its n processes together: each process multiplies every block's
+    neighbours by its n-th of the stacked weights' rows, into memory they share (made
+    here, before the workers are forked), then takes its own blocks' rows of them."""
+
+    def __init__(self, model: FrozenModel, qp: QualityParams, canvas: Canvas, names: tuple[str, ...], n: int,
+                 widest: int) -> None:
+        self.canvas, self.weights = canvas, qp.first_layers
+        stacked = np.concatenate([self.weights[k] for k in names])
+        ends = np.cumsum([len(self.weights[k]) for k in names]).tolist()
+        self.columns = {k: slice(e - len(self.weights[k]), e) for k, e in zip(names, ends, strict=True)}
+        cuts = [len(stacked) * i // n for i in range(n + 1)]
+        self.rows = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        self.parts = [np.ascontiguousarray(stacked[k]) for k in self.rows]
+        self.out = shared_zeros((widest, len(stacked)), np.float64)
+
+    @staticmethod
+    def splits(shares: Shares) -> bool:
+        """Whether every process has blocks in the wavefront (else each computes its own)."""
+        return all(len(r) for r, _ in shares)
+
+    def compute(self, shares: Shares, i: int) -> None:
+        """Process i's rows of every block's products (blocks in process order)."""
+        r = np.concatenate([r for r, _ in shares])
+        c = np.concatenate([c for _, c in shares])
+        self.out[: len(r), self.rows[i]] = mm(self.canvas.neighbours(r, c, ones=True), self.parts[i])
+
+    def take(self, shares: Shares, i: int) -> Neighbours:
+        """Process i's blocks' products, once every process has computed its rows."""
+        start = sum(len(r) for r, _ in shares[:i])
+        own = self.out[start : start + len(shares[i][0])]
+        return Neighbours(None, self.weights, {k: np.asfortranarray(own[:, cols]) for k, cols in self.columns.items()})
+
+
+def lead(workers: Forked, waves: list[Shares], work: Work, first: FirstLayers | None = None
+         ) -> Iterator[tuple[Shares, list[bytes]]]:
+    """Process 0's side of the loop: per wavefront, tell the workers with blocks in it to
+    go (with first, where all have blocks: compute this process's rows of the first
+    layers, wait for theirs, tell them to take theirs), do this process's blocks, and
+    yield the wavefront's shares with every busy process's reply, this one's first (the
+    wavefront is then done in every process)."""
+    for shares in waves:
+        busy = [i for i in range(1, len(shares)) if len(shares[i][0])]
+        for i in busy:
+            workers.send(i - 1, Msg.GO)
+        given = None
+        if first is not None and first.splits(shares):
+            first.compute(shares, 0)
+            for i in busy:
+                workers.recv(i - 1)
+            for i in busy:
+                workers.send(i - 1, Msg.PRODUCTS)
+            given = first.take(shares, 0)
+        r, c = shares[0]
+        own = work(r, c, given) if len(r) else b""
+        yield shares, [own] + [workers.recv(i - 1) for i in busy]
+
+
+def follow(conn: Channel, waves: list[Shares], i: int, work: Work, first: FirstLayers | None = None) -> None:
+    """Worker i's side (i >= 1): its blocks of each wavefront once told to go (and its
+    rows of the first layers, as lead); work's bytes are its reply."""
+    for shares in waves:
+        r, c = shares[i]
+        if len(r):
+            expect(conn, Msg.GO)  # the blocks before this wavefront are done
+            given = None
+            if first is not None and first.splits(shares):
+                first.compute(shares, i)
+                reply(conn)
+                expect(conn, Msg.PRODUCTS)
+                given = first.take(shares, i)
+            reply(conn, work(r, c, given))
+
+
+def end(workers: Forked) -> list[bytes]:
+    """Each worker's last reply (its side's end), once the last wavefront is done."""
+    n = len(workers.conns)
+    for i in range(n):
+        workers.send(i, Msg.END)
+    return [workers.recv(i) for i in range(n)]
+
+
+class PostLoop:
+    """The post-loop filter (model.finish) shared by the lead and its n - 1 workers:
+    process i filters band i of n of the filter's rows into an output in shared memory
+    (made here, before the workers are forked). Each cell reads only the loop's image,
+    so the bands make the same image as one pass. Without workers or a filter, run() is
+    model.finish in this process."""
+
+    def __init__(self, model: Any, qp: Any, img: np.ndarray, n: int) -> None:
+        self.model, self.qp, self.img, self.n = model, qp, img, n
+        self.shared = n > 1 and isinstance(model, FrozenModel) and model.postfilter is not None
+        self.out = shared_zeros(img.shape, np.uint8) if self.shared else img
+
+    def _band(self, i: int) -> None:
+        self.model.finish(self.img, self.qp, self.out, (i, self.n))
+
+    def follow(self, i: int, conn: Channel) -> None:
+        """Worker i's band (i >= 1), after the loop."""
+        if self.shared:
+            expect(conn, Msg.FILTER)
+            self._band(i)
+            reply(conn)
+
+    def run(self, workers: Forked) -> np.ndarray:
+        """The filtered image (with the workers' help, where they were forked for it)."""
+        if not self.shared:
+            return self.model.finish(self.img, self.qp)
+        for i in range(self.n - 1):
+            workers.send(i, Msg.FILTER)
+        self._band(0)
+        for i in range(self.n - 1):
+            workers.recv(i)
+        return self.out
