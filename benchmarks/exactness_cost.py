@@ -2,7 +2,7 @@
 
     python benchmarks/exactness_cost.py [--weights W.npz] [--ckpt CKPT] [--images 6]
 
-Runs the real coding loop (codec.encode: closed loop, scale table, range coder, real
+Runs the real coding loop (coding/loop.encode: closed loop, scale table, range coder, real
 bytes) twice on Kodak: once with the frozen integer networks of a weights file (the
 shipped codec), once with float64 networks (networks.FloatCodingModel, the same forward
 pass training uses). The float networks are those of --ckpt, or by default the weights
@@ -33,7 +33,7 @@ KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 
 
 def float_weights(args: argparse.Namespace, w: weights.Weights) -> weights.Weights:
-    """The float model to compare with, behind the Weights interface codec.encode takes."""
+    """The float model to compare with, with the weights record its callers pass."""
     if args.ckpt is not None:
         ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
         net = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))

@@ -33,7 +33,8 @@ CHILD = """
 import json, sys, time
 import numpy as np
 from PIL import Image
-from bbcodec import codec, format, weights
+from bbcodec.coding import format, loop as codec
+from bbcodec.model import weights
 w = weights.from_file(sys.argv[1])
 q, reps = float(sys.argv[2]), int(sys.argv[3])
 out = {}
@@ -43,9 +44,9 @@ for path in sys.argv[4:]:
     enc, dec, filt = [], [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        data, rec = codec.encode(img, q, w)
+        data, rec = codec.encode(img, q, w.model, w.prefix)
         t1 = time.perf_counter()
-        codec.decode(*format.unpack(data), w)
+        codec.decode(*format.unpack(data), w.model)
         dec.append(time.perf_counter() - t1)
         enc.append(t1 - t0)
         if w.model.postfilter is not None:

@@ -15,7 +15,7 @@ forked workers).
    largest peak of a forked worker (most of its pages are the caller's, shared).
 3. Where one Kodak decode goes with one thread: the integer networks, the range coder,
    the rest (Python, gathering, writing pixels).
-4. The matrix-product orientation of exact.mm: x @ W.T against (W @ x.T).T for the
+4. The matrix-product orientation of arith.mm: x @ W.T against (W @ x.T).T for the
    entropy network's first layer at the batch sizes of a Kodak wavefront cut among 1, 2
    and 4 processes (one BLAS thread, float64).
 
@@ -103,7 +103,8 @@ def kodak_table(n_images: int, threads: list[int]) -> None:
 CHILD = """
 import gc, json, resource, sys, time, numpy as np
 from PIL import Image
-from bbcodec import codec, format, weights
+from bbcodec.coding import format, loop as codec
+from bbcodec.model import weights
 
 def reset_peak():  # Linux: restart the peak resident memory from what is resident now
     try:
@@ -126,14 +127,14 @@ with Image.open(src) as im:
     s = (mp * 1e6 / (im.width * im.height)) ** 0.5
     img = np.asarray(im.resize((max(8, round(im.width * s)), max(8, round(im.height * s))), Image.Resampling.BICUBIC))
 w = weights.default()
-codec.encode(img[:64, :64], 4, w, threads=threads)  # load the weights, build the fast networks
+codec.encode(img[:64, :64], 4, w.model, w.prefix, threads=threads)  # load the weights, build the fast networks
 gc.collect(); reset_peak()
-t0 = time.perf_counter(); data, rec = codec.encode(img, 4, w, threads=threads); t1 = time.perf_counter()
+t0 = time.perf_counter(); data, rec = codec.encode(img, 4, w.model, w.prefix, threads=threads); t1 = time.perf_counter()
 enc_mb = peak_mb()
 h, wd = img.shape[:2]
 del img, rec
 gc.collect(); reset_peak()
-t2 = time.perf_counter(); codec.decode(*format.unpack(data), w, threads=threads); t3 = time.perf_counter()
+t2 = time.perf_counter(); codec.decode(*format.unpack(data), w.model, threads=threads); t3 = time.perf_counter()
 worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"w": wd, "h": h, "enc": t1 - t0, "dec": t3 - t2, "enc_mb": enc_mb, "dec_mb": peak_mb(),
                   "worker_mb": worker_mb}))
@@ -173,12 +174,12 @@ def breakdown() -> None:
     codec.decode(header, payload, w.model, threads=1)
     prof = cProfile.Profile()
     t = time.perf_counter()
-    prof.runcall(codec.decode, header, payload, w, threads=1)
+    prof.runcall(codec.decode, header, payload, w.model, threads=1)
     total = time.perf_counter() - t
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     nets = coder = 0.0
     for (file, _, fn), (_, _, tottime, cumtime, _) in stats.items():
-        if file.endswith("exact.py") and fn in ("prepare", "entropy_params", "synthesise"):
+        if file.endswith("frozen.py") and fn in ("neighbours", "entropy_params", "synthesise"):
             nets += cumtime
         if "RangeDecoder" in fn or "RangeEncoder" in fn:
             coder += tottime

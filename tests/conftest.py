@@ -63,6 +63,15 @@ def one_at_a_time(rows: int, cols: int) -> Iterator[tuple[np.ndarray, np.ndarray
             yield r[i : i + 1], c[i : i + 1]
 
 
+def coded(symbols: np.ndarray, stds: np.ndarray, max_symbol: int = 2047) -> bytes:
+    """Symbols range-coded in one call (entropy.SymbolEncoder)."""
+    from bbcodec.coding import entropy
+
+    enc = entropy.SymbolEncoder(max_symbol)
+    enc.encode(symbols, stds)
+    return enc.payload()
+
+
 def run(stack, cur, nb, bias, ctx=None) -> np.ndarray:  # noqa: ANN001
     """An integer stack's outputs (docs/format.md 5.1, step by step)."""
     return stack.run_reference_with_hidden(cur, nb, bias, ctx)[0]

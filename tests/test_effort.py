@@ -10,13 +10,13 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import KODAK, random_image
+from conftest import KODAK, coded, random_image
 from PIL import Image
 
 import bbcodec
 from bbcodec import ratecontrol
 from bbcodec.cli import cli
-from bbcodec.coding import effort, entropy, format, rdoq
+from bbcodec.coding import effort, format, rdoq
 from bbcodec.coding import loop as codec
 from bbcodec.model import quality as Q
 
@@ -74,7 +74,7 @@ def test_bits_table_is_what_the_range_coder_spends(weights):
     idx = rng.integers(0, len(table), 20000)
     sym = np.rint(rng.normal(0, 1, 20000) * table[idx]).clip(-300, 300)
     bits = rdoq.bits_table(table)[idx, np.abs(sym).astype(np.int64)].sum()
-    spent = 8 * len(entropy.encode_symbols(sym.astype(np.int32), table[idx], weights.model.max_symbol))
+    spent = 8 * len(coded(sym.astype(np.int32), table[idx], weights.model.max_symbol))
     assert abs(spent - bits) < 0.01 * bits + 64
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import coded
 
 from bbcodec.coding import entropy
 
@@ -13,7 +14,7 @@ def test_symbols_round_trip_in_chunks():
     stds = rng.uniform(0.11, 50, size=(7, 13))
     sym = np.clip(np.rint(rng.normal(0, stds)), -2047, 2047).astype(np.int32)
     sym[0, 0], sym[0, 1] = 2047, -2047  # extremes of the alphabet stay codable
-    data = entropy.encode_symbols(sym, stds, 2047)
+    data = coded(sym, stds, 2047)
     assert len(data) % 4 == 0
     dec = entropy.SymbolDecoder(data, 2047)
     out = np.concatenate([dec.decode(stds[i]) for i in range(7)])
@@ -23,13 +24,13 @@ def test_symbols_round_trip_in_chunks():
 
 def test_small_scales_cost_few_bits():
     stds = np.full(1000, 0.11)
-    assert len(entropy.encode_symbols(np.zeros(1000), stds, 2047)) <= 16
+    assert len(coded(np.zeros(1000), stds, 2047)) <= 16
 
 
 def test_leftover_payload_is_detected():
     stds = np.full(200, 5.0)
     sym = np.arange(200) % 7 - 3
-    data = entropy.encode_symbols(sym, stds, 2047)
+    data = coded(sym, stds, 2047)
     dec = entropy.SymbolDecoder(data, 2047)
     dec.decode(stds[:10])
     with pytest.raises(entropy.EntropyError):
@@ -48,13 +49,13 @@ def test_coding_in_chunks_gives_the_same_words():
     enc = entropy.SymbolEncoder(2047)
     for i in range(9):
         enc.encode(sym[i], stds[i])
-    assert enc.payload() == entropy.encode_symbols(sym, stds, 2047)
+    assert enc.payload() == coded(sym, stds, 2047)
 
 
 def test_the_payload_must_be_exactly_the_encoders_output():
     stds = np.full(300, 4.0)
     sym = (np.arange(300) % 9 - 4).astype(np.int32)
-    data = entropy.encode_symbols(sym, stds, 2047)
+    data = coded(sym, stds, 2047)
     for bad in (data + b"\0\0\0\0", data + b"\x01\0\0\0"):  # one word too many
         dec = entropy.SymbolDecoder(bad, 2047)
         assert (dec.decode(stds) == sym).all()

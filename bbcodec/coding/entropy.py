@@ -62,13 +62,6 @@ class SymbolEncoder:
         return self._enc.get_compressed().astype("<u4").tobytes()
 
 
-def encode_symbols(symbols: np.ndarray, stds: np.ndarray, max_symbol: int) -> bytes:
-    """Code symbols (int, any shape) under zero-mean Gaussians with the given stds."""
-    enc = SymbolEncoder(max_symbol)
-    enc.encode(symbols, stds)
-    return enc.payload()
-
-
 class SymbolDecoder:
     """Decodes symbols chunk by chunk, in the order they were encoded, checking as it
     goes that the payload is the encoder's output for them (no word short, none left)."""

@@ -10,7 +10,7 @@
     16     8    weights_sha256   first 8 bytes of the weights file's SHA-256
     24     8    image_digest     first 8 bytes of SHA-256 of the decoded pixels
     32     4    payload_length   u32, a multiple of 4
-    36     2    model_id         u16, network family id (model_io.FAMILIES)
+    36     2    model_id         u16, network family id (model/layout.FAMILIES)
     38     2    streams          u16, payload substreams S, 1..min(64, block rows) (version 1: zero, S = 1)
     40     n    payload          S - 1 stream lengths (u32 words), then S streams of
                                  range-coder words, u32 little-endian (streams.py)

@@ -64,7 +64,7 @@ def bits_table(scale_table: np.ndarray) -> np.ndarray:
 class Chooser:
     """Picks each wavefront's symbols at one effort level (see the module docstring).
 
-    Called by codec.encode in wavefront order with what the plain encoder computed. Its
+    Called by the encoder loop (coding/loop.py) in wavefront order with what the plain encoder computed. Its
     canvas holds the coded blocks and, beyond them, the proxy (the effort-1 canvas, which
     it takes over and overwrites; needed only when level.needs_proxy)."""
 

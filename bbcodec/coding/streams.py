@@ -26,7 +26,7 @@ from . import entropy, format
 
 # Blocks each process has at least in the image's widest wavefront: an image with
 # narrower wavefronts is coded by fewer processes (a hand-off per wavefront costs about
-# what a few blocks of work do; codec._workers), and has no more default streams.
+# what a few blocks of work do; loop.processes), and has no more default streams.
 MIN_CHUNK = 12
 ROWS_PER_STREAM = 20  # the encoder's default: about a stream per 20 block rows ...
 DEFAULT_STREAMS = 16  # ... up to this many (about 4 bytes each: table entry, coder flush)

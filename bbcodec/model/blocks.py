@@ -1,16 +1,14 @@
-"""8x8 block geometry: padding, space-to-depth, neighbour gathering and causal schedules.
+"""8x8 block geometry: padding, space-to-depth, neighbour gathering and the wavefront order.
 
 A block at (row r, col c) depends on the reconstructed blocks UL, U, UR and L::
 
     (r-1,c-1) (r-1,c) (r-1,c+1)
     (r,  c-1)  [r,c]
 
-so any order that visits those four first is valid. Two are used:
-
-* raster:    row by row, left to right, one block at a time;
-* wavefront: t = 2*r + c, all blocks with the same t at once (rows ascending). UR of
-  (r, c) has t' = 2(r-1) + c + 1 = t - 1 and L has t - 1, so every wavefront only needs
-  earlier ones. For a 3x6 grid::
+so any order that visits those four first is valid (row by row, say). The codec uses
+the wavefronts t = 2*r + c, all blocks with the same t at once (rows ascending): UR of
+(r, c) has t' = 2(r-1) + c + 1 = t - 1 and L has t - 1, so every wavefront only needs
+earlier ones. For a 3x6 grid::
 
       0 1 2 3 4 5
       2 3 4 5 6 7
@@ -19,7 +17,7 @@ so any order that visits those four first is valid. Two are used:
 The wavefront order is also the order of the symbols in the bitstream (docs/format.md).
 
 The coding loop keeps only the front: in any order that respects the dependencies
-(raster, wavefront, one block at a time), a block reads its column's previous row and
+(row by row, wavefront, one block at a time), a block reads its column's previous row and
 its neighbour columns' current and previous rows, and no block of the same wavefront
 writes those. So a Canvas needs two block rows per column (rolling), whatever the
 image height; the blocks themselves go straight into the output image (put_pixels).

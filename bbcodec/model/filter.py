@@ -8,7 +8,7 @@ of cells (3P x 3P pixels, both sides of every nearby edge) plus a per-quality bi
 per-cell layers give a residual added to the cell's pixels. It runs outside the loop, so
 no block depends on it, and in strips of cell rows, so its memory grows with the width.
 
-Arithmetic as in exact.py: integers in float64 below 2^53, power-of-two scales.
+Arithmetic as in arith.py: integers in float64 below 2^53, power-of-two scales.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class PostFilter:
         3P x 3P pixels around a cell, row by row, each pixel's colours together, as the
         image holds them), in the order (cell row, cell column, colour) of pixels
         (residual_order), with every power-of-two rescaling folded into the integers (as
-        exact.FastStack): a requantisation is rint and clip, and the last layer gives the
+        stack.FastStack): a requantisation is rint and clip, and the last layer gives the
         residual at the pixel scale. The same sums in another order, so the same bits
         (tested against residual)."""
         W0, s0, layers = self._fast

@@ -161,7 +161,7 @@ class GroupedScales:
                biases: dict[str, np.ndarray], read: Read) -> np.ndarray:
         """frozen.decode_symbols with groups: the symbols and their magnitudes kept in
         coding order (perm), where each group is a slice, and put back in channel order
-        once at the end; the same indices as exact.scale_groups (tested)."""
+        once at the end; the same indices as frozen.scale_groups (tested)."""
         B, M = log_scale.shape
         ls = log_scale[:, self.perm]
         hwb = self._biased_products(hidden, biases)

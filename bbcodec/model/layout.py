@@ -24,7 +24,7 @@ FORMAT = "bbcodec-weights"
 # Network family ids, written into .bbc headers. The meta "version" equals the family
 # (a decoder that knows only version 1 refuses a family-2 file before reading it).
 # 2: v9 + linear shortcut in each auto-encoder network; 3: 2 + latents coded in groups
-# (groups.py) and, if the file has one, the post-loop filter (postfilter.py)
+# (groups.py) and, if the file has one, the post-loop filter (filter.py)
 FAMILIES = {1: "bb8-v9", 2: "bb8-v9s", 3: "bb8-v9sg"}
 FAMILY_V9, FAMILY_SKIP, FAMILY_GROUPS = 1, 2, 3
 STACK_NAMES = tuple(ACTIVATIONS)  # "ga", "gs", "he", in file order

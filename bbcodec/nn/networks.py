@@ -10,13 +10,13 @@ What we changed from the paper: one model serves every quality. A quality q in [
 selects (and between integers interpolates) a per-channel gain on the latents (Cui et
 al. 2021 "gain units") and a bias on the first layer of each network; the paper
 trains eight models. The entropy net outputs log-scales so that the decoder can pick a
-scale-table entry by comparisons only (see exact.py).
+scale-table entry by comparisons only (see bbcodec/model/arith.py).
 
 This module owns the float forward pass: training (noise, likelihoods) runs it on
 whole crops as convolutions; FloatCodingModel runs the same stacks on gathered
-neighbour vectors inside the real coding loop (codec.py), which is how the cost of the
+neighbour vectors inside the real coding loop (coding/loop.py), which is how the cost of the
 integer networks is measured; freezing calibrates on it through a trace hook. Real
-files go through the frozen integer version of these networks (exact.py), which never
+files go through the frozen integer version of these networks (bbcodec/model/), which never
 imports torch.
 """
 

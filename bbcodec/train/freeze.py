@@ -9,7 +9,7 @@ BBCODEC_WEIGHTS=OUT finds, verifies and uses it with no hand edits.
 
 Weights become integers with a power-of-two scale per output channel; activation
 scales come from calibration crops (training images, never Kodak) and are stored, so
-the file alone fixes the decoder's arithmetic (see bbcodec/model/exact.py). The file is named
+the file alone fixes the decoder's arithmetic (see bbcodec/model/arith.py). The file is named
 NAME-<sha256[:8]>.npz (CompressAI's convention) and its hash goes into every .bbc.
 """
 
@@ -33,7 +33,7 @@ from ..nn.layers import GDN, BlockMaskedConv2d
 from ..nn.networks import NUM_QUALITIES, BlockCodecNet, MaskedStack, ModelConfig
 from .data import CropSampler, load_images
 
-SUM_LIMIT = 2.0**50  # worst-case partial sums stay 8x below 2^53 (see exact.check_exact)
+SUM_LIMIT = 2.0**50  # worst-case partial sums stay 8x below 2^53 (see frozen.check_exact)
 MARGIN = 2.0  # activation range = MARGIN x the largest value seen in calibration
 
 

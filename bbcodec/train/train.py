@@ -36,7 +36,7 @@ from ..nn.networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
 from .data import CropSampler, image_paths, load_images
 from .grow import grow_latents, grow_width
 
-# The model's sizes are ModelConfig's own defaults, written once in networks.py.
+# The model's sizes are ModelConfig's own defaults, written once in nn/networks.py.
 _MODEL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
