@@ -437,11 +437,14 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
 @click.pass_context
 def train(ctx: click.Context) -> None:
     """Train a model (needs torch: pip install 'bbcodec[train]'); --help lists the options."""
+    from .train import train as trainer  # imports torch if there is one: --help works without
+
     try:
-        from .train import train as trainer
-    except ImportError as e:
+        trainer.main(ctx.args)
+    except ModuleNotFoundError as e:
+        if e is not trainer.NO_TORCH:
+            raise
         raise Failure(f"training needs torch ({e}); install with: pip install 'bbcodec[train]'") from None
-    trainer.main(ctx.args)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
@@ -450,11 +453,14 @@ def train(ctx: click.Context) -> None:
 def freeze(ctx: click.Context) -> None:
     """Freeze a training checkpoint into a weights file, its SHA256SUMS line and a
     model-card stub (needs torch); --help lists the options."""
+    from .train import freeze as freezer  # imports torch if there is one: --help works without
+
     try:
-        from .train import freeze as freezer
-    except ImportError as e:
+        freezer.main(ctx.args, prog="bbcodec freeze")
+    except ModuleNotFoundError as e:
+        if e is not freezer.NO_TORCH:
+            raise
         raise Failure(f"freezing needs torch ({e}); install with: pip install 'bbcodec[train]'") from None
-    freezer.main(ctx.args, prog="bbcodec freeze")
 
 
 def main() -> None:

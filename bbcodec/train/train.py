@@ -30,18 +30,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..nn.networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
-from .data import CropSampler, image_paths, load_images
-from .grow import grow_latents, grow_width
+# Training needs torch, parsing the options does not: without torch, `bbcodec train
+# --help` still shows every option and default, and main says what to install.
+try:
+    import torch
 
-# The model's sizes are ModelConfig's own defaults, written once in networks.py.
-_MODEL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    from ..nn.networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
+    from .data import CropSampler, image_paths, load_images
+    from .grow import grow_latents, grow_width
+except ModuleNotFoundError as e:
+    if e.name != "torch":
+        raise
+    NO_TORCH: ModuleNotFoundError | None = e
+else:
+    NO_TORCH = None
+
+
+def _model_defaults() -> dict[str, Any]:
+    """ModelConfig's defaults (the model's sizes, written once, in nn/networks.py), read
+    from its source: that module imports torch, which parsing the options must not need."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parents[1] / "nn" / "networks.py").read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelConfig")
+    return {s.target.id: ast.literal_eval(s.value) for s in cls.body
+            if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and s.value is not None}
+
+
+_MODEL = _model_defaults()
 
 
 def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if NO_TORCH is None and torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -150,9 +171,13 @@ def build_parser(cls: type, **kwargs: Any) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The options of argv (--help: print them and exit, with or without torch); then
+    ModuleNotFoundError if torch is not installed."""
     p = build_parser(TrainConfig, prog="bbcodec train", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cfg = TrainConfig(**vars(p.parse_args(argv)))
+    if NO_TORCH is not None:
+        raise NO_TORCH
     try:
         cfg.model_config()
     except ValueError as e:
@@ -189,13 +214,13 @@ class EMA:
         self.decay = decay
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.state[k].lerp_(v.detach(), 1.0 - self.decay)
-            else:
-                self.state[k].copy_(v)
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.state[k].lerp_(v.detach(), 1.0 - self.decay)
+                else:
+                    self.state[k].copy_(v)
 
     def model_copy(self, model: BlockCodecNet) -> BlockCodecNet:
         import copy
