@@ -40,7 +40,6 @@ from .errors import (
     WeightsError,
     WorkerError,
 )
-from .model import quality as _quality
 
 if TYPE_CHECKING:  # annotations only
     import numpy as np
@@ -56,55 +55,50 @@ __all__ = [
 pillow_plugin.register()
 
 
-def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float = _quality.DEFAULT, *,
+def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float | None = None, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
            weights: str | os.PathLike[str] | None = None, effort: int = _effort.DEFAULT,
            threads: int | None = None) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or an HxWx3 / HxW (grayscale) uint8 array.
 
-    quality: from quality.MIN (smallest file) to quality.MAX (best image), default
-    quality.DEFAULT (see bbcodec.model.quality); fractions step between the trained qualities.
-    target_bpp / target_psnr (instead of quality): the largest file not above that many
-    bits per pixel / the smallest file reaching that PSNR in dB (the nearest end when out
-    of reach, as `bbcodec encode --target-bpp`). weights: a weights file (.npz) to use
-    instead of the default; decoding finds it by its hash in the searched folders.
+    quality: from quality.MIN (smallest file) to quality.MAX (best image); None (the
+    default) is quality.DEFAULT (see bbcodec.model.quality); fractions step between the
+    trained qualities. target_bpp / target_psnr (instead of quality, which must then be
+    left out): the largest file not above that many bits per pixel / the smallest file
+    reaching that PSNR in dB (the nearest end when out of reach, as `bbcodec encode
+    --target-bpp`). weights: a weights file (.npz) to use instead of the default;
+    decoding finds it by its hash in the searched folders.
     effort: 1 (default, fast) to effort.MAX: more encoder time for a smaller file at the
     same quality (bbcodec.coding.effort); every effort decodes with the same decoder.
     threads: processes coding the image (default: the cores this process may use), at
     most one per payload stream (bbcodec.coding.streams.default_count: 2 for Kodak-sized
     images, 16 for 4000x3000); the bytes are the same for any number. Efforts
     above 1 code in this process alone, except for the effort-1 pass some of them make
-    first (codec.encode).
+    first (coding.loop.encode). Bad options raise a bbcodec.Error before the image is read
+    (codec.check).
     """
     import numpy as np
     from PIL import Image
 
-    from . import images, ratecontrol
-    from .coding import loop as codec
-    from .coding import workers as parallel
-    from .model import weights as wmod
+    from . import codec, images
 
-    if target_bpp is not None and target_psnr is not None:
-        raise _quality.QualityError("give only one of target_bpp and target_psnr")
-    _effort.check(effort)
-    threads = parallel.check_threads(threads)  # ThreadsError before the image is read
+    codec.check(quality, target_bpp, target_psnr, effort, threads)
+    name = None
     if isinstance(image, Image.Image):
         arr = images.to_array(image)
     elif isinstance(image, (str, os.PathLike)):
         from .files import read_input
 
-        arr = images.read_image(read_input(os.fspath(image)), os.fspath(image))
+        name = os.fspath(image)
+        arr = images.read_image(read_input(name), name)
     else:
         arr = np.asarray(image)
         if not isinstance(image, np.ndarray) and arr.dtype == object:
             raise images.ImageError(f"cannot encode a {type(image).__name__}: give a Pillow image, a path "
                                     "or a uint8 array")
-    w = wmod.default() if weights is None else wmod.from_file(weights)
-    if target_bpp is not None or target_psnr is not None:
-        return ratecontrol.encode_to_target(arr, w, target_bpp, target_psnr, effort, threads=threads).data
-    data, _ = codec.encode(arr, quality, w.model, w.prefix, effort=effort, threads=threads)
-    return data
+    return codec.encode(arr, quality, target_bpp=target_bpp, target_psnr=target_psnr, weights=weights,
+                        effort=effort, threads=threads, name=name).data
 
 
 def decode(data: bytes, *, threads: int | None = None) -> Image.Image:
@@ -112,14 +106,9 @@ def decode(data: bytes, *, threads: int | None = None) -> Image.Image:
     threads as for encode (the pixels are the same for any number)."""
     from PIL import Image
 
-    from .coding import format
-    from .coding import loop as codec
-    from .coding import workers as parallel
-    from .model import weights
+    from . import codec
 
-    threads = parallel.check_threads(threads)
-    header, payload = format.unpack(data)
-    return Image.fromarray(codec.decode(header, payload, weights.for_header(header).model, threads=threads))
+    return Image.fromarray(codec.decode(data, threads=threads).image)
 
 
 @dataclass(frozen=True)

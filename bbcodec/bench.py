@@ -23,38 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from . import rd
+from .baselines import BASELINES, CODECS, Baseline  # noqa: F401 - the codecs, bench's own
 from .errors import BenchError
-from .jobs import map_jobs
+from .jobs import map_jobs, share_cores
 from .model import quality as Q
 
 # Kamisli 2022, 8x8 blocks, Kodak, as published (the paper's Fig. / table values).
 PAPER_8X8 = {
     "bpp": [0.117, 0.197, 0.307, 0.468, 0.66, 0.915, 1.235, 1.629],
     "psnr-rgb": [27.19, 29.08, 30.85, 32.81, 34.84, 36.84, 38.87, 40.82],
-}
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A codec reached through Pillow: format name, quality sweep, save parameters."""
-
-    name: str
-    pil_format: str
-    qualities: tuple[int, ...]
-    params: Callable[[int], dict]
-    plugin: str | None = None  # module to import first (registers the format)
-    description: str = ""
-
-
-BASELINES = {
-    "jpeg": Baseline("jpeg", "JPEG", (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95),
-                     lambda q: {"quality": q, "subsampling": 2}, description="libjpeg-turbo via Pillow, 4:2:0"),
-    "webp": Baseline("webp", "WEBP", (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-                     lambda q: {"quality": q, "method": 6}, description="libwebp via Pillow, method 6"),
-    "avif": Baseline("avif", "AVIF", (10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-                     lambda q: {"quality": q, "subsampling": "4:4:4", "speed": 4}, description="libavif via Pillow, 4:4:4, speed 4"),
-    "jxl": Baseline("jxl", "JXL", (10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-                    lambda q: {"quality": q, "effort": 7}, plugin="pillow_jxl", description="libjxl via pillow-jxl-plugin, effort 7"),
 }
 
 
@@ -129,9 +106,10 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(_ms_ssim(ta, tb, data_range=255.0))
 
 
-def run_one(task: tuple[str, str, float]) -> dict:
-    """Encode, decode and measure one (codec, image, quality)."""
-    codec_name, path, quality = task
+def run_one(task: tuple[str, str, float, int | None]) -> dict:
+    """Encode, decode and measure one (codec, image, quality, threads per image: None, the
+    cores)."""
+    codec_name, path, quality, threads = task
     img = _load(Path(path))
     if codec_name == "bbcodec":
         from .coding import format
@@ -140,9 +118,9 @@ def run_one(task: tuple[str, str, float]) -> dict:
 
         w = weights.default()
         t0 = time.perf_counter()
-        data, rec = codec.encode(img, quality, w.model, w.prefix)
+        data, rec = codec.encode(img, quality, w.model, w.prefix, threads=threads)
         t1 = time.perf_counter()
-        out = codec.decode(*format.unpack(data), w.model)
+        out = codec.decode(*format.unpack(data), w.model, threads=threads)
         t2 = time.perf_counter()
         if not np.array_equal(out, rec):
             raise RuntimeError("decoder disagrees with encoder")
@@ -294,7 +272,8 @@ def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | N
 
 def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None) -> dict:
     """Run a plan; returns {"rows", "curves", "bd", "notes", ...} and writes out_dir."""
-    rows = list(map_jobs(run_one, p.tasks, jobs, progress))
+    threads = share_cores(jobs)  # each of the jobs codes with its share of the cores
+    rows = list(map_jobs(run_one, [(*t, threads) for t in p.tasks], jobs, progress))
     notes = list(p.notes)
     cur = curves(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,9 +288,9 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
     title = f"{p.folder.name}: {len(p.paths)} images" + ("" if full_kodak else " (paper curve: full Kodak)")
     plotted = plot(cur, p.stored, out_dir / "rd.png", title)
     if not plotted:
-        notes.append("plot skipped (rd.png not written): install matplotlib, pip install -e '.[bench]'")
+        notes.append("plot skipped (rd.png not written): install matplotlib, pip install 'bbcodec[bench]'")
     if any(ms is None for c in cur.values() for ms in c["results"]["ms-ssim-rgb"]):
-        notes.append("MS-SSIM '-': " + ("pytorch-msssim is not installed (pip install -e '.[bench]')"
+        notes.append("MS-SSIM '-': " + ("pytorch-msssim is not installed (pip install 'bbcodec[bench]')"
                                         if not _has_msssim() else "an image is too small (MS-SSIM needs 161 px per side)"))
     return {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(p.paths), "tasks": len(p.tasks),
             "plot": plotted, "full_kodak": full_kodak, "folder": str(p.folder)}

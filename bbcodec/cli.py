@@ -19,8 +19,10 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .baselines import CODECS
 from .coding import effort as efforts
 from .errors import Error
+from .files import FORMATS, display_name
 from .model import quality as Q
 
 EXIT_CODES = """\b
@@ -71,22 +73,6 @@ def _report_single(result, as_json: bool, quiet: bool, line: str) -> None:  # no
         click.echo(line, err=True)
 
 
-def _named(e: BaseException | str, src: str, *others: str) -> str:
-    """An error message that names the file it is about ('-' is stdin)."""
-    from .files import display_name
-
-    msg = one_line(str(e))
-    if type(e).__name__ == "WeightsError":  # about the weights, not the file
-        return msg
-    for prefix in ("- is ", "stdin is ", "-: ", "- "):
-        if msg.startswith(prefix):
-            msg = "stdin: " + msg[len(prefix):]
-            break
-    if not msg.startswith("stdin") and not any(p != "-" and p in msg for p in (src, *others)):
-        msg = f"{display_name(src)}: {msg}"
-    return msg
-
-
 def _fail(message: str, as_json: bool, src: str) -> Failure:
     """The Failure to raise; with --json, a JSON error object is printed on stdout first."""
     if as_json:
@@ -123,7 +109,7 @@ def _batch(kind: str, pairs: list[tuple[str, str]], out: Path, opts, jobs: int, 
                                "skipped": skipped, "subfolders_left_out": subfolders}, indent=2))
     else:
         for r in failed:
-            click.echo(f"bbcodec: skipped {r.input}: {one_line(r.error)}", err=True)
+            click.echo(f"bbcodec: skipped: {one_line(r.error)}", err=True)
         if not quiet or failed:
             mean = f", mean {total.mean_bpp:.4f} bpp" if total.mean_bpp is not None else ""
             what = "images" if kind == "encode" else ".bbc files"
@@ -228,8 +214,6 @@ Examples:
 @click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
               help="Encode with this weights file (.npz) instead of the default; decoding finds it by its "
                    "hash in $BBCODEC_WEIGHTS or the shipped weights.")
-@click.option("--schedule", type=click.Choice(["wavefront", "raster"]), default="wavefront",
-              show_default=True, help="Block order of the encoder (same bytes either way).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
 @click.option("--threads", type=int, default=None, callback=_threads, help=ENCODE_THREADS_HELP)
@@ -239,22 +223,23 @@ Examples:
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           effort: int, weights_file: str | None, schedule: str, jobs: int, threads: int | None, recursive: bool,
+           effort: int, weights_file: str | None, jobs: int, threads: int | None, recursive: bool,
            force: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
     IN: every image in it into the folder OUT; several INs (or an existing folder OUT):
     each into OUT as NAME.bbc."""
+    from .codec import check
     from .files import EncodeOptions, encode_file
 
-    if sum(v is not None for v in (quality, target_bpp, target_psnr)) > 1:
-        raise click.UsageError("give only one of --quality, --target-bpp, --target-psnr")
-    if effort > efforts.MIN and schedule != "wavefront":
-        raise click.UsageError(f"--schedule {schedule} codes at effort {efforts.MIN} only")
+    try:
+        check(quality, target_bpp, target_psnr)  # give only one of them: a usage error here
+    except Error as e:
+        raise click.UsageError(str(e)) from None
     dst = paths[-1]
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
-    opts = EncodeOptions(Q.DEFAULT if quality is None else quality, target_bpp, target_psnr, schedule,
-                         verbose or as_json, weights_file, threads, effort)
+    opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, threads,
+                         effort)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc"):
         return
     src = paths[0]
@@ -266,7 +251,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
     try:
         r = encode_file(src, dst, opts, progress_for=lambda px: _progress(px, quiet, as_json))
     except Error as e:
-        raise _fail(_named(e, src, dst), as_json, src) from None
+        raise _fail(one_line(str(e)), as_json, src) from None
     line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, quality {r.quality:g}, "
             f"{r.bytes} bytes, {r.bpp:.4f} bpp, {r.seconds:.2f} s")
     if r.effort != efforts.DEFAULT:
@@ -309,8 +294,7 @@ Examples:
   bbcodec decode *.bbc restored/
   bbcodec decode compressed/ decoded/ --jobs 2""")
 @click.argument("paths", nargs=-1, required=True, metavar="IN... OUT")
-@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "bmp", "ppm", "jpeg", "webp"],
-                                                   case_sensitive=False), default=None,
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS), case_sensitive=False), default=None,
               help="Write this format whatever OUT's extension (jpeg and webp at quality 95: lossy).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
@@ -325,7 +309,7 @@ def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | No
     """Decompress IN.bbc ('-' = stdin) to the image OUT ('-' = stdout, PNG). A folder IN:
     every .bbc in it into the folder OUT; several INs (or an existing folder OUT): each
     into OUT as NAME.png (or the --format's extension)."""
-    from .files import FORMAT_SUFFIX, FORMATS, DecodeOptions, decode_file
+    from .files import FORMAT_SUFFIX, DecodeOptions, decode_file
 
     dst = paths[-1]
     if as_json and dst == "-":
@@ -339,7 +323,7 @@ def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | No
     try:
         r = decode_file(src, dst, fmt, progress_for=lambda px: _progress(px, quiet, as_json), threads=threads)
     except Error as e:
-        raise _fail(_named(e, src, dst), as_json, src) from None
+        raise _fail(one_line(str(e)), as_json, src) from None
     line = f"{dst}: {r.width}x{r.height}, decoded in {r.seconds:.2f} s"
     if verbose:
         line += f", quality {r.quality:g}, {r.bpp:.4f} bpp, weights {r.weights}"
@@ -352,13 +336,15 @@ def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | No
 def info(srcs: tuple[str, ...], as_json: bool) -> None:
     """Print the header of each IN.bbc: size, quality, model, bpp, checksums. A file
     whose CRC is bad shows what its header says, and the exit code is 1."""
+    from .files import info_file
+
     reports, bad = [], False
     for n, src in enumerate(srcs):
         try:
-            fields, ok = _info_fields(src)
+            fields, ok = info_file(src)
         except Error as e:
             bad = True
-            msg = _named(e, src)
+            msg = one_line(str(e))
             if as_json:
                 reports.append({"input": src, "error": msg})
             else:
@@ -385,39 +371,11 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
         for k, v in rows:
             click.echo(f"{k + ':':<16}{v}")
         if not ok:
-            click.echo(f"bbcodec: error: {display(src)}: corrupt .bbc file (CRC-32 mismatch)", err=True)
+            click.echo(f"bbcodec: error: {display_name(src)}: corrupt .bbc file (CRC-32 mismatch)", err=True)
     if as_json:
         click.echo(json.dumps(reports[0] if len(srcs) == 1 else reports, indent=2))
     if bad:
         sys.exit(1)
-
-
-def display(path: str) -> str:
-    return "stdin" if path == "-" else path
-
-
-def _info_fields(src: str) -> tuple[dict, bool]:
-    """The header fields of one .bbc file as `info --json` shows them, and whether its
-    CRC is right (the fields are shown either way)."""
-    from . import read_info
-    from .coding import format
-    from .files import read_bbc
-    from .model import layout as model_io
-    from .model import weights
-
-    data = read_bbc(src)
-    i = read_info(data, check_crc=False)
-    ok = format.crc_ok(data)
-    weights_name: str | None
-    model: str | None
-    try:
-        w = weights.find(bytes.fromhex(i.weights_sha256))
-        weights_name, model = w.path.name, w.name
-    except weights.WeightsError:
-        weights_name = model = None
-    family = model_io.FAMILIES.get(i.model_id, "unknown")
-    return {**i.to_dict(), "weights": weights_name, "model": model, "family": family,
-            "crc32": "ok" if ok else "bad"}, ok
 
 
 def _csv(kind: type, allowed: tuple | None = None):
@@ -439,8 +397,8 @@ def _csv(kind: type, allowed: tuple | None = None):
               show_default=True, help="Folder for the JSON curves, per-image CSV and rd.png.")
 @click.option("--qualities", default=",".join(map(str, Q.TRAINED)), show_default=True, callback=_csv(float),
               help="bbcodec qualities (baselines sweep their own range).")
-@click.option("--codecs", default="bbcodec,jpeg,webp,avif,jxl", show_default=True,
-              callback=_csv(str, ("bbcodec", "jpeg", "webp", "avif", "jxl")), help="Codecs to run.")
+@click.option("--codecs", default=",".join(CODECS), show_default=True, callback=_csv(str, CODECS),
+              help="Codecs to run.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel processes [default: cores].")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
 @click.option("--anchors", type=click.Path(path_type=Path), default=None,
@@ -474,12 +432,15 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
              add_help_option=False)
 @click.pass_context
 def train(ctx: click.Context) -> None:
-    """Train a model (needs torch: pip install -e '.[train]'); --help lists the options."""
+    """Train a model (needs torch: pip install 'bbcodec[train]'); --help lists the options."""
+    from .train import train as trainer  # imports torch if there is one: --help works without
+
     try:
-        from .train import train as trainer
-    except ImportError as e:
-        raise Failure(f"training needs torch ({e}); install with: pip install -e '.[train]'") from None
-    trainer.main(ctx.args)
+        trainer.main(ctx.args)
+    except ModuleNotFoundError as e:
+        if e is not trainer.NO_TORCH:
+            raise
+        raise Failure(f"training needs torch ({e}); install with: pip install 'bbcodec[train]'") from None
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
@@ -488,11 +449,14 @@ def train(ctx: click.Context) -> None:
 def freeze(ctx: click.Context) -> None:
     """Freeze a training checkpoint into a weights file, its SHA256SUMS line and a
     model-card stub (needs torch); --help lists the options."""
+    from .train import freeze as freezer  # imports torch if there is one: --help works without
+
     try:
-        from .train import freeze as freezer
-    except ImportError as e:
-        raise Failure(f"freezing needs torch ({e}); install with: pip install -e '.[train]'") from None
-    freezer.main(ctx.args, prog="bbcodec freeze")
+        freezer.main(ctx.args, prog="bbcodec freeze")
+    except ModuleNotFoundError as e:
+        if e is not freezer.NO_TORCH:
+            raise
+        raise Failure(f"freezing needs torch ({e}); install with: pip install 'bbcodec[train]'") from None
 
 
 def main() -> None:

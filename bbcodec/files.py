@@ -21,17 +21,16 @@ import secrets
 import select
 import stat
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
+from .codec import ProgressFor, naming
 from .coding import effort as efforts
 from .errors import Error, FileError
-from .jobs import map_jobs
-from .model import quality as Q
+from .jobs import map_jobs, share_cores
 
 # The most bytes read from an image input: an uncompressed 16-bit RGBA image of the
 # largest size the codec takes (2^26 pixels) is 512 MiB, so no image within the limits
@@ -78,10 +77,11 @@ def read_input(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
         except (OSError, ValueError):  # no file descriptor (e.g. a test's stdin)
             size = None
         if size is not None and size > limit:
-            raise FileError(f"{path} is {size} bytes, more than any input within the limits ({limit} bytes)")
+            raise FileError(f"{display_name(path)} is {size} bytes, more than any input within the limits "
+                            f"({limit} bytes)")
         data = read_upto(f, limit + 1)
     if len(data) > limit:
-        raise FileError(f"{path} is more than {limit} bytes, more than any input within the limits")
+        raise FileError(f"{display_name(path)} is more than {limit} bytes, more than any input within the limits")
     return data
 
 
@@ -90,7 +90,7 @@ def read_bbc(path: str) -> bytes:
     (format.read_from): a foreign or endless input is refused after its first bytes."""
     from .coding.format import read_from
 
-    with _input(path) as f:
+    with _input(path) as f, naming(display_name(path)):
         return read_from(f)
 
 
@@ -268,20 +268,21 @@ def write_output(path: str, data: bytes, src: str) -> None:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    quality: float = Q.DEFAULT
+    """The options of encode_file, as codec.encode's (codec.check checks them)."""
+
+    quality: float | None = None  # None: quality.DEFAULT (unless a target is given)
     target_bpp: float | None = None
     target_psnr: float | None = None
-    schedule: str = "wavefront"
     measure_psnr: bool = False
     weights: str | None = None  # a weights file instead of the default (--weights)
-    threads: int | None = None  # threads per image (None: parallel.default_threads())
+    threads: int | None = None  # threads per image (None: the cores; run_folder: each job's share)
     effort: int = efforts.DEFAULT  # encoder effort (effort.py): more encoder time, smaller files
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
     format: str | None = None  # a key of FORMATS, or None: by the output's extension
-    threads: int | None = None  # threads per image (None: parallel.default_threads())
+    threads: int | None = None  # threads per image (None: the cores; run_folder: each job's share)
 
 
 @dataclass(frozen=True)
@@ -337,30 +338,12 @@ class Failed:
         return d
 
 
-ProgressFor = Callable[[int], Any]  # pixels -> a click progress bar (context manager) or None
-
-
-@contextmanager
-def _progress(progress_for: ProgressFor | None, height: int, width: int) -> Iterator[Callable[[int], None] | None]:
-    """The update function of the progress bar progress_for gives for an image (or None)."""
-    from .model.blocks import BLOCK, grid_shape
-
-    rows, cols = grid_shape(height, width)
-    bar = progress_for(rows * cols * BLOCK * BLOCK) if progress_for is not None else None
-    if bar is None:
-        yield None
-        return
-    with bar as b:
-        yield b.update
-
-
 def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressFor | None = None) -> EncodeResult:
     """Encode one image file (or '-') to dst (or '-'); progress_for(pixels) may give a
-    progress bar for a large image (the CLI's, on a terminal)."""
-    from . import images, ratecontrol, rd
-    from .coding import loop as codec
+    progress bar for a large image (the CLI's, on a terminal). An error names the file it
+    is about (the input, the output or the weights)."""
+    from . import codec, images, rd
     from .coding.format import MAGIC
-    from .model import weights
 
     data = read_input(src, MAX_IMAGE_BYTES)
     input_bytes = len(data)
@@ -369,25 +352,16 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     with _quiet_reading():
         arr = images.read_image(data, display_name(src))
     del data  # the file's bytes are not needed while coding
-    w = weights.from_file(opts.weights) if opts.weights else weights.default()
-    t0 = time.perf_counter()
-    target_met = encodes = None
-    if opts.target_bpp is not None or opts.target_psnr is not None:
-        r = ratecontrol.encode_to_target(arr, w, opts.target_bpp, opts.target_psnr, opts.effort, threads=opts.threads)
-        out, rec, quality, target_met, encodes = r.data, r.reconstruction, r.quality, r.met, r.probes
-    else:
-        with _progress(progress_for, *arr.shape[:2]) as update:
-            out, rec = codec.encode(arr, opts.quality, w.model, w.prefix, progress=update, effort=opts.effort,
-                                    threads=opts.threads)
-        quality = opts.quality
-    secs = time.perf_counter() - t0
-    write_output(dst, out, src)
+    r = codec.encode(arr, opts.quality, target_bpp=opts.target_bpp, target_psnr=opts.target_psnr,
+                     weights=opts.weights, effort=opts.effort, threads=opts.threads,
+                     progress_for=progress_for, name=display_name(src))
+    write_output(dst, r.data, src)
     h, wd = arr.shape[:2]
     return EncodeResult(
-        input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=float(quality),
-        input_bytes=input_bytes, bytes=len(out), bpp=8 * len(out) / (h * wd), seconds=secs, weights=w.path.name,
-        effort=opts.effort, target_met=target_met, encodes=encodes,
-        psnr=rd.psnr(arr, rec) if opts.measure_psnr or target_met is not None else None,
+        input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=r.quality,
+        input_bytes=input_bytes, bytes=len(r.data), bpp=8 * len(r.data) / (h * wd), seconds=r.seconds,
+        weights=r.weights.path.name, effort=opts.effort, target_met=r.target_met, encodes=r.encodes,
+        psnr=rd.psnr(arr, r.reconstruction) if opts.measure_psnr or r.target_met is not None else None,
     )
 
 
@@ -426,27 +400,44 @@ def output_format(dst: str, fmt: str | None = None) -> str:
 def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: ProgressFor | None = None,
                 threads: int | None = None) -> DecodeResult:
     """Decode one .bbc file (or '-') to dst (or '-'), in the format output_format names
-    (progress_for as for encode_file; threads per image, None: the default)."""
-    from . import images
-    from .coding import format
-    from .coding import loop as codec
-    from .model import weights
+    (progress_for as for encode_file; threads per image, None: the default). An error
+    names the file it is about."""
+    from . import codec, images
 
     pil_format = output_format(dst, fmt)
     data = read_bbc(src)
-    header, payload = format.unpack(data)
-    w = weights.for_header(header)
-    t0 = time.perf_counter()
-    with _progress(progress_for, header.height, header.width) as update:
-        img = codec.decode(header, payload, w.model, progress=update, threads=threads)
-    secs = time.perf_counter() - t0
-    png = images.image_bytes(img, pil_format)
-    write_output(dst, png, src)
+    r = codec.decode(data, threads=threads, progress_for=progress_for, name=display_name(src))
+    out = images.image_bytes(r.image, pil_format)
+    write_output(dst, out, src)
+    header = r.header
     return DecodeResult(
         input=src, output=dst, width=header.width, height=header.height, channels=header.channels,
-        quality=header.quality_value, input_bytes=len(data), bytes=len(png),
-        bpp=8 * len(data) / (header.width * header.height), seconds=secs, weights=w.path.name,
+        quality=header.quality_value, input_bytes=len(data), bytes=len(out),
+        bpp=8 * len(data) / (header.width * header.height), seconds=r.seconds, weights=r.weights.path.name,
     )
+
+
+def info_file(src: str) -> tuple[dict[str, Any], bool]:
+    """The header fields of one .bbc file (or '-') as `bbcodec info --json` shows them, and
+    whether its CRC is right (the fields are shown either way). An error names the file."""
+    from . import read_info
+    from .coding import format
+    from .model import layout, weights
+
+    data = read_bbc(src)
+    with naming(display_name(src)):
+        i = read_info(data, check_crc=False)
+    ok = format.crc_ok(data)
+    weights_name: str | None
+    model: str | None
+    try:
+        w = weights.find(bytes.fromhex(i.weights_sha256))
+        weights_name, model = w.path.name, w.name
+    except weights.WeightsError:
+        weights_name = model = None
+    family = layout.FAMILIES.get(i.model_id, "unknown")
+    return {**i.to_dict(), "weights": weights_name, "model": model, "family": family,
+            "crc32": "ok" if ok else "bad"}, ok
 
 
 def plan_names(files: list[Path], dst_dir: Path, suffix: str) -> list[tuple[str, str]]:
@@ -518,7 +509,7 @@ def _refusal(src: str, dst: str, planned: set[str]) -> str | None:
     PNG beside its .bbc when a folder is decoded into itself, or another input)."""
     key = os.path.normcase(os.path.abspath(dst))
     if key in planned:
-        return f"another input already writes {dst}"
+        return f"{src}: another input already writes {dst}"
     planned.add(key)
     if os.path.lexists(dst):
         try:
@@ -526,29 +517,28 @@ def _refusal(src: str, dst: str, planned: set[str]) -> str | None:
         except OSError:
             same_folder = False
         if same_folder:
-            return f"refusing to overwrite {dst}, a file of the input folder"
+            return f"{src}: refusing to overwrite {dst}, a file of the input folder"
     return None
 
 
 Outcome = EncodeResult | DecodeResult | Failed
 
 
-def _run_one(job: tuple[str, str, str, EncodeOptions | DecodeOptions | str | None, str | None]) -> Outcome:
-    kind, src, dst, opts, refused = job
+def _run_one(job: tuple[str, str, EncodeOptions | DecodeOptions, str | None]) -> Outcome:
+    src, dst, opts, refused = job
     if refused:
         return Failed(src, refused)
     try:
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)  # mirrored subfolders (--recursive)
-        if kind == "decode":
-            dopts = opts if isinstance(opts, DecodeOptions) else DecodeOptions(opts if isinstance(opts, str) else None)
-            return decode_file(src, dst, dopts.format, threads=dopts.threads)
-        return encode_file(src, dst, opts if isinstance(opts, EncodeOptions) else EncodeOptions())
-    except Error as e:
+        if isinstance(opts, DecodeOptions):
+            return decode_file(src, dst, opts.format, threads=opts.threads)
+        return encode_file(src, dst, opts)
+    except Error as e:  # its message names the file
         return Failed(src, str(e))
     except MemoryError:
-        return Failed(src, "out of memory")
+        return Failed(src, f"{src}: out of memory")
     except Exception as e:  # a bug: reported, and the other files still go on
-        return Failed(src, f"internal error: {type(e).__name__}: {e}", internal=True)
+        return Failed(src, f"{src}: internal error: {type(e).__name__}: {e}", internal=True)
 
 
 def _worker_init() -> None:
@@ -558,17 +548,22 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | DecodeOptions | str | None,
+def run_folder(kind: str, pairs: list[tuple[str, str]], opts: EncodeOptions | DecodeOptions | None,
                jobs: int, progress: Callable[[int], None] | None = None) -> Iterator[Outcome]:
-    """Process every pair, continuing after errors; yields a result or a Failed per pair.
-    With jobs > 1 and no threads in opts, each worker process codes with its share of
-    the cores (parallel.map_jobs).
+    """Process every pair ("encode" or "decode", opts None: the default options), continuing
+    after errors; yields a result or a Failed per pair, whose error names its file. With
+    jobs > 1 and no threads in opts, each image is coded with its job's share of the
+    cores (jobs.share_cores), jobs images at once (jobs.map_jobs).
 
     Before anything is written, each output is checked against the plan: a pair whose
     output another pair already writes, or which would overwrite a file of its input's
     folder, is a Failed entry and is not run."""
+    if opts is None:
+        opts = DecodeOptions() if kind == "decode" else EncodeOptions()
+    if jobs > 1 and opts.threads is None:
+        opts = replace(opts, threads=share_cores(jobs))
     planned: set[str] = set()
-    tasks = [(kind, s, d, opts, _refusal(s, d, planned)) for s, d in pairs]
+    tasks = [(s, d, opts, _refusal(s, d, planned)) for s, d in pairs]
     return map_jobs(_run_one, tasks, jobs, progress, initializer=_worker_init)
 
 

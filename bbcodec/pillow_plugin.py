@@ -40,7 +40,6 @@ from PIL import Image, ImageFile
 from .coding import effort as efforts
 from .coding import format as fmt
 from .errors import Error
-from .model import quality as Q
 
 FORMAT = "BBC"
 THREADS = 1  # workers per image unless save() is given threads=: no fork in a host application
@@ -57,7 +56,8 @@ class BbcImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         assert self.fp is not None
         try:
-            self._header, self._payload = fmt.unpack(fmt.read_from(self.fp))
+            self._data = fmt.read_from(self.fp)
+            self._header = fmt.unpack(self._data)[0]
         except Error as e:
             raise SyntaxError(str(e)) from None
         self._size = (self._header.width, self._header.height)
@@ -68,12 +68,10 @@ class BbcImageFile(ImageFile.ImageFile):
 
     def load(self):  # noqa: ANN201 - Pillow's signature
         if not self._decoded:
-            from .coding import loop as codec
-            from .model import weights
+            from . import codec
 
             try:
-                pixels = codec.decode(self._header, self._payload, weights.for_header(self._header).model,
-                                      threads=THREADS)
+                pixels = codec.decode(self._data, threads=THREADS).image
             except Error as e:
                 raise OSError(f"cannot decode .bbc image: {e}") from e
             self.fp = io.BytesIO(pixels.tobytes())
@@ -85,19 +83,15 @@ class BbcImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    from . import images
-    from .coding import loop as codec
-    from .coding.workers import check_threads
-    from .model import weights
+    from . import codec, images
 
-    quality = im.encoderinfo.get("quality", Q.DEFAULT)
-    Q.to_x256(quality)  # a bad quality raises QualityError (a ValueError) before any work
-    effort = efforts.check(im.encoderinfo.get("effort", efforts.DEFAULT))  # likewise EffortError
-    threads = check_threads(im.encoderinfo.get("threads", THREADS))  # likewise ThreadsError
+    quality = im.encoderinfo.get("quality")  # None: quality.DEFAULT
+    effort = im.encoderinfo.get("effort", efforts.DEFAULT)
+    threads = im.encoderinfo.get("threads", THREADS)
+    codec.check(quality, effort=effort, threads=threads)  # Quality/Effort/ThreadsError (ValueErrors) before any work
     try:
-        w = weights.default()
-        data, _ = codec.encode(images.to_array(im, str(filename) or "image"), float(quality), w.model, w.prefix,
-                               effort=effort, threads=threads)
+        data = codec.encode(images.to_array(im, str(filename) or "image"), quality, effort=effort,
+                            threads=threads).data
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)

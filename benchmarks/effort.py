@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 
 from bbcodec.coding import format
 from bbcodec.coding import loop as codec
-from bbcodec.jobs import map_jobs  # noqa: E402
+from bbcodec.jobs import map_jobs, share_cores  # noqa: E402
 from bbcodec.model import weights
 from bbcodec.rd import bd_psnr, bd_rate, psnr  # noqa: E402
 
@@ -33,14 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
 
 
-def one(task: tuple[str, float, int]) -> tuple[float, float, float]:
-    """(bpp, PSNR, encode seconds) of one image at one quality and effort."""
-    path, q, effort = task
+def one(task: tuple[str, float, int, int]) -> tuple[float, float, float]:
+    """(bpp, PSNR, encode seconds) of one image at one quality and effort, coded with
+    threads processes."""
+    path, q, effort, threads = task
     with Image.open(path) as im:
         img = np.asarray(im.convert("RGB"))
     w = weights.default()
     t0 = time.perf_counter()
-    data, rec = codec.encode(img, q, w.model, w.prefix, effort=effort)
+    data, rec = codec.encode(img, q, w.model, w.prefix, effort=effort, threads=threads)
     seconds = time.perf_counter() - t0
     if not np.array_equal(codec.decode(*format.unpack(data), w.model), rec):
         raise SystemExit(f"{path} q{q} effort {effort}: the decoder's image differs from the encoder's")
@@ -61,7 +62,7 @@ def main() -> None:
     print(f"{len(paths)} images of {a.folder}, weights {weights.default().name}, jobs {a.jobs}", flush=True)
     curves: dict[int, np.ndarray] = {}
     for effort in efforts:
-        tasks = [(path, q, effort) for q in qualities for path in paths]
+        tasks = [(path, q, effort, share_cores(a.jobs)) for q in qualities for path in paths]
         res = np.array(list(map_jobs(one, tasks, a.jobs))).reshape(len(qualities), len(paths), 3)
         curve = res[:, :, :2].mean(axis=1)
         curves[effort] = curve

@@ -1,4 +1,4 @@
-"""Block geometry and the causal schedules."""
+"""Block geometry and the wavefront order."""
 
 from __future__ import annotations
 

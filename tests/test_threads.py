@@ -482,7 +482,7 @@ def test_a_dead_worker_fails_only_its_file_of_a_folder(tmp_path, monkeypatch, ev
     report = json.loads(res.stdout)
     assert report["summary"]["done"] == 2 and report["summary"]["failed"] == 1
     failed = [f for f in report["files"] if "error" in f]
-    assert failed == [{"input": str(src / "b.png"), "error": KILLED}]  # not "internal"
+    assert failed == [{"input": str(src / "b.png"), "error": f"{src / 'b.png'}: {KILLED}"}]  # not "internal"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bbc", "c.bbc"]
 
 
@@ -530,15 +530,50 @@ def test_an_exception_of_our_code_in_a_worker_is_an_internal_error(tmp_path, mon
         "bbcodec: internal error: RuntimeError: worker process 1 of 1 failed: IndexError: a bug"]
 
 
-def test_folder_workers_share_the_cores(monkeypatch):
+def test_folder_workers_share_the_cores(tmp_path, monkeypatch):
+    """With --jobs N, each image of a folder is coded with cores // N threads, unless
+    --threads says otherwise; one job codes with the default (None: all the cores)."""
+    from click.testing import CliRunner
+
+    from bbcodec.cli import cli
+
     monkeypatch.setattr(parallel, "cores", lambda: 8)
     assert jobs.share_cores(1) == 8 and jobs.share_cores(3) == 2 and jobs.share_cores(16) == 1
     assert parallel.default_threads() == 8
-    assert set(jobs.map_jobs(_worker_threads, range(4), jobs=2)) == {4}  # 8 cores, 2 jobs
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for k in range(3):
+        Image.fromarray(random_image(16, 24, seed=k)).save(src / f"{k}.png")
+    log = tmp_path / "threads.log"  # written by the pool's worker processes too (forked with the patch)
+    real_encode, real_decode = codec.encode, codec.decode
 
+    def record(threads: int | None) -> None:
+        with open(log, "a") as f:
+            f.write(f"{threads}\n")
 
-def _worker_threads(_: int) -> int:
-    return parallel.default_threads()
+    def encode(*args, threads=None, **kw):  # noqa: ANN002, ANN003, ANN202
+        record(threads)
+        return real_encode(*args, threads=threads, **kw)
+
+    def decode(*args, threads=None, **kw):  # noqa: ANN002, ANN003, ANN202
+        record(threads)
+        return real_decode(*args, threads=threads, **kw)
+
+    monkeypatch.setattr(codec, "encode", encode)
+    monkeypatch.setattr(codec, "decode", decode)
+
+    def threads_of(*args: str) -> list[str]:
+        log.unlink(missing_ok=True)
+        res = CliRunner().invoke(cli, [*args, "--quiet"])
+        assert res.exit_code == 0, res.output
+        return log.read_text().split()
+
+    assert threads_of("encode", str(src), str(out), "--jobs", "2") == ["4"] * 3
+    assert threads_of("encode", str(src), str(out), "--jobs", "3") == ["2"] * 3
+    assert threads_of("encode", str(src), str(out), "--jobs", "2", "--threads", "3") == ["3"] * 3
+    assert threads_of("encode", str(src), str(out)) == ["None"] * 3
+    assert threads_of("decode", str(out), str(tmp_path / "back"), "--jobs", "2") == ["4"] * 3
+    assert threads_of("decode", str(out), str(tmp_path / "back")) == ["None"] * 3
 
 
 # The option where users meet it.

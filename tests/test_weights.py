@@ -72,4 +72,4 @@ def test_malformed_weights_give_one_line_and_exit_1(weights, tmp_path):
                           capture_output=True, timeout=120, env={**os.environ, "BBCODEC_WEIGHTS": str(tmp_path)})
     lines = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("bbcodec: error: weights bad-") and "unsupported" in lines[0]
+    assert lines[0].startswith(f"bbcodec: error: weights {tmp_path / 'bad-'}") and "unsupported" in lines[0]

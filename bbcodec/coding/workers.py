@@ -25,7 +25,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_THREADS = 64  # the most processes coding one image (threads=), and the most cores counted
-_default: int | None = None  # set in the worker processes of jobs.map_jobs
 
 
 def check_threads(threads: object) -> int | None:
@@ -52,9 +51,9 @@ def cores() -> int:
 
 
 def default_threads() -> int:
-    """Threads per image when none are asked for: the cores this process may use, or in
-    a worker process of map_jobs its share of them (so that jobs x threads <= cores)."""
-    return _default if _default is not None else cores()
+    """Threads per image when none are asked for: the cores this process may use (a
+    caller coding several images at once passes each its share: jobs.share_cores)."""
+    return cores()
 
 
 def shared_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -114,16 +114,16 @@ def load(path: Path) -> Weights:
     expected = registered(path.parent).get(path.name)
     stem = path.stem.rsplit("-", 1)
     if expected is not None and digest != expected:
-        raise WeightsError(f"weights {path.name} are corrupt (sha256 {digest[:16]}, expected {expected[:16]})")
+        raise WeightsError(f"weights {path} are corrupt (sha256 {digest[:16]}, expected {expected[:16]})")
     if expected is None and (len(stem) != 2 or not digest.startswith(stem[1])):
-        raise WeightsError(f"weights {path.name} do not match the hash in their name")
+        raise WeightsError(f"weights {path} do not match the hash in their name")
     try:
         model = read(io.BytesIO(data))
     except MemoryError:
-        raise WeightsError(f"weights {path.name}: not enough memory to load them") from None
+        raise WeightsError(f"weights {path}: not enough memory to load them") from None
     except Exception as e:  # any malformed array or metadata: unreadable weights, not a crash
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise WeightsError(f"weights {path.name} are unreadable: {reason}") from None
+        raise WeightsError(f"weights {path} are unreadable: {reason}") from None
     return Weights(name=model.name, path=path, sha256=digest, model=model)
 
 

@@ -30,18 +30,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..nn.networks import NUM_QUALITIES, BlockCodecNet, ModelConfig, lambda_of
-from .data import CropSampler, image_paths, load_images
-from .grow import grow_latents, grow_width
+from ..nn.config import ModelConfig
 
-# The model's sizes are ModelConfig's own defaults, written once in nn/networks.py.
+# Training needs torch, parsing the options does not: without torch, `bbcodec train
+# --help` still shows every option and default, and main says what to install.
+try:
+    import torch
+
+    from ..nn.networks import NUM_QUALITIES, BlockCodecNet, lambda_of
+    from .data import CropSampler, image_paths, load_images
+    from .grow import grow_latents, grow_width
+except ModuleNotFoundError as e:
+    if e.name != "torch":
+        raise
+    NO_TORCH: ModuleNotFoundError | None = e
+else:
+    NO_TORCH = None
+
+
+# The model's sizes are ModelConfig's own defaults, written once in nn/config.py.
 _MODEL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
 def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if NO_TORCH is None and torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -150,9 +163,13 @@ def build_parser(cls: type, **kwargs: Any) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The options of argv (--help: print them and exit, with or without torch); then
+    ModuleNotFoundError if torch is not installed."""
     p = build_parser(TrainConfig, prog="bbcodec train", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cfg = TrainConfig(**vars(p.parse_args(argv)))
+    if NO_TORCH is not None:
+        raise NO_TORCH
     try:
         cfg.model_config()
     except ValueError as e:
@@ -189,13 +206,13 @@ class EMA:
         self.decay = decay
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.state[k].lerp_(v.detach(), 1.0 - self.decay)
-            else:
-                self.state[k].copy_(v)
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.state[k].lerp_(v.detach(), 1.0 - self.decay)
+                else:
+                    self.state[k].copy_(v)
 
     def model_copy(self, model: BlockCodecNet) -> BlockCodecNet:
         import copy

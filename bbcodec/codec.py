@@ -1,0 +1,168 @@
+"""The one encoder and the one decoder behind every entry point: bbcodec.encode / decode
+(the API), files.encode_file / decode_file (the CLI) and the Pillow plugin.
+
+check refuses bad options, before any work, in this one place; encode chooses the weights
+and calls the coding loop (coding/loop.py), or the rate control (ratecontrol.py) for a
+size or PSNR target; decode finds the weights a file names and calls the loop's decoder.
+numpy arrays in, .bbc bytes out, and back: files are files.py's, Pillow images images.py's.
+
+Imports no numpy until it codes (files.py imports this, and the CLI files.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from numbers import Real
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from .coding import effort as efforts
+from .errors import Error, QualityError
+from .model import quality as Q
+
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
+
+    from .coding.format import Header
+    from .model.weights import Weights
+
+# progress_for(pixels) gives a progress bar for an image of that many pixels (a context
+# manager whose value has update(pixels done), as click's) or None.
+ProgressFor = Callable[[int], Any]
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """A real number (an int, a float, numpy's), not a bool or a string."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check(quality: object = None, target_bpp: object = None, target_psnr: object = None,
+          effort: object = efforts.DEFAULT, threads: object = None) -> None:
+    """Refuse bad encoding options with a one-line bbcodec.Error, before any work: more than
+    one of quality / target_bpp / target_psnr, a quality that is not a number within
+    quality.MIN..MAX, a target that is not a finite number above 0 (QualityError), a bad
+    effort (EffortError) or threads (ThreadsError). None is the default of each."""
+    given = [name for name, v in (("quality", quality), ("target_bpp", target_bpp), ("target_psnr", target_psnr))
+             if v is not None]
+    if len(given) > 1:
+        raise QualityError(f"give only one of quality, target_bpp and target_psnr, not {' and '.join(given)}")
+    if quality is not None:
+        if not _is_number(quality) or not math.isfinite(quality):
+            raise QualityError(f"quality must be a number within {Q.MIN}..{Q.MAX}, got {quality!r}")
+        Q.to_x256(quality)  # QualityError outside the range
+    for name, target in (("target_bpp", target_bpp), ("target_psnr", target_psnr)):
+        if target is not None and not (_is_number(target) and math.isfinite(target) and target > 0):
+            raise QualityError(f"{name} must be a finite number above 0, got {target!r}")
+    efforts.check(effort)
+    from .coding.workers import check_threads
+
+    check_threads(threads)
+
+
+@contextmanager
+def naming(name: str | None) -> Iterator[None]:
+    """A bbcodec.Error raised inside is about the input called name (when not None) and its
+    message does not name it: raised again, of its own class, with the name in front."""
+    try:
+        yield
+    except Error as e:
+        if name is None:
+            raise
+        raise type(e)(f"{name}: {e}") from e
+
+
+@contextmanager
+def _progress(progress_for: ProgressFor | None, shape: tuple[int, ...]) -> Iterator[Callable[[int], None] | None]:
+    """The update function of the progress bar progress_for gives for an image of shape
+    (height, width, ...), or None."""
+    bar = None
+    if progress_for is not None:
+        from .model.blocks import BLOCK, grid_shape
+
+        rows, cols = grid_shape(*shape[:2])
+        bar = progress_for(rows * cols * BLOCK * BLOCK)
+    if bar is None:
+        yield None
+        return
+    with bar as b:
+        yield b.update
+
+
+def choose_weights(path: str | os.PathLike[str] | None = None) -> Weights:
+    """The default weights, or those of a weights file (verified; a WeightsError names it)."""
+    from .model import weights
+
+    return weights.default() if path is None else weights.from_file(path)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded image and what the callers report of it."""
+
+    data: bytes  # the .bbc file
+    reconstruction: np.ndarray  # the decoder's image, exactly
+    quality: float  # the quality coded at (with a target: the one chosen)
+    weights: Weights
+    seconds: float  # coding time, without choosing the weights
+    target_met: bool | None = None  # with a target: whether it was met (else the nearest end was used)
+    encodes: int | None = None  # with a target: encodes tried
+
+
+def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float | None = None,
+           target_psnr: float | None = None, weights: str | os.PathLike[str] | None = None,
+           effort: int = efforts.DEFAULT, threads: int | None = None,
+           progress_for: ProgressFor | None = None, name: str | None = None) -> Encoded:
+    """Encode an HxWx3 (RGB) or HxW (grayscale) uint8 array: at quality (None:
+    quality.DEFAULT), or at the quality that best meets target_bpp or target_psnr
+    (ratecontrol.py); with the weights of a file, or the default ones (choose_weights).
+    Options as bbcodec.encode's (checked by check); progress_for (a bar for an image
+    coded at a quality) as the coding loop's progress; name, if given, leads the message
+    of an error about the image (naming)."""
+    check(quality, target_bpp, target_psnr, effort, threads)
+    w = choose_weights(weights)
+    t0 = time.perf_counter()
+    with naming(name):
+        if target_bpp is not None or target_psnr is not None:
+            from . import ratecontrol
+
+            r = ratecontrol.encode_to_target(img, w, target_bpp, target_psnr, effort, threads=threads)
+            return Encoded(r.data, r.reconstruction, float(r.quality), w, time.perf_counter() - t0, r.met, r.probes)
+        from .coding import loop
+
+        q = Q.DEFAULT if quality is None else quality
+        with _progress(progress_for, img.shape) as update:
+            data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
+    return Encoded(data, rec, float(q), w, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded .bbc file."""
+
+    image: np.ndarray  # HxWx3 (RGB) or HxW (grayscale) uint8
+    header: Header
+    weights: Weights
+    seconds: float  # decoding time, without finding the weights
+
+
+def decode(data: bytes, *, threads: int | None = None, progress_for: ProgressFor | None = None,
+           name: str | None = None) -> Decoded:
+    """Decode .bbc bytes with the weights its header names (threads as bbcodec.decode's,
+    progress_for as encode's); name, if given, leads the message of an error about the
+    file (naming)."""
+    from .coding import format, loop
+    from .coding.workers import check_threads
+    from .model import weights
+
+    threads = check_threads(threads)
+    with naming(name):
+        header, payload = format.unpack(data)
+        w = weights.for_header(header)
+        t0 = time.perf_counter()
+        with _progress(progress_for, (header.height, header.width)) as update:
+            img = loop.decode(header, payload, w.model, progress=update, threads=threads)
+    return Decoded(img, header, w, time.perf_counter() - t0)
