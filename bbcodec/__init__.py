@@ -31,6 +31,7 @@ from .errors import (
     DecodeError,
     EffortError,
     EntropyError,
+    ExtraError,
     Error,
     FileError,
     FormatError,
@@ -48,7 +49,8 @@ if TYPE_CHECKING:  # annotations only
 __version__ = "0.1.0"
 __all__ = [
     "encode", "decode", "read_info", "Info", "__version__",
-    "Error", "FormatError", "DecodeError", "EntropyError", "ImageError", "QualityError", "WeightsError", "FileError",
+    "Error", "FormatError", "DecodeError", "EntropyError", "ExtraError", "ImageError", "QualityError", "WeightsError",
+    "FileError",
     "EffortError", "ThreadsError", "WorkerError",
 ]
 

@@ -437,10 +437,8 @@ def train(ctx: click.Context) -> None:
 
     try:
         trainer.main(ctx.args)
-    except ModuleNotFoundError as e:
-        if e is not trainer.NO_TORCH:
-            raise
-        raise Failure(f"training needs torch ({e}); install with: pip install 'bbcodec[train]'") from None
+    except Error as e:  # ExtraError: no torch
+        raise Failure(str(e)) from None
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
@@ -453,10 +451,8 @@ def freeze(ctx: click.Context) -> None:
 
     try:
         freezer.main(ctx.args, prog="bbcodec freeze")
-    except ModuleNotFoundError as e:
-        if e is not freezer.NO_TORCH:
-            raise
-        raise Failure(f"freezing needs torch ({e}); install with: pip install 'bbcodec[train]'") from None
+    except Error as e:  # ExtraError: no torch
+        raise Failure(str(e)) from None
 
 
 def main() -> None:

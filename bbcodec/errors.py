@@ -55,6 +55,11 @@ class FileError(Error):
     """A path cannot be read or written; the message is one line for the user."""
 
 
+class ExtraError(Error):
+    """An optional part of bbcodec is used that is not installed; the message names the
+    extra to install."""
+
+
 class BenchError(Error, ValueError):
     """The folder or the options cannot be benchmarked."""
 

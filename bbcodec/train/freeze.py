@@ -27,22 +27,15 @@ from ..model import layout as model_io
 from ..model.arith import ACT_MAX, ACTIVATIONS, PIXEL_EXP, W_MAX, scale_bounds, scale_table
 from ..model.frozen import FrozenModel
 from ..model.stack import Activation, Layer, Stack
+from . import TORCH, need_torch
 
-# Freezing needs torch, parsing the options does not: without torch, `bbcodec freeze
-# --help` still shows every option and default, and main says what to install.
-try:
+if TORCH is None:  # else only the options (train/__init__.py)
     import torch
     from torch import nn
 
     from ..nn.layers import GDN, BlockMaskedConv2d
     from ..nn.networks import NUM_QUALITIES, BlockCodecNet, MaskedStack, ModelConfig
     from .data import CropSampler, load_images
-except ModuleNotFoundError as e:
-    if e.name != "torch":
-        raise
-    NO_TORCH: ModuleNotFoundError | None = e
-else:
-    NO_TORCH = None
 
 SUM_LIMIT = 2.0**50  # worst-case partial sums stay 8x below 2^53 (see frozen.check_exact)
 MARGIN = 2.0  # activation range = MARGIN x the largest value seen in calibration
@@ -255,8 +248,7 @@ def main(argv: list[str] | None = None, prog: str = "bbcodec freeze") -> None:
                    help="list the file first in OUT/SHA256SUMS, which makes it that folder's default")
     p.add_argument("--no-card", action="store_true", help="do not add a stub section to OUT/MODEL_CARD.md")
     args = p.parse_args(argv)
-    if NO_TORCH is not None:
-        raise NO_TORCH
+    need_torch("freezing")
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     model = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))
     model.load_state_dict(ck["model"] if args.raw or "ema" not in ck else ck["ema"])

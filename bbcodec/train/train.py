@@ -32,29 +32,21 @@ from typing import Any
 import numpy as np
 
 from ..nn.config import ModelConfig
+from . import TORCH, need_torch
 
-# Training needs torch, parsing the options does not: without torch, `bbcodec train
-# --help` still shows every option and default, and main says what to install.
-try:
+if TORCH is None:  # else only the options (train/__init__.py)
     import torch
 
     from ..nn.networks import NUM_QUALITIES, BlockCodecNet, lambda_of
     from .data import CropSampler, image_paths, load_images
     from .grow import grow_latents, grow_width
-except ModuleNotFoundError as e:
-    if e.name != "torch":
-        raise
-    NO_TORCH: ModuleNotFoundError | None = e
-else:
-    NO_TORCH = None
-
 
 # The model's sizes are ModelConfig's own defaults, written once in nn/config.py.
 _MODEL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
 def _default_device() -> str:
-    return "cuda" if NO_TORCH is None and torch.cuda.is_available() else "cpu"
+    return "cuda" if TORCH is None and torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -168,8 +160,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = build_parser(TrainConfig, prog="bbcodec train", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cfg = TrainConfig(**vars(p.parse_args(argv)))
-    if NO_TORCH is not None:
-        raise NO_TORCH
+    need_torch("training")
     try:
         cfg.model_config()
     except ValueError as e:
