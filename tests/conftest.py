@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from bbcodec.model.frozen import FrozenModel
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
@@ -37,6 +44,59 @@ def kodak_crop() -> np.ndarray:
             return np.asarray(im.convert("RGB"))[200:248, 300:364].copy()
     y, x = np.mgrid[0:48, 0:64]
     return np.stack([x * 4, y * 5, (x + y) * 2], axis=2).astype(np.uint8)
+
+
+GiB = 1 << 30
+
+
+def run_cli(*args: str, stdin=None, stdout=subprocess.PIPE, env: dict | None = None, timeout: float = 120,  # noqa: ANN001
+            umask: int | None = None, close_stdout: bool = False, memory: int | None = None,
+            **kw) -> subprocess.CompletedProcess:
+    """The CLI in a real process, as a user runs it (stdin: bytes or a file). memory caps
+    its address space, so that a read without bound ends in a MemoryError rather than in
+    swapping the machine."""
+    def setup() -> None:
+        import resource
+
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if umask is not None:
+            os.umask(umask)
+        if close_stdout:
+            os.close(1)
+
+    feed = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin}
+    return subprocess.run([sys.executable, "-m", "bbcodec.cli", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          timeout=timeout, preexec_fn=setup, env={**os.environ, **(env or {})}, **feed, **kw)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, code: int = 1) -> str:
+    """The one line a failed command printed (exit code `code`, no traceback); a failed
+    operation's (code 1) says `bbcodec: error:`."""
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    if code == 1:
+        assert lines[0].startswith("bbcodec: error:"), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory) -> Path:
+    """A small PNG (30x21)."""
+    path = tmp_path_factory.mktemp("img") / "in.png"
+    Image.fromarray(random_image(21, 30, seed=7)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bbc(png: Path) -> Path:
+    """png coded at quality 3 by the CLI."""
+    out = png.with_suffix(".bbc")
+    proc = run_cli("encode", str(png), str(out), "-q", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return out
 
 
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -85,6 +145,44 @@ def tiny_model(seed: int = 0, **sizes):
 
     torch.manual_seed(seed)
     return BlockCodecNet(ModelConfig(**{"N": 16, "M": 8, **sizes}))
+
+
+def tiny_frozen(M: int = 4, C: int = 8, skip: bool = False, seed: int = 0,
+               kernels: tuple[int, ...] = (3, 1, 1, 1)) -> FrozenModel:
+    """A random integer model of the real layout (stack widths C), small enough to run;
+    kernels[1:] of 3 make hidden layers that read the neighbours' features."""
+    from bbcodec.model import layout as model_io
+    from bbcodec.model.frozen import FrozenModel
+    from bbcodec.model.stack import Activation, Layer, Stack
+
+    rng = np.random.default_rng(seed)
+
+    def ints(*shape: int, hi: int = 64) -> np.ndarray:
+        return rng.integers(-hi, hi + 1, size=shape).astype(np.float64)
+
+    def stack(name: str, cin: int, out: int) -> Stack:
+        kind = model_io.ACTIVATIONS[name]
+        acts, layers = [], []
+        for i in range(3):
+            c_out = out if i == 2 else C
+            if kind == "leaky":
+                acts.append(Activation(kind, 8, 8))
+            else:
+                acts.append(Activation(kind, 8, 8, rng.integers(0, 64, size=(C, C)).astype(np.float64),
+                                       rng.integers(1, 2**20, size=C).astype(np.float64), 10))
+            k = kernels[i + 1]
+            layers.append(Layer(ints(c_out, C * (5 if k == 3 else 1)), ints(c_out, hi=2**10),
+                                np.full(c_out, 14, dtype=np.int64), k))
+        return Stack(W_nb=ints(C, 768, hi=8), W_cur=ints(C, cin, hi=8) if cin else None, qbias=ints(8, C, hi=2**10),
+                     e0=np.full(C, 10, dtype=np.int64), f_cur=7 if name == "ga" else (6 if cin else 0), acts=acts,
+                     layers=layers, W_skip=ints(out, cin, hi=4) if skip and cin else None)
+
+    table = np.exp(np.linspace(np.log(0.11), np.log(256.0), 64))
+    gain = np.exp(np.linspace(-1.0, 1.5, 8))[:, None].repeat(M, 1)
+    return FrozenModel(name="tiny", family=model_io.family_of(skip), ga=stack("ga", 192, M),
+                       gs=stack("gs", M, 192), he=stack("he", 0, 2 * M), gain=gain, inv_gain=1 / gain,
+                       log_gain=np.log(gain), scale_table=table, scale_bounds=0.5 * (np.log(table[:-1]) + np.log(table[1:])),
+                       f_latent=6, config={"N": C, "M": M, "kernels": list(kernels), "skip": skip}, info={"train_steps": 3})
 
 
 TINY_TRAIN_ARGS = ["--N", "16", "--M", "8", "--crop", "64", "--batch", "2", "--threads", "1"]

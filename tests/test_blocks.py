@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import one_at_a_time, raster
 
 from bbcodec.model import blocks
+from bbcodec.model.blocks import Canvas
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(1, 1), (1, 7), (6, 1), (3, 6), (5, 4), (64, 96)])
@@ -60,3 +62,31 @@ def test_blocks_gathered_per_wavefront_match_the_whole_image_conversion():
     view = np.broadcast_to(gray[:, :, None], (16, 24, 3))  # grayscale as RGB without a copy
     assert np.shares_memory(blocks.block_grid(blocks.pad_to_blocks(view)), gray)
     assert np.array_equal(blocks.from_blocks(whole, 21, 35), img)
+
+
+# The rolling canvas and the block geometry without whole-image copies.
+
+@pytest.mark.parametrize("schedule", [blocks.wavefronts, raster, one_at_a_time])
+def test_a_rolling_canvas_gives_the_neighbours_of_a_whole_one(schedule):
+    rows, cols = 5, 7
+    rng = np.random.default_rng(0)
+    values = rng.integers(-128, 128, size=(rows, cols, 192)).astype(np.int16)
+    whole, rolling = blocks.new_canvas(rows, cols), Canvas(rows, cols)
+    for r, c in schedule(rows, cols):
+        nb = rolling.neighbours(r, c, ones=True)
+        assert np.array_equal(nb[:, :-1], blocks.gather_neighbours(whole, r, c)) and (nb[:, -1] == 1).all()
+        whole[r + 1, c + 1] = values[r, c]
+        rolling.put(r, c, values[r, c])
+    assert rolling.data.shape == (2, cols + 2, 192)
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (9, 7), (17, 33), (16, 16), (8, 30)])
+def test_pixels_gathered_and_put_per_block_match_the_whole_image_conversion(h, w):
+    rng = np.random.default_rng(h * w)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    whole = blocks.to_blocks(blocks.pad_to_blocks(img))
+    out = np.zeros_like(img)
+    for r, c in blocks.wavefronts(*whole.shape[:2]):
+        assert np.array_equal(blocks.gather_pixels(img, r, c), whole[r, c].astype(np.float64))
+        blocks.put_pixels(out, r, c, whole[r, c])
+    assert np.array_equal(out, img)

@@ -128,3 +128,33 @@ def test_encoding_holds_no_whole_image_float64_copies(weights):
     finally:
         tracemalloc.stop()
     assert peak / img[..., 0].size < 24
+
+
+@pytest.mark.parametrize("which", ["default", "family2"])
+def test_encoding_memory_grows_with_the_width_not_the_area(which, weights, family2_weights, monkeypatch):
+    """Peak memory of an encode besides its output image (3 bytes a pixel, twice with a
+    post-loop filter: its input and its output): the same for
+    a tall image as for one 8 times shorter (tracemalloc sees numpy's allocations). The
+    default (family-3) weights' post-loop filter runs in strips of STRIP_CELLS cells, a
+    fixed amount whatever the height: made small here, so that both images take several."""
+    import tracemalloc
+
+    from bbcodec.model import filter as postfilter
+
+    weights = weights if which == "default" else family2_weights
+    images = 1 if weights.model.postfilter is None else 2  # the loop's output, and the filtered copy
+    monkeypatch.setattr(postfilter, "STRIP_CELLS", 16)  # one cell row at a time
+
+    def extra(h: int, w: int) -> int:
+        img = random_image(h, w, seed=4)
+        codec.encode(img[:8, :8], 4, weights.model, weights.prefix, threads=1)  # warm caches (quality params, tables)
+        tracemalloc.start()
+        try:
+            codec.encode(img, 4, weights.model, weights.prefix, threads=1)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return peak - images * 3 * h * w
+
+    short, tall = extra(64, 96), extra(512, 96)
+    assert tall < 1.25 * short + 50_000, (short, tall)

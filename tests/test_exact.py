@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_frozen
 
 from bbcodec.coding import format
 from bbcodec.coding import loop as codec
+from bbcodec.model import blocks
 from bbcodec.model import layout as model_io
 from bbcodec.model.arith import ACT_MAX, LEAKY_SHIFT, requantise
-from bbcodec.model.frozen import FrozenModel, check_exact
-from bbcodec.model.stack import Activation, Layer, Stack
+from bbcodec.model.blocks import BlockContext
+from bbcodec.model.frozen import check_exact
+from bbcodec.model.stack import Activation
 from bbcodec.model.weights import Weights
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -50,43 +53,9 @@ def test_integer_gdn_matches_its_real_formula(kind):
     assert np.array_equal(out, np.rint(out))
 
 
-def tiny_model(M: int = 4, C: int = 8, skip: bool = False, seed: int = 0,
-               kernels: tuple[int, ...] = (3, 1, 1, 1)) -> FrozenModel:
-    """A random integer model of the real layout (stack widths C), small enough to run;
-    kernels[1:] of 3 make hidden layers that read the neighbours' features."""
-    rng = np.random.default_rng(seed)
-
-    def ints(*shape: int, hi: int = 64) -> np.ndarray:
-        return rng.integers(-hi, hi + 1, size=shape).astype(np.float64)
-
-    def stack(name: str, cin: int, out: int) -> Stack:
-        kind = model_io.ACTIVATIONS[name]
-        acts, layers = [], []
-        for i in range(3):
-            c_out = out if i == 2 else C
-            if kind == "leaky":
-                acts.append(Activation(kind, 8, 8))
-            else:
-                acts.append(Activation(kind, 8, 8, rng.integers(0, 64, size=(C, C)).astype(np.float64),
-                                       rng.integers(1, 2**20, size=C).astype(np.float64), 10))
-            k = kernels[i + 1]
-            layers.append(Layer(ints(c_out, C * (5 if k == 3 else 1)), ints(c_out, hi=2**10),
-                                np.full(c_out, 14, dtype=np.int64), k))
-        return Stack(W_nb=ints(C, 768, hi=8), W_cur=ints(C, cin, hi=8) if cin else None, qbias=ints(8, C, hi=2**10),
-                     e0=np.full(C, 10, dtype=np.int64), f_cur=7 if name == "ga" else (6 if cin else 0), acts=acts,
-                     layers=layers, W_skip=ints(out, cin, hi=4) if skip and cin else None)
-
-    table = np.exp(np.linspace(np.log(0.11), np.log(256.0), 64))
-    gain = np.exp(np.linspace(-1.0, 1.5, 8))[:, None].repeat(M, 1)
-    return FrozenModel(name="tiny", family=model_io.family_of(skip), ga=stack("ga", 192, M),
-                       gs=stack("gs", M, 192), he=stack("he", 0, 2 * M), gain=gain, inv_gain=1 / gain,
-                       log_gain=np.log(gain), scale_table=table, scale_bounds=0.5 * (np.log(table[:-1]) + np.log(table[1:])),
-                       f_latent=6, config={"N": C, "M": M, "kernels": list(kernels), "skip": skip}, info={"train_steps": 3})
-
-
 @pytest.mark.parametrize("skip", [False, True])
 def test_a_model_survives_the_weights_layout_and_codes_the_same_file(skip):
-    model = tiny_model(skip=skip)
+    model = tiny_frozen(skip=skip)
     arrays = model_io.to_arrays(model)
     back = model_io.from_arrays(arrays)
     again = model_io.to_arrays(back)
@@ -129,13 +98,13 @@ def _meta(arrays: dict, **changes) -> dict:
     ({"max_symbol": 1023}, "max_symbol must be 2047"),
 ])
 def test_weights_with_a_wrong_meta_record_are_refused(change, message):
-    arrays = _meta(model_io.to_arrays(tiny_model()), **change)
+    arrays = _meta(model_io.to_arrays(tiny_frozen()), **change)
     with pytest.raises(model_io.LayoutError, match=message):
         model_io.from_arrays(arrays)
 
 
 def test_weights_with_missing_or_unmatched_arrays_are_refused():
-    arrays = model_io.to_arrays(tiny_model(skip=True))
+    arrays = model_io.to_arrays(tiny_frozen(skip=True))
     with pytest.raises(model_io.LayoutError, match="missing"):
         model_io.from_arrays({k: v for k, v in arrays.items() if k != "gs.2.W"})
     with pytest.raises(model_io.LayoutError, match="does not match"):
@@ -145,7 +114,7 @@ def test_weights_with_missing_or_unmatched_arrays_are_refused():
 
 
 def test_weights_that_could_leave_exact_integers_are_refused():
-    model = tiny_model()
+    model = tiny_frozen()
     check_exact(model)  # as built: fine
     model.gs.layers[1].W[0, :] = 2**15 - 1  # 8 x 32767 x 32767 < 2^53: still fine
     check_exact(model)
@@ -157,9 +126,61 @@ def test_weights_that_could_leave_exact_integers_are_refused():
 
 
 def test_quality_parameters_interpolate_exactly_between_rows():
-    model = tiny_model()
+    model = tiny_frozen()
     q3 = model.params_at(3 * 256)
     assert np.array_equal(q3.gain, model.gain[2]) and np.array_equal(q3.bias["ga"], model.ga.qbias[2])
     mid = model.params_at(3 * 256 + 64)  # quality 3.25
     assert np.array_equal(mid.gain, model.gain[2] * 0.75 + model.gain[3] * 0.25)
     assert np.array_equal(model.params_at(8 * 256).gain, model.gain[7])
+
+
+# The fast form of the integer networks against docs/format.md's arithmetic, step by step.
+
+def _inputs(rng, n: int, cin: int, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    nb = rng.integers(-128, 128, size=(n, 768)).astype(np.float64)
+    if name == "he":
+        return nb, None
+    hi = 128 if name == "ga" else ACT_MAX
+    return nb, rng.integers(-hi, hi + 1, size=(n, cin)).astype(np.float64)
+
+
+@pytest.mark.parametrize("quality_x256", [256, 3 * 256 + 77, 2048])
+def test_the_fast_networks_equal_the_reference_arithmetic_with_the_shipped_weights(quality_x256):
+    from bbcodec.model import weights as wmod
+
+    rng = np.random.default_rng(quality_x256)
+    for path in wmod.available():
+        m = wmod.load(path).model
+        qp = m.params_at(quality_x256)
+        for n in (1, 5, 37):
+            for name, st in m.stacks().items():
+                nb, cur = _inputs(rng, n, 0 if st.W_cur is None else st.W_cur.shape[1], name)
+                want, hidden = st.run_reference_with_hidden(cur, nb, qp.bias[name])
+                fast = st.fast.run_with_hidden(cur, m.neighbours(nb, qp).first(name))
+                assert np.array_equal(fast[0], want) and np.array_equal(fast[1], hidden)  # group heads read it
+                ones = np.concatenate([nb, np.ones((n, 1))], axis=1)
+                assert np.array_equal(st.fast.run_with_hidden(cur, m.neighbours(ones, qp).first(name))[0], want)
+                given = m.from_products({name: nb @ st.W_nb.T}, qp)  # rdoq's products of many candidates
+                assert np.array_equal(st.fast.run_with_hidden(cur, given.first(name))[0], want)
+
+
+@pytest.mark.parametrize("kernels", [(3, 1, 1, 1), (3, 3, 3, 1), (3, 1, 3, 3)])
+def test_the_fast_networks_equal_the_reference_when_activations_saturate(kernels):
+    m = tiny_frozen(kernels=kernels, skip=True, seed=5)
+    for st in m.stacks().values():  # large weights: accumulators beyond +-ACT_MAX after rescaling
+        st.W_nb *= 40
+        for layer in st.layers:
+            layer.W *= 30
+    qp = m.params_at(5 * 256)
+    rng = np.random.default_rng(1)
+    rows, cols = 4, 6
+    ctx_ref, ctx_fast = BlockContext(rows, cols), BlockContext(rows, cols, rolling=True)
+    saturated = 0
+    for r, c in blocks.wavefronts(rows, cols):
+        for name, st in m.stacks().items():
+            nb, cur = _inputs(rng, len(r), 0 if st.W_cur is None else st.W_cur.shape[1], name)
+            want, hidden = st.run_reference_with_hidden(cur, nb, qp.bias[name], ctx_ref.at(r, c))
+            out, fast_hidden = st.fast.run_with_hidden(cur, m.neighbours(nb, qp).first(name), ctx_fast.chunk(r, c))
+            assert np.array_equal(out, want) and np.array_equal(fast_hidden, hidden)
+            saturated += int((np.abs(st.acts[0](nb @ st.W_nb.T + qp.bias[name], st.e0)) == ACT_MAX).sum())
+    assert saturated > 0

@@ -18,56 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_image
+from conftest import GiB, one_error_line, random_image, run_cli
 from PIL import Image
 
 from bbcodec import files
-
-GiB = 1 << 30
-
-
-def run(*args: str, stdin=None, stdout=subprocess.PIPE, env: dict | None = None, timeout: float = 120,
-        umask: int | None = None, close_stdout: bool = False, memory: int | None = 3 * GiB) -> subprocess.CompletedProcess:
-    """The CLI in a real process; memory caps its address space, so that a read without
-    bound ends in a MemoryError rather than in swapping the machine."""
-    def setup() -> None:
-        import resource
-
-        if memory is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        if umask is not None:
-            os.umask(umask)
-        if close_stdout:
-            os.close(1)
-
-    return subprocess.run([sys.executable, "-m", "bbcodec.cli", *args], stdin=stdin, stdout=stdout,
-                          stderr=subprocess.PIPE, timeout=timeout, preexec_fn=setup,
-                          env={**os.environ, **(env or {})})
-
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    err = proc.stderr.decode()
-    assert proc.returncode == 1, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bbcodec: error:"), err
-    return lines[0]
 
 
 def no_temporary_files(folder: Path) -> bool:
     return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
+def run(*args: str, memory: int | None = 3 * GiB, **kw) -> subprocess.CompletedProcess:
+    """The CLI, its address space capped (3 GiB unless said): a read without bound ends in
+    a MemoryError rather than in swapping the machine."""
+    return run_cli(*args, memory=memory, **kw)
+
+
 @pytest.fixture(scope="module")
-def bbc(tmp_path_factory) -> tuple[Path, bytes]:
-    """A .bbc file and the PNG bytes it decodes to."""
-    folder = tmp_path_factory.mktemp("files")
-    png = folder / "in.png"
-    Image.fromarray(random_image(24, 40, seed=3)).save(png)
-    out = folder / "in.bbc"
-    assert run("encode", str(png), str(out), "--quiet").returncode == 0
-    ref = folder / "ref.png"
-    assert run("decode", str(out), str(ref), "--quiet").returncode == 0
-    return out, ref.read_bytes()
+def bbc(bbc: Path) -> tuple[Path, bytes]:
+    """conftest's .bbc file, and the PNG bytes it decodes to."""
+    ref = bbc.with_name("ref.png")
+    assert run("decode", str(bbc), str(ref), "--quiet").returncode == 0
+    return bbc, ref.read_bytes()
 
 
 # Defect 1: special files ------------------------------------------------------------

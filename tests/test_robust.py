@@ -122,13 +122,9 @@ def test_odd_images_encode_cleanly_or_are_refused_with_one_line(case, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory) -> tuple[Path, bytes]:
-    folder = tmp_path_factory.mktemp("robust")
-    src = folder / "in.png"
-    Image.fromarray(random_image(20, 27, seed=4)).save(src)
-    out = folder / "in.bbc"
-    assert invoke("encode", str(src), str(out), "--quiet").exit_code == 0
-    return folder, out.read_bytes()
+def sample(bbc: Path) -> tuple[Path, bytes]:
+    """conftest's .bbc file: its folder and its bytes."""
+    return bbc.parent, bbc.read_bytes()
 
 
 def _decode_bytes(data: bytes, folder: Path):
