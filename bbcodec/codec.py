@@ -161,7 +161,7 @@ def decode(data: bytes, *, threads: int | None = None, progress_for: ProgressFor
     threads = check_threads(threads)
     with naming(name):
         header, payload = format.unpack(data)
-        w = weights.for_header(header)
+        w = weights.for_file(header.weights_sha256, header.model_id)
         t0 = time.perf_counter()
         with _progress(progress_for, (header.height, header.width)) as update:
             img = loop.decode(header, payload, w.model, progress=update, threads=threads)

@@ -32,15 +32,15 @@ from bbcodec.train.unfreeze import load_model
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 
 
-def float_weights(args: argparse.Namespace, w: weights.Weights) -> weights.Weights:
-    """The float model to compare with, with the weights record its callers pass."""
+def float_model(args: argparse.Namespace, w: weights.Weights) -> FloatCodingModel:
+    """The float model to compare with, behind the coding loop's model interface."""
     if args.ckpt is not None:
         ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
         net = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))
         net.load_state_dict(ck.get("ema", ck["model"]))
     else:
         net = load_model(w.path)
-    return weights.Weights(name="float64", path=w.path, sha256=w.sha256, model=FloatCodingModel(net))
+    return FloatCodingModel(net)
 
 
 def main() -> None:
@@ -58,17 +58,17 @@ def main() -> None:
         bare = dataclasses.replace(w.model, groups=None, postfilter=None, family=2)
         w = dataclasses.replace(w, model=bare)
         print(f"{w.name} is network family 3: its auto-encoder alone, without the coding groups and the filter")
-    wf = float_weights(args, w)
+    wf = float_model(args, w)
     imgs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(KODAK.glob("*.png"))[: args.images]]
     print(f"weights {w.path.name}, float64 from {args.ckpt or 'the same file'}, {len(imgs)} Kodak images")
     curves: dict[str, tuple[list[float], list[float]]] = {"float64": ([], []), "integer": ([], [])}
     print(f"{'q':>3} {'float bpp':>10} {'float PSNR':>11} {'int bpp':>8} {'int PSNR':>9}")
     for q in (float(v) for v in args.qualities.split(",")):
         row = []
-        for key, model in (("float64", wf), ("integer", w)):
+        for key, model in (("float64", wf), ("integer", w.model)):
             bpp, psnr = [], []
             for img in imgs:
-                data, rec = codec.encode(img, q, model.model, model.prefix)
+                data, rec = codec.encode(img, q, model, w.prefix)
                 bpp.append(8 * len(data) / img.shape[0] / img.shape[1])
                 psnr.append(rd.psnr(img, rec))
             curves[key][0].append(float(np.mean(bpp)))

@@ -74,7 +74,7 @@ def test_golden_file_decodes_to_the_committed_checksum_and_re_encodes_identicall
     assert hashlib.sha256(data).hexdigest() == expected["file_sha256"]
     header, payload = format.unpack(data)
     assert header.version == version
-    found = weights.for_header(header)  # the decoder finds these weights from the header alone
+    found = weights.for_file(header.weights_sha256, header.model_id)  # the decoder finds these weights from the header alone
     assert found.path.name == name
     img = codec.decode(header, payload, found.model)
     assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]

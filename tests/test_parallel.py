@@ -227,7 +227,7 @@ def test_the_golden_files_decode_identically_with_every_thread_count(every_wavef
         header, payload = format.unpack(path.read_bytes())
         from bbcodec.model import weights as wmod
 
-        w = wmod.for_header(header)
+        w = wmod.for_file(header.weights_sha256, header.model_id)
         images = {codec.decode(header, payload, w.model, threads=n).tobytes() for n in THREADS}
         assert len(images) == 1
 
@@ -642,10 +642,9 @@ def test_the_float_model_codes_with_threads(monkeypatch):
     from bbcodec.nn.networks import FloatCodingModel
 
     torch.manual_seed(0)
-    w = Weights(name="float64", path=Path("f"), sha256="cd" * 32,
-                model=FloatCodingModel(tiny_float(seed=2, kernels=(3, 3, 1, 1))))
+    model = FloatCodingModel(tiny_float(seed=2, kernels=(3, 3, 1, 1)))
     img = random_image(40, 200, seed=3)
     monkeypatch.setattr(streams, "MIN_CHUNK", 1)
-    (one, rec1), (two, rec2) = (codec.encode(img, 4, w.model, w.prefix, threads=n) for n in (1, 2))
+    (one, rec1), (two, rec2) = (codec.encode(img, 4, model, codec.UNNAMED, threads=n) for n in (1, 2))
     assert abs(len(one) - len(two)) <= 0.05 * len(one)
     assert np.abs(rec1.astype(int) - rec2).mean() < 1

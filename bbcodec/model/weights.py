@@ -17,14 +17,10 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..coding.format import Header
 from ..errors import WeightsError
+from .frozen import FrozenModel
 from .layout import FAMILIES, read
-
-if TYPE_CHECKING:
-    from ..coding.loop import CodingModel
 
 SUMS = "SHA256SUMS"
 ENV_DIR = "BBCODEC_WEIGHTS"
@@ -35,7 +31,7 @@ class Weights:
     name: str
     path: Path
     sha256: str
-    model: CodingModel
+    model: FrozenModel
 
     @property
     def family_id(self) -> int:
@@ -143,14 +139,15 @@ def from_file(path: str | os.PathLike[str]) -> Weights:
     return load(p.resolve())
 
 
-def for_header(header: Header) -> Weights:
-    """The weights a .bbc header asks for: a known model family and an installed hash."""
-    if header.model_id not in FAMILIES:
+def for_file(prefix: bytes, model_id: int) -> Weights:
+    """The weights a .bbc header asks for (its weights_sha256 prefix and model_id): a
+    known model family and an installed hash."""
+    if model_id not in FAMILIES:
         known = ", ".join(f"{k} = {v}" for k, v in FAMILIES.items())
-        raise WeightsError(f"unknown model id {header.model_id} (this decoder knows {known})")
-    w = find(header.weights_sha256)
-    if w.family_id != header.model_id:
-        raise WeightsError(f"weights {w.path.name} are of model id {w.family_id}, the file says {header.model_id}")
+        raise WeightsError(f"unknown model id {model_id} (this decoder knows {known})")
+    w = find(prefix)
+    if w.family_id != model_id:
+        raise WeightsError(f"weights {w.path.name} are of model id {w.family_id}, the file says {model_id}")
     return w
 
 
