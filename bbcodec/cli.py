@@ -71,6 +71,8 @@ def _report_single(result, as_json: bool, quiet: bool, line: str) -> None:  # no
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif not quiet:
         click.echo(line, err=True)
+        for note in result.notes:  # what reading or writing changed that the user should know
+            click.echo(f"bbcodec: note: {display_name(result.input)}: {note}", err=True)
 
 
 def _fail(message: str, as_json: bool, src: str) -> Failure:
@@ -187,6 +189,16 @@ def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> i
         return check_threads(value)
     except ThreadsError as e:
         raise click.BadParameter(str(e), ctx, param) from None
+def _metadata(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[str]:
+    """--metadata parsed by codec.parse_metadata (a usage error, exit 2, when wrong)."""
+    from .codec import parse_metadata
+
+    try:
+        return parse_metadata(value)
+    except Error as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
 # Efforts above 1 choose each wavefront's symbols in this process (rdoq.Chooser reads the
 # whole canvas): only their effort-1 proxy pass, if any (effort 3), uses the workers.
 ENCODE_THREADS_HELP = (THREADS_HELP[:-1] + "; --effort above 1 codes in one process, except effort 3's first "
@@ -214,6 +226,12 @@ Examples:
 @click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
               help="Encode with this weights file (.npz) instead of the default; decoding finds it by its "
                    "hash in $BBCODEC_WEIGHTS or the shipped weights.")
+@click.option("--metadata", default="all", show_default=True, callback=_metadata,
+              help="What to keep of the input's metadata: all, none, or a comma list of icc, exif, xmp "
+                   "(as cwebp's -metadata; the pixels are turned upright and the EXIF orientation reset).")
+@click.option("--flatten", metavar="COLOUR", default=None,
+              help="Compose a transparent image over COLOUR (a name or #rrggbb) instead of keeping its alpha "
+                   "plane (kept exactly by default).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
 @click.option("--threads", type=int, default=None, callback=_threads, help=ENCODE_THREADS_HELP)
@@ -223,8 +241,8 @@ Examples:
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           effort: int, weights_file: str | None, jobs: int, threads: int | None, recursive: bool,
-           force: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
+           effort: int, weights_file: str | None, metadata: frozenset[str], flatten: str | None, jobs: int,
+           threads: int | None, recursive: bool, force: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
     IN: every image in it into the folder OUT; several INs (or an existing folder OUT):
     each into OUT as NAME.bbc."""
@@ -238,8 +256,16 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
     dst = paths[-1]
     if as_json and dst == "-":
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
+    if flatten is not None:
+        from PIL import ImageColor
+
+        try:
+            ImageColor.getrgb(flatten)
+        except ValueError:
+            raise click.BadParameter(f"unknown colour {flatten!r} (a name such as white, or #rrggbb)",
+                                     param_hint="--flatten") from None
     opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, threads,
-                         effort)
+                         effort, metadata, flatten)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc"):
         return
     src = paths[0]
@@ -260,6 +286,8 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         line += f", PSNR {r.psnr:.2f} dB"
     if r.target_met is False:
         line += " (target not reachable: nearest quality used)"
+    if r.carries:
+        line += f", with {', '.join(r.carries)}"
     if verbose:
         line += f", weights {r.weights}"
     _report_single(r, as_json, quiet, line)
@@ -284,8 +312,10 @@ def _no_quality(ctx: click.Context, param: click.Parameter, value: str | None) -
 @cli.command(epilog=EXIT_CODES + """
 \b
 Output format: by OUT's extension for lossless formats (.png, .tif/.tiff, .bmp,
-.ppm/.pgm); PNG for '-' and other extensions; lossy ones (.jpg, .webp, .avif...)
-are refused unless --format names them. -q is not an option of decode (the quality
+.ppm/.pgm); PNG for '-' and a name without extension; lossy ones (.jpg, .webp,
+.avif...) are refused unless --format names them, and so are other extensions. The
+file's alpha plane and metadata (ICC, EXIF, XMP) go into PNG and TIFF (and JPEG and
+WebP with --format; an image with alpha is refused in a format without it). -q is not an option of decode (the quality
 is in the file); --quiet prints nothing.
 \b
 Examples:
@@ -366,6 +396,7 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
             ("file size", f"{fields['file_bytes']} bytes ({fields['payload_bytes']} payload)"),
             ("bits per pixel", f"{fields['bpp']:.4f}"),
             ("image digest", f"{fields['image_digest']} (sha256 prefix of the decoded pixels)"),
+            ("carries", ", ".join(f"{k} ({v} bytes)" for k, v in fields["chunks"].items()) or "pixels only"),
             ("crc32", "ok" if ok else "BAD: the file is damaged and will not decode"),
         ]
         for k, v in rows:

@@ -30,6 +30,57 @@ if TYPE_CHECKING:  # annotations only
     from .coding.format import Header
     from .model.weights import Weights
 
+METADATA = ("icc", "exif", "xmp")  # what --metadata names (cwebp's -metadata; all kept by default)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a file carries besides the coded pixels (the chunks of format version 3,
+    docs/format.md 8): an alpha plane, kept exactly, and the metadata of the source."""
+
+    alpha: np.ndarray | None = None  # HxW uint8, straight (not premultiplied); None: opaque
+    icc: bytes | None = None  # an ICC profile: what the pixels' numbers mean
+    exif: bytes | None = None  # EXIF as a TIFF structure ("II*\0" or "MM\0*"), orientation reset
+    xmp: bytes | None = None  # an XMP packet, UTF-8
+
+    def keeping(self, metadata: frozenset[str] | set[str]) -> Extras:
+        """These extras with only the metadata named (of METADATA); the alpha plane stays."""
+        return Extras(self.alpha, *(getattr(self, k) if k in metadata else None for k in METADATA))
+
+    def chunks(self) -> dict[bytes, bytes]:
+        """The chunks to write (none for an opaque image without metadata: version 2)."""
+        from .coding import alpha
+
+        out = {k: v for k, v in ((b"ICCP", self.icc), (b"EXIF", self.exif), (b"XMP ", self.xmp)) if v}
+        if self.alpha is not None:
+            out[b"ALPH"] = alpha.encode(self.alpha)
+        return out
+
+    @classmethod
+    def of_chunks(cls, chunks: dict[bytes, bytes], width: int, height: int) -> Extras:
+        from .coding import alpha
+
+        plane = alpha.decode(chunks[b"ALPH"], width, height) if b"ALPH" in chunks else None
+        return cls(plane, chunks.get(b"ICCP"), chunks.get(b"EXIF"), chunks.get(b"XMP "))
+
+    def names(self) -> list[str]:
+        """What these extras hold, as `bbcodec info` lists them."""
+        return [k for k in ("alpha", *METADATA) if getattr(self, k) is not None]
+
+
+def parse_metadata(value: str) -> frozenset[str]:
+    """A --metadata value (all, none, or a comma list of icc, exif, xmp) -> the kinds kept."""
+    words = [w.strip().lower() for w in value.split(",") if w.strip()]
+    if words == ["all"]:
+        return frozenset(METADATA)
+    if words == ["none"]:
+        return frozenset()
+    bad = [w for w in words if w not in METADATA]
+    if bad or not words:
+        raise QualityError(f"metadata must be all, none, or a comma list of {', '.join(METADATA)}; got {value!r}")
+    return frozenset(words)
+
+
 # progress_for(pixels) gives a progress bar for an image of that many pixels (a context
 # manager whose value has update(pixels done), as click's) or None.
 ProgressFor = Callable[[int], Any]
@@ -110,11 +161,12 @@ class Encoded:
     seconds: float  # coding time, without choosing the weights
     target_met: bool | None = None  # with a target: whether it was met (else the nearest end was used)
     encodes: int | None = None  # with a target: encodes tried
+    extras: Extras = Extras()  # what the file carries besides the pixels
 
 
 def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float | None = None,
            target_psnr: float | None = None, weights: str | os.PathLike[str] | None = None,
-           effort: int = efforts.DEFAULT, threads: int | None = None,
+           effort: int = efforts.DEFAULT, threads: int | None = None, extras: Extras = Extras(),
            progress_for: ProgressFor | None = None, name: str | None = None) -> Encoded:
     """Encode an HxWx3 (RGB) or HxW (grayscale) uint8 array: at quality (None:
     quality.DEFAULT), or at the quality that best meets target_bpp or target_psnr
@@ -123,6 +175,8 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
     coded at a quality) as the coding loop's progress; name, if given, leads the message
     of an error about the image (naming)."""
     check(quality, target_bpp, target_psnr, effort, threads)
+    if extras.alpha is not None and extras.alpha.shape != img.shape[:2]:
+        raise ValueError("the alpha plane must have the image's height and width")
     w = choose_weights(weights)
     t0 = time.perf_counter()
     with naming(name):
@@ -130,23 +184,41 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
             from . import ratecontrol
 
             r = ratecontrol.encode_to_target(img, w, target_bpp, target_psnr, effort, threads=threads)
-            return Encoded(r.data, r.reconstruction, float(r.quality), w, time.perf_counter() - t0, r.met, r.probes)
-        from .coding import loop
+            data, rec, q, met, probes = r.data, r.reconstruction, float(r.quality), r.met, r.probes
+        else:
+            from .coding import loop
 
-        q = Q.DEFAULT if quality is None else quality
-        with _progress(progress_for, img.shape) as update:
-            data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
-    return Encoded(data, rec, float(q), w, time.perf_counter() - t0)
+            q, met, probes = float(Q.DEFAULT if quality is None else quality), None, None
+            with _progress(progress_for, img.shape) as update:
+                data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
+        chunks = extras.chunks()
+        if chunks:
+            from .coding import format
+
+            data = format.add_chunks(data, chunks)
+    return Encoded(data, rec, q, w, time.perf_counter() - t0, met, probes, extras)
 
 
 @dataclass(frozen=True)
 class Decoded:
     """A decoded .bbc file."""
 
-    image: np.ndarray  # HxWx3 (RGB) or HxW (grayscale) uint8
+    image: np.ndarray  # HxWx3 (RGB) or HxW (grayscale) uint8: the coded pixels
     header: Header
     weights: Weights
     seconds: float  # decoding time, without finding the weights
+    extras: Extras = Extras()  # the file's alpha plane and metadata
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The image with its alpha plane, if any: HxWx4 (RGBA) or HxWx2 (LA), else image."""
+        import numpy as np
+
+        if self.extras.alpha is None:
+            return self.image
+        gray = self.image.ndim == 2
+        colour = self.image[:, :, None] if gray else self.image
+        return np.concatenate([colour, self.extras.alpha[:, :, None]], axis=2)
 
 
 def decode(data: bytes, *, threads: int | None = None, progress_for: ProgressFor | None = None,
@@ -165,4 +237,5 @@ def decode(data: bytes, *, threads: int | None = None, progress_for: ProgressFor
         t0 = time.perf_counter()
         with _progress(progress_for, (header.height, header.width)) as update:
             img = loop.decode(header, payload, w.model, progress=update, threads=threads)
-    return Decoded(img, header, w, time.perf_counter() - t0)
+        extras = Extras.of_chunks(format.read_chunks(data), header.width, header.height)
+    return Decoded(img, header, w, time.perf_counter() - t0, extras)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
-from .codec import ProgressFor, naming
+from .codec import METADATA, ProgressFor, naming
 from .coding import effort as efforts
 from .errors import Error, FileError
 from .jobs import map_jobs, share_cores
@@ -65,9 +65,14 @@ def _input(path: str) -> Iterator[IO[bytes]]:
             stream.close()
 
 
-def read_input(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
+SNIFF_BYTES = 1 << 16  # what an input's first look reads: enough for any image format's header
+
+
+def read_input(path: str, limit: int = MAX_IMAGE_BYTES, sniff: Callable[[bytes], None] | None = None) -> bytes:
     """The bytes of path ('-' = stdin), refusing an input of more than limit bytes (a
-    regular file by its size, before reading; a stream after limit + 1 bytes)."""
+    regular file by its size, before reading; a stream after limit + 1 bytes). sniff,
+    if given, sees the first SNIFF_BYTES and may refuse them (raise) before the rest is
+    read: an endless stream of zeros costs 64 kB, not the limit."""
     from .coding.format import read_upto
 
     with _input(path) as f:
@@ -79,7 +84,11 @@ def read_input(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
         if size is not None and size > limit:
             raise FileError(f"{display_name(path)} is {size} bytes, more than any input within the limits "
                             f"({limit} bytes)")
-        data = read_upto(f, limit + 1)
+        data = read_upto(f, min(SNIFF_BYTES, limit + 1))
+        if sniff is not None:
+            sniff(data)
+        if len(data) == SNIFF_BYTES:
+            data += read_upto(f, limit + 1 - len(data))
     if len(data) > limit:
         raise FileError(f"{display_name(path)} is more than {limit} bytes, more than any input within the limits")
     return data
@@ -277,6 +286,8 @@ class EncodeOptions:
     weights: str | None = None  # a weights file instead of the default (--weights)
     threads: int | None = None  # threads per image (None: the cores; run_folder: each job's share)
     effort: int = efforts.DEFAULT  # encoder effort (effort.py): more encoder time, smaller files
+    metadata: frozenset[str] = frozenset(METADATA)  # of codec.METADATA: what to keep (--metadata)
+    flatten: str | None = None  # a colour to compose transparent images over (--flatten), else alpha is kept
 
 
 @dataclass(frozen=True)
@@ -301,8 +312,9 @@ class _Result:
     seconds: float  # coding time, without reading and writing files
 
     def to_dict(self) -> dict[str, Any]:
-        optional = {f.name for f in fields(self) if f.default is None}
-        return {k: v for k, v in asdict(self).items() if not (k in optional and v is None)}
+        optional = {f.name for f in fields(self) if f.default in (None, ())}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if not (k in optional and v in (None, ()))}
 
 
 @dataclass(frozen=True)
@@ -314,6 +326,9 @@ class EncodeResult(_Result):
     target_met: bool | None = None  # with a rate target: whether it was met
     encodes: int | None = None  # with a rate target: encodes tried
     psnr: float | None = None  # when measured (-v, --json, rate targets)
+    carries: tuple[str, ...] = ()  # what the file carries besides the pixels: alpha, icc, exif, xmp
+    alpha_bytes: int | None = None  # the size of the coded alpha plane, if any
+    notes: tuple[str, ...] = ()  # what a user should hear of (an animation's first frame, 16 bits made 8)
 
 
 @dataclass(frozen=True)
@@ -321,6 +336,9 @@ class DecodeResult(_Result):
     """One .bbc file decoded to an image (bpp is the .bbc file's, bytes the image's)."""
 
     weights: str | None = None  # file name of the weights used
+    carries: tuple[str, ...] = ()  # what the file carries besides the pixels: alpha, icc, exif, xmp
+    alpha_bytes: int | None = None  # the size of the coded alpha plane, if any
+    notes: tuple[str, ...] = ()  # what a user should hear of (an animation's first frame, 16 bits made 8)
 
 
 @dataclass(frozen=True)
@@ -345,24 +363,35 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     from . import codec, images, rd
     from .coding.format import MAGIC
 
-    data = read_input(src, MAX_IMAGE_BYTES)
+    data = read_input(src, MAX_IMAGE_BYTES, sniff=lambda prefix: images.check_prefix(prefix, display_name(src)))
     input_bytes = len(data)
     if data[:4] == MAGIC:
         raise FileError(f"{display_name(src)} is already a .bbc file (bbcodec decode turns it back into an image)")
     with _quiet_reading():
-        arr = images.read_image(data, display_name(src))
+        pic = images.read_picture(data, display_name(src), opts.flatten)
     del data  # the file's bytes are not needed while coding
+    arr = pic.pixels
     r = codec.encode(arr, opts.quality, target_bpp=opts.target_bpp, target_psnr=opts.target_psnr,
                      weights=opts.weights, effort=opts.effort, threads=opts.threads,
-                     progress_for=progress_for, name=display_name(src))
+                     extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
     write_output(dst, r.data, src)
     h, wd = arr.shape[:2]
+    chunks = _chunk_sizes(r.data)
     return EncodeResult(
         input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=r.quality,
         input_bytes=input_bytes, bytes=len(r.data), bpp=8 * len(r.data) / (h * wd), seconds=r.seconds,
+        carries=tuple(r.extras.names()), alpha_bytes=chunks.get("alpha"), notes=pic.notes,
         weights=r.weights.path.name, effort=opts.effort, target_met=r.target_met, encodes=r.encodes,
         psnr=rd.psnr(arr, r.reconstruction) if opts.measure_psnr or r.target_met is not None else None,
     )
+
+
+def _chunk_sizes(data: bytes) -> dict[str, int]:
+    """The bytes of each chunk of a .bbc file, by what it holds (alpha, icc, exif, xmp)."""
+    from .coding.format import read_chunks
+
+    names = {b"ALPH": "alpha", b"ICCP": "icc", b"EXIF": "exif", b"XMP ": "xmp"}
+    return {names[k]: len(v) for k, v in read_chunks(data).items()}
 
 
 # Output formats of decode, by the extension of the output: lossless ones are written as
@@ -383,8 +412,9 @@ def display_name(path: str) -> str:
 
 def output_format(dst: str, fmt: str | None = None) -> str:
     """The Pillow format decode writes to dst: fmt (a key of FORMATS) if given, else by
-    dst's extension for lossless formats, PNG for '-' and unknown extensions; a lossy
-    extension without fmt is refused (a FileError naming the way out)."""
+    dst's extension for lossless formats, PNG for '-' and a name without extension; a
+    lossy extension without fmt, or one of no image format, is refused (a FileError
+    naming the way out)."""
     if fmt is not None:
         return FORMATS[fmt.lower()]
     if dst == "-":
@@ -394,6 +424,9 @@ def output_format(dst: str, fmt: str | None = None) -> str:
         name = LOSSY_SUFFIXES[suffix]
         raise FileError(f"{dst}: {name} is lossy and would lose what the decoder restored; write .png, .tiff, "
                         f".bmp or .ppm, or give --format {name.lower()} to write {name} anyway")
+    if suffix and suffix not in LOSSLESS_SUFFIXES:
+        raise FileError(f"{dst}: cannot tell an image format from {suffix}; name the output .png, .tiff, .bmp "
+                        f"or .ppm, or give --format")
     return LOSSLESS_SUFFIXES.get(suffix, "PNG")
 
 
@@ -407,13 +440,15 @@ def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: Progre
     pil_format = output_format(dst, fmt)
     data = read_bbc(src)
     r = codec.decode(data, threads=threads, progress_for=progress_for, name=display_name(src))
-    out = images.image_bytes(r.image, pil_format)
+    with naming(dst if dst != "-" else "stdout"):
+        out, notes = images.image_bytes(r.pixels, pil_format, r.extras)
     write_output(dst, out, src)
     header = r.header
     return DecodeResult(
         input=src, output=dst, width=header.width, height=header.height, channels=header.channels,
         quality=header.quality_value, input_bytes=len(data), bytes=len(out),
         bpp=8 * len(data) / (header.width * header.height), seconds=r.seconds, weights=r.weights.path.name,
+        carries=tuple(r.extras.names()), alpha_bytes=_chunk_sizes(data).get("alpha"), notes=notes,
     )
 
 
@@ -436,7 +471,11 @@ def info_file(src: str) -> tuple[dict[str, Any], bool]:
     except weights.WeightsError:
         weights_name = model = None
     family = layout.FAMILIES.get(i.model_id, "unknown")
-    return {**i.to_dict(), "weights": weights_name, "model": model, "family": family,
+    try:
+        chunks = _chunk_sizes(data)
+    except Error:  # a damaged chunk area (the CRC says so): the header is still shown
+        chunks = {}
+    return {**i.to_dict(), "weights": weights_name, "model": model, "family": family, "chunks": chunks,
             "crc32": "ok" if ok else "bad"}, ok
 
 

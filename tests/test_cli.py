@@ -51,7 +51,7 @@ def test_info_prints_the_header_fields(bbc):
     data = json.loads(run_cli("info", str(bbc), "--json").stdout)
     assert list(data) == ["version", "width", "height", "channels", "quality", "model_id", "weights_sha256",
                           "image_digest", "payload_bytes", "file_bytes", "bpp", "streams", "weights", "model",
-                          "family", "crc32"]
+                          "family", "chunks", "crc32"]
     assert data["version"] == 2 and data["streams"] == 1 and "format version: 2, 1 stream\n" in text
     assert data["crc32"] == "ok" and data["weights"].endswith(".npz") and data["model"].startswith("bb8")
     assert data["width"] == 30 and data["height"] == 21 and data["quality"] == 3.0
@@ -99,10 +99,26 @@ def test_bad_inputs_get_one_clear_line(tmp_path, png):
     assert not (tmp_path / "a.bbc").exists()
 
 
-def test_transparent_images_are_refused(tmp_path):
+def test_transparent_images_keep_their_alpha_exactly_or_are_flattened_when_asked(tmp_path):
+    rng = np.random.default_rng(5)
+    rgba = np.concatenate([random_image(13, 17, seed=5), rng.integers(0, 256, (13, 17, 1), dtype=np.uint8)], axis=2)
     path = tmp_path / "alpha.png"
-    Image.new("RGBA", (9, 9), (10, 20, 30, 100)).save(path)
-    assert "transparency" in one_error_line(run_cli("encode", str(path), str(tmp_path / "a.bbc")))
+    Image.fromarray(rgba).save(path)
+    proc = run_cli("encode", str(path), str(tmp_path / "a.bbc"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["carries"] == ["alpha"] and report["alpha_bytes"] > 0
+    assert run_cli("decode", str(tmp_path / "a.bbc"), str(tmp_path / "a.png")).returncode == 0
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "RGBA" and np.array_equal(np.asarray(im)[..., 3], rgba[..., 3])  # bit-exact alpha
+    assert "PPM cannot hold" in one_error_line(run_cli("decode", str(tmp_path / "a.bbc"), str(tmp_path / "a.ppm")))
+    assert not (tmp_path / "a.ppm").exists()
+    assert run_cli("encode", str(path), str(tmp_path / "f.bbc"), "--flatten", "white").returncode == 0
+    assert run_cli("decode", str(tmp_path / "f.bbc"), str(tmp_path / "f.png")).returncode == 0
+    with Image.open(tmp_path / "f.png") as im:
+        assert im.mode == "RGB"
+    bad = run_cli("encode", str(path), str(tmp_path / "g.bbc"), "--flatten", "nocolour")
+    assert bad.returncode == 2 and "unknown colour 'nocolour'" in bad.stderr.decode()
 
 
 def test_unknown_weights_are_named(bbc, tmp_path):

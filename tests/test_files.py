@@ -5,6 +5,7 @@ further than a valid one can go; stdout is written in full or the command fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import pytest
 from conftest import GiB, one_error_line, random_image, run_cli
 from PIL import Image
 
+import bbcodec
 from bbcodec import files
 
 
@@ -193,8 +195,21 @@ def test_an_image_input_is_read_at_most_to_the_image_byte_limit(tmp_path, monkey
     """encode /dev/zero (and any stream or file) stops at MAX_IMAGE_BYTES: a file by its
     size before reading, a stream after the limit; 1 MiB here to keep the test quick."""
     monkeypatch.setattr(files, "MAX_IMAGE_BYTES", 1 << 20)
-    with pytest.raises(files.FileError, match="more than"):
+    with pytest.raises(bbcodec.ImageError, match="not an image"):  # refused after its first 64 kB
         files.encode_file("/dev/zero", str(tmp_path / "z.bbc"), files.EncodeOptions())
+    fifo = tmp_path / "endless.png"  # what starts as a PNG and never ends: stopped at the limit
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f, contextlib.suppress(BrokenPipeError):
+            f.write(b"\x89PNG\r\n\x1a\n")
+            while True:
+                f.write(bytes(1 << 16))
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    with pytest.raises(files.FileError, match="more than"):
+        files.encode_file(str(fifo), str(tmp_path / "z.bbc"), files.EncodeOptions())
     big = tmp_path / "big.png"
     with open(big, "wb") as f:
         f.truncate((1 << 20) + 1)

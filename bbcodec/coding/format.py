@@ -1,4 +1,4 @@
-"""The .bbc container, versions 1 and 2 (specified in docs/format.md). No torch, no numpy.
+"""The .bbc container, versions 1 to 3 (specified in docs/format.md). No torch, no numpy.
 
     offset size field
     0      4    magic            8B 42 42 43 ("\\x8bBBC")
@@ -16,6 +16,11 @@
                                  range-coder words, u32 little-endian (streams.py)
     40+n   4    crc32            CRC-32 (zlib) of bytes 0 .. 40+n-1
 
+Version 3 is version 2 with chunks (an ICC profile, EXIF, XMP, an alpha plane): a u32
+chunks_length m at offset 40, the payload at 44, then the chunks (each a 4-byte type, a
+u32 length and the data), then the CRC of everything before it. A file without chunks
+is written as version 2, which every decoder since version 2 reads.
+
 All integers little-endian. A reader checks the size and CRC before trusting any field,
 and reads a stream no further than the header says (read_from).
 """
@@ -26,24 +31,33 @@ import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from typing import IO
 
 from ..errors import FormatError
 from ..model import quality as Q
 
 MAGIC = b"\x8bBBC"
-VERSION = 2  # what the encoder writes
-VERSIONS = (1, 2)  # what the decoder reads
+VERSION = 2  # what the encoder writes for an image without chunks
+CHUNKED = 3  # what it writes for one with chunks
+VERSIONS = (1, 2, 3)  # what the decoder reads
 HEADER = struct.Struct("<4sBBHII8s8sIHH")
 HEADER_SIZE = HEADER.size  # 40
 TRAILER_SIZE = 4
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 megapixels (8192 x 8192); refused before anything is allocated
 MAX_PAYLOAD = 1 << 31  # payload_length must be below this (2 GiB)
-MAX_FILE_SIZE = HEADER_SIZE + MAX_PAYLOAD - 4 + TRAILER_SIZE  # the largest valid .bbc file
+MAX_FILE_SIZE = HEADER_SIZE + 4 + MAX_PAYLOAD - 4 + TRAILER_SIZE  # the largest valid .bbc file
 READ_CHUNK = 1 << 20  # streams are read in pieces this big (Ctrl-C works in between)
 CHANNELS = (1, 3)  # grayscale is coded as RGB and decoded back to one channel
 MAX_STREAMS = 64  # payload substreams (version 2): at most this many, and one per block row
+CHUNKS = (b"ICCP", b"EXIF", b"XMP ", b"ALPH")  # the chunk types of version 3, in the order written
+CHUNK_HEAD = struct.Struct("<4sI")  # type, length
+
+
+def header_size(version: int) -> int:
+    """Bytes before the payload: 40, or 44 in version 3 (its chunks_length)."""
+    return HEADER_SIZE + 4 if version == CHUNKED else HEADER_SIZE
 
 
 @dataclass(frozen=True)
@@ -99,8 +113,13 @@ def _check_payload_length(n: int, version: int, streams: int) -> None:
         raise FormatError(f"payload of {n} bytes is shorter than its table of {streams - 1} stream lengths")
 
 
-def pack(header: Header, payload: bytes) -> bytes:
-    """Header + payload + CRC-32 -> file bytes."""
+def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = None) -> bytes:
+    """Header + payload (+ chunks, in version 3) + CRC-32 -> file bytes. With chunks the
+    file is written as version 3 (whatever header.version says), without as header.version."""
+    if chunks:
+        header = dataclass_replace(header, version=CHUNKED)
+    elif header.version == CHUNKED:
+        raise FormatError("a version 3 file has at least one chunk (without, write version 2)")
     check_dimensions(header.width, header.height)
     if not Q.valid_x256(header.quality_x256):
         raise FormatError(f"quality {header.quality_value} outside {Q.MIN}..{Q.MAX}")
@@ -123,13 +142,32 @@ def pack(header: Header, payload: bytes) -> bytes:
         header.model_id,
         header.streams if header.version >= 2 else 0,
     )
-    body = head + payload
+    tail = _pack_chunks(chunks) if chunks else b""
+    if len(payload) + len(tail) >= MAX_PAYLOAD:
+        raise FormatError("payload and chunks must be below 2 GiB")
+    body = head + (struct.pack("<I", len(tail)) if header.version == CHUNKED else b"") + payload + tail
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _pack_chunks(chunks: dict[bytes, bytes]) -> bytes:
+    """The chunk area: each known type given, in CHUNKS order, as type, length, data."""
+    unknown = [k for k in chunks if k not in CHUNKS]
+    if unknown:
+        raise FormatError(f"unknown chunk types {unknown}")
+    return b"".join(CHUNK_HEAD.pack(k, len(chunks[k])) + chunks[k] for k in CHUNKS if k in chunks)
+
+
+def add_chunks(data: bytes, chunks: dict[bytes, bytes]) -> bytes:
+    """A file with chunks added (version 3), or as it is when chunks is empty."""
+    if not chunks:
+        return data
+    header, payload = unpack(data)
+    return pack(header, payload, {**read_chunks(data), **chunks})
+
+
 def file_size(data: bytes) -> int:
-    """The size a .bbc file must have, from its first 44 bytes or more (checks 1-3 and
-    the payload limit of docs/format.md, section 2)."""
+    """The size a .bbc file must have, from its first 44 bytes (48 in version 3) or more
+    (checks 1-3 and the payload limit of docs/format.md, section 2)."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not a .bbc file (bad magic bytes)")
     if len(data) < HEADER_SIZE + TRAILER_SIZE:
@@ -141,7 +179,15 @@ def file_size(data: bytes) -> int:
     (n,) = struct.unpack_from("<I", data, 32)
     if n >= MAX_PAYLOAD:
         raise FormatError(f"payload length {n} is not below the limit of {MAX_PAYLOAD} bytes (2 GiB)")
-    return HEADER_SIZE + n + TRAILER_SIZE
+    if version != CHUNKED:
+        return HEADER_SIZE + n + TRAILER_SIZE
+    if len(data) < HEADER_SIZE + 4 + TRAILER_SIZE:
+        raise FormatError(f"truncated .bbc file ({len(data)} bytes, a version 3 header needs "
+                          f"{HEADER_SIZE + 4 + TRAILER_SIZE})")
+    (m,) = struct.unpack_from("<I", data, HEADER_SIZE)
+    if n + m >= MAX_PAYLOAD:
+        raise FormatError(f"payload and chunks of {n + m} bytes are not below the limit of {MAX_PAYLOAD} bytes (2 GiB)")
+    return HEADER_SIZE + 4 + n + m + TRAILER_SIZE
 
 
 def read_upto(fp: IO[bytes], limit: int) -> bytes:
@@ -162,6 +208,8 @@ def read_from(fp: IO[bytes]) -> bytes:
     tell trailing data. Refuses what is not a .bbc file after its first bytes (so a
     stream of zeros or a huge foreign file costs nothing); unpack() checks the rest."""
     head = read_upto(fp, HEADER_SIZE + TRAILER_SIZE)
+    if len(head) == HEADER_SIZE + TRAILER_SIZE and head[:4] == MAGIC and head[4] == CHUNKED:
+        head += read_upto(fp, 4)  # version 3: chunks_length, after the 40-byte header
     size = file_size(head)
     data = head + read_upto(fp, size + 1 - len(head))
     if len(data) > size:
@@ -171,9 +219,9 @@ def read_from(fp: IO[bytes]) -> bytes:
 
 def crc_ok(data: bytes) -> bool:
     """Whether the CRC-32 of a complete .bbc file (file_size(data) bytes) matches."""
-    n = HEADER.unpack_from(data)[8]
-    (crc,) = struct.unpack_from("<I", data, HEADER_SIZE + n)
-    return zlib.crc32(data[: HEADER_SIZE + n]) == crc
+    end = file_size(data) - TRAILER_SIZE
+    (crc,) = struct.unpack_from("<I", data, end)
+    return zlib.crc32(data[:end]) == crc
 
 
 def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
@@ -199,4 +247,36 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
     check_streams(streams, height)
     _check_payload_length(n, version, streams)
     header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams)
-    return header, data[HEADER_SIZE : HEADER_SIZE + n]
+    start = header_size(version)
+    if version == CHUNKED:
+        _parse_chunks(data[start + n : expected - TRAILER_SIZE])
+    return header, data[start : start + n]
+
+
+def _parse_chunks(area: bytes) -> dict[bytes, bytes]:
+    """The chunks of a version 3 chunk area, checked (check 11 of docs/format.md 2)."""
+    if not area:
+        raise FormatError("a version 3 file without chunks")
+    chunks: dict[bytes, bytes] = {}
+    at = 0
+    while at < len(area):
+        if len(area) - at < CHUNK_HEAD.size:
+            raise FormatError("truncated chunk header")
+        kind, k = CHUNK_HEAD.unpack_from(area, at)
+        if kind not in CHUNKS:
+            raise FormatError(f"unknown chunk type {kind!r}")
+        if kind in chunks:
+            raise FormatError(f"chunk {kind.decode()} given twice")
+        if k > len(area) - at - CHUNK_HEAD.size:
+            raise FormatError(f"chunk {kind.decode()} of {k} bytes runs past the end of the file")
+        chunks[kind] = area[at + CHUNK_HEAD.size : at + CHUNK_HEAD.size + k]
+        at += CHUNK_HEAD.size + k
+    return chunks
+
+
+def read_chunks(data: bytes) -> dict[bytes, bytes]:
+    """The chunks of a .bbc file by type (none before version 3); unpack checks them."""
+    if data[4] != CHUNKED:
+        return {}
+    (n,) = struct.unpack_from("<I", data, 32)
+    return _parse_chunks(data[HEADER_SIZE + 4 + n : file_size(data) - TRAILER_SIZE])
