@@ -18,7 +18,7 @@ operation, with a one-line message); anything else is a bug.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 # What `import bbcodec` loads: Pillow and the container modules (format, quality, effort,
@@ -60,9 +60,10 @@ pillow_plugin.register()
 def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float | None = None, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
            weights: str | os.PathLike[str] | None = None, effort: int = _effort.DEFAULT,
-           threads: int | None = None) -> bytes:
+           threads: int | None = None, metadata: str = "all", flatten: str | None = None) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
-    file (anything Pillow reads), or an HxWx3 / HxW (grayscale) uint8 array.
+    file (anything Pillow reads), or a uint8 array: HxWx3 (RGB), HxW (grayscale), HxWx4
+    (RGBA) or HxWx2 (grayscale and alpha).
 
     quality: from quality.MIN (smallest file) to quality.MAX (best image); None (the
     default) is quality.DEFAULT (see bbcodec.model.quality); fractions step between the
@@ -77,40 +78,60 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     most one per payload stream (bbcodec.coding.streams.default_count: 2 for Kodak-sized
     images, 16 for 4000x3000); the bytes are the same for any number. Efforts
     above 1 code in this process alone, except for the effort-1 pass some of them make
-    first (coding.loop.encode). Bad options raise a bbcodec.Error before the image is read
-    (codec.check).
+    first (coding.loop.encode).
+    metadata: what to keep of the image's ICC profile, EXIF and XMP: "all" (default),
+    "none", or a comma list of icc, exif, xmp. An alpha plane is kept exactly, unless
+    flatten names a colour (a name or #rrggbb) to compose the image over. What reading
+    the image changed (an animation's first frame, 16 bits made 8) is said by a warning.
+    Bad options raise a bbcodec.Error before the image is read (codec.check).
     """
-    import numpy as np
-    from PIL import Image
+    import warnings
 
     from . import codec, images
 
     codec.check(quality, target_bpp, target_psnr, effort, threads)
-    name = None
-    if isinstance(image, Image.Image):
-        arr = images.to_array(image)
-    elif isinstance(image, (str, os.PathLike)):
-        from .files import read_input
-
-        name = os.fspath(image)
-        arr = images.read_image(read_input(name), name)
-    else:
-        arr = np.asarray(image)
-        if not isinstance(image, np.ndarray) and arr.dtype == object:
-            raise images.ImageError(f"cannot encode a {type(image).__name__}: give a Pillow image, a path "
-                                    "or a uint8 array")
-    return codec.encode(arr, quality, target_bpp=target_bpp, target_psnr=target_psnr, weights=weights,
-                        effort=effort, threads=threads, name=name).data
+    kinds = codec.parse_metadata(metadata)
+    if flatten is not None:
+        images.colour(flatten)
+    pic, name = images.any_picture(image, flatten)
+    for note in pic.notes:
+        warnings.warn(f"{name}: {note}", UserWarning, stacklevel=2)
+    return codec.encode(pic.pixels, quality, target_bpp=target_bpp, target_psnr=target_psnr, weights=weights,
+                        effort=effort, threads=threads, extras=pic.extras.keeping(kinds),
+                        name=None if name == "image" else name).data
 
 
-def decode(data: bytes, *, threads: int | None = None) -> Image.Image:
-    """Decompress .bbc bytes to a Pillow image (mode RGB, or L for grayscale files);
-    threads as for encode (the pixels are the same for any number)."""
+def _file_bytes(data: object, what: str) -> bytes:
+    """.bbc bytes from bytes-like data or a path; a FormatError for anything else."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (str, os.PathLike)):
+        from .files import read_bbc
+
+        return read_bbc(os.fspath(data))
+    raise FormatError(f"{what} takes the bytes of a .bbc file or its path, not a {type(data).__name__}")
+
+
+def decode(data: bytes | str | os.PathLike[str], *, threads: int | None = None) -> Image.Image:
+    """Decompress a .bbc file (its bytes, or its path) to a Pillow image: mode RGB, or L
+    for grayscale files, RGBA / LA when the file has an alpha plane; its ICC profile,
+    EXIF and XMP in im.info ("icc_profile", "exif", "xmp"), as Pillow's own readers put
+    them. threads as for encode (the pixels are the same for any number)."""
     from PIL import Image
 
     from . import codec
+    from .coding.workers import check_threads
 
-    return Image.fromarray(codec.decode(data, threads=threads).image)
+    check_threads(threads)
+    r = codec.decode(_file_bytes(data, "decode"), threads=threads)
+    im = Image.fromarray(r.pixels)
+    if r.extras.icc:
+        im.info["icc_profile"] = r.extras.icc
+    if r.extras.exif:
+        im.info["exif"] = b"Exif\x00\x00" + r.extras.exif
+    if r.extras.xmp:
+        im.info["xmp"] = r.extras.xmp
+    return im
 
 
 @dataclass(frozen=True)
@@ -129,18 +150,26 @@ class Info:
     file_bytes: int
     bpp: float  # bits per pixel of the whole file
     streams: int = 1  # payload streams: the most processes that decode it at once (version 1: one)
+    chunks: dict[str, int] = field(default_factory=dict)  # what the file carries besides the pixels, and its bytes
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
         return asdict(self)
 
 
-def read_info(data: bytes, check_crc: bool = True) -> Info:
-    """Header fields of .bbc bytes, after checking size and CRC (check_crc=False: the
-    fields of a file whose CRC is bad, when they are valid otherwise)."""
+def read_info(data: bytes | str | os.PathLike[str], check_crc: bool = True) -> Info:
+    """Header fields of a .bbc file (its bytes, or its path), after checking size and CRC
+    (check_crc=False: the fields of a file whose CRC is bad, when they are valid
+    otherwise), and the sizes of what it carries besides the pixels (alpha, icc, exif, xmp)."""
     from .coding import format
 
+    data = _file_bytes(data, "read_info")
     header, payload = format.unpack(data, check_crc)
+    names = {b"ALPH": "alpha", b"ICCP": "icc", b"EXIF": "exif", b"XMP ": "xmp"}
+    try:
+        chunks = {names[k]: len(v) for k, v in format.read_chunks(data).items()}
+    except FormatError:  # a damaged chunk area, shown with check_crc=False
+        chunks = {}
     return Info(
         version=header.version,
         width=header.width,
@@ -154,4 +183,5 @@ def read_info(data: bytes, check_crc: bool = True) -> Info:
         file_bytes=len(data),
         bpp=8 * len(data) / (header.width * header.height),
         streams=header.streams,
+        chunks=chunks,
     )

@@ -248,10 +248,10 @@ def _picture(im: Image.Image, name: str, flatten: str | None, data: bytes | None
     im = _upright(im)
     alpha = _alpha(im)
     if alpha is not None and flatten is not None:
-        colour = _colour(flatten)
+        bg = colour(flatten)
         pixels = _pixels(_opaque(im.convert("RGBA")), name)
         a = alpha.astype(np.uint32)[:, :, None]
-        pixels = ((pixels.astype(np.uint32) * a + np.array(colour, np.uint32) * (255 - a) + 127) // 255).astype(np.uint8)
+        pixels = ((pixels.astype(np.uint32) * a + np.array(bg, np.uint32) * (255 - a) + 127) // 255).astype(np.uint8)
         alpha = None
     else:
         pixels = _pixels(_opaque(im) if alpha is not None or "transparency" in im.info else im, name)
@@ -263,7 +263,7 @@ def _picture(im: Image.Image, name: str, flatten: str | None, data: bytes | None
     return Picture(pixels, Extras(alpha, icc, exif, xmp), tuple(notes))
 
 
-def _colour(text: str) -> tuple[int, int, int]:
+def colour(text: str) -> tuple[int, int, int]:
     try:
         r, g, b = ImageColor.getrgb(text)[:3]
     except ValueError:
@@ -352,6 +352,33 @@ def to_rgb(im: Image.Image, name: str = "input") -> np.ndarray:
     """Like to_array, but grayscale is repeated into three channels."""
     arr = to_array(im, name)
     return np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr
+
+
+def any_picture(image: object, flatten: str | None = None) -> tuple[Picture, str]:
+    """What the API's encode takes -> (a Picture, the name errors give it): a Pillow image,
+    a path of an image file, or a uint8 array (HxW, HxWx2 with alpha, HxWx3, HxWx4 with
+    alpha); anything else, and a .bbc file, is an ImageError."""
+    import os
+
+    if isinstance(image, Image.Image):
+        return picture(image, "image", flatten), "image"
+    if isinstance(image, (str, os.PathLike)):
+        from .coding.format import MAGIC
+        from .files import read_input
+
+        name = os.fspath(image)
+        data = read_input(name, sniff=lambda prefix: check_prefix(prefix, name))
+        if data[:4] == MAGIC:
+            raise ImageError(f"{name} is already a .bbc file (bbcodec.decode turns it back into an image)")
+        return read_picture(data, name, flatten), name
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"cannot encode a {type(image).__name__}: give a Pillow image, a path or a uint8 array")
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (2, 3, 4))):
+        raise ImageError(f"encode takes a uint8 array of HxW, HxWx2, HxWx3 or HxWx4, not {image.dtype} "
+                         f"{'x'.join(map(str, image.shape))}")
+    if image.ndim == 3 and image.shape[2] in (2, 4):  # with alpha: as Pillow would take it
+        return picture(Image.fromarray(np.ascontiguousarray(image)), "array", flatten), "array"
+    return Picture(image), "array"
 
 
 def check_prefix(prefix: bytes, name: str = "input") -> None:

@@ -28,7 +28,7 @@ def test_api_round_trip_from_array_and_from_pillow():
     assert np.asarray(img).shape == (19, 23, 3)
 
 
-def test_read_info_returns_a_frozen_info_with_the_keys_of_before_and_then_streams():
+def test_read_info_returns_a_frozen_info_with_the_keys_of_before_and_then_streams_and_chunks():
     import dataclasses
 
     import pytest
@@ -37,8 +37,8 @@ def test_read_info_returns_a_frozen_info_with_the_keys_of_before_and_then_stream
     info = bbcodec.read_info(data)
     assert list(info.to_dict()) == ["version", "width", "height", "channels", "quality", "model_id",
                                     "weights_sha256", "image_digest", "payload_bytes", "file_bytes", "bpp",
-                                    "streams"]
-    assert info.version == 2 and info.streams == 1  # 2 block rows: one stream
+                                    "streams", "chunks"]
+    assert info.version == 2 and info.streams == 1 and info.chunks == {}  # 2 block rows: one stream
     assert info.to_dict()["width"] == info.width == 10 and info.quality == bbcodec.model.quality.DEFAULT
     assert info.bpp == 8 * len(data) / 90 and len(info.weights_sha256) == 16
     with pytest.raises(dataclasses.FrozenInstanceError):
