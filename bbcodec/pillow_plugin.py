@@ -14,17 +14,23 @@ checks its container only (docs/format.md, section 2, checks 1-7), never decodin
 pixels are decoded on load(), which refuses a payload that cannot hold the declared
 image as soon as it runs out (so a tiny file declaring 8192x8192 costs milliseconds).
 Saving takes `quality` (a number within quality.MIN..quality.MAX, default
-quality.DEFAULT), `effort` (effort.MIN..effort.MAX, default 1: encoder time for size)
-and `threads` (1..parallel.MAX_THREADS, default 1; None: the cores the process may use,
-as bbcodec.encode's default). Unlike bbcodec.encode / decode and the CLI, the plugin
+quality.DEFAULT) or `target_bpp` / `target_psnr` (as bbcodec.encode's), `effort`
+(effort.MIN..effort.MAX, default 1: encoder time for size), `threads`
+(1..workers.MAX_THREADS, default 1; None: the cores the process may use, as
+bbcodec.encode's default), `metadata` and `flatten` (as bbcodec.encode's), and
+`icc_profile`, `exif`, `xmp` (bytes: what to store instead of the image's own, as
+Pillow's PNG and WebP writers take them). Any other option is refused (ValueError): an
+option silently ignored would be a surprise. An image with alpha is stored with it
+(mode RGBA / LA when opened), its metadata in `im.info` as Pillow's readers put it. Unlike bbcodec.encode / decode and the CLI, the plugin
 codes in the calling process unless save() is given threads: it runs inside other
 applications, and forking workers (parallel.Forked) in a process whose native threads
 (a GUI toolkit's, a server's) may hold locks is not safe, which parallel.can_fork
 cannot see. load() always decodes in the calling process (Pillow passes it no
 options); bbcodec.decode(data, threads=N) decodes with N workers.
 
-A bbcodec.Error becomes what Pillow's callers expect: SyntaxError while opening (so
-Image.open tries other formats and then raises UnidentifiedImageError), OSError while
+A bbcodec.Error becomes what Pillow's callers expect: while opening, SyntaxError for
+bytes that are not a .bbc file (so Image.open tries other formats) and, for a damaged
+.bbc file, UnidentifiedImageError saying what is wrong with it; OSError while
 loading pixels or saving (a failed worker process too: parallel.WorkerError), and
 ValueError for a bad quality, effort or threads option (QualityError, EffortError,
 ThreadsError, which are).
@@ -35,7 +41,7 @@ from __future__ import annotations
 import io
 from typing import IO
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .coding import effort as efforts
 from .coding import format as fmt
@@ -58,20 +64,38 @@ class BbcImageFile(ImageFile.ImageFile):
         try:
             self._data = fmt.read_from(self.fp)
             self._header = fmt.unpack(self._data)[0]
+            chunks = fmt.read_chunks(self._data)
         except Error as e:
+            if self._data_starts_like_bbc():
+                raise UnidentifiedImageError(f"cannot identify image file: a damaged .bbc file: {e}") from None
             raise SyntaxError(str(e)) from None
         self._size = (self._header.width, self._header.height)
-        self._mode = "L" if self._header.channels == 1 else "RGB"
+        alpha = b"ALPH" in chunks
+        self._mode = ("LA" if alpha else "L") if self._header.channels == 1 else ("RGBA" if alpha else "RGB")
         self.info["quality"] = self._header.quality_value
+        if chunks.get(b"ICCP"):
+            self.info["icc_profile"] = chunks[b"ICCP"]
+        if chunks.get(b"EXIF"):
+            self.info["exif"] = b"Exif\x00\x00" + chunks[b"EXIF"]
+        if chunks.get(b"XMP "):
+            self.info["xmp"] = chunks[b"XMP "]
         self.tile = []
         self._decoded = False
+
+    def _data_starts_like_bbc(self) -> bool:
+        """Whether the stream holds a .bbc header's magic and version (then a failure is
+        a damaged .bbc file, not another format)."""
+        assert self.fp is not None
+        self.fp.seek(0)
+        head = self.fp.read(5)
+        return head[:4] == fmt.MAGIC and len(head) == 5 and head[4] in fmt.VERSIONS
 
     def load(self):  # noqa: ANN201 - Pillow's signature
         if not self._decoded:
             from . import codec
 
             try:
-                pixels = codec.decode(self._data, threads=THREADS).image
+                pixels = codec.decode(self._data, threads=THREADS).pixels
             except Error as e:
                 raise OSError(f"cannot decode .bbc image: {e}") from e
             self.fp = io.BytesIO(pixels.tobytes())
@@ -82,19 +106,55 @@ class BbcImageFile(ImageFile.ImageFile):
         return super().load()
 
 
+OPTIONS = {"quality", "target_bpp", "target_psnr", "effort", "threads", "metadata", "flatten",
+           "icc_profile", "exif", "xmp"}
+
+
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from . import codec, images
 
-    quality = im.encoderinfo.get("quality")  # None: quality.DEFAULT
-    effort = im.encoderinfo.get("effort", efforts.DEFAULT)
-    threads = im.encoderinfo.get("threads", THREADS)
-    codec.check(quality, effort=effort, threads=threads)  # Quality/Effort/ThreadsError (ValueErrors) before any work
+    info = im.encoderinfo
+    unknown = sorted(set(info) - OPTIONS)
+    if unknown:
+        raise ValueError(f"bbcodec does not take the save option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)} (it takes {', '.join(sorted(OPTIONS))})")
+    quality, bpp, psnr = info.get("quality"), info.get("target_bpp"), info.get("target_psnr")
+    effort = info.get("effort", efforts.DEFAULT)
+    threads = info.get("threads", THREADS)
+    codec.check(quality, bpp, psnr, effort, threads)  # Quality/Effort/ThreadsError (ValueErrors) before any work
+    kinds = codec.parse_metadata(info.get("metadata", "all"))
+    flatten = info.get("flatten")
+    if flatten is not None:
+        images.colour(flatten)
     try:
-        data = codec.encode(images.to_array(im, str(filename) or "image"), quality, effort=effort,
-                            threads=threads).data
+        pic = images.picture(im, str(filename) or "image", flatten)
+        kept = pic.extras.keeping(kinds)
+        extras = codec.Extras(kept.alpha,
+                              _bytes(info["icc_profile"]) if info.get("icc_profile") else kept.icc,
+                              _exif_body(info["exif"]) if info.get("exif") else kept.exif,
+                              _bytes(info["xmp"]) if info.get("xmp") else kept.xmp)
+        data = codec.encode(pic.pixels, quality, target_bpp=bpp, target_psnr=psnr, effort=effort,
+                            threads=threads, extras=extras).data
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise ValueError(f"icc_profile and xmp are bytes, not {type(value).__name__}")
+
+
+def _exif_body(value: object) -> bytes:
+    """An exif option (bytes, with or without the b"Exif\\0\\0" header, or an Image.Exif)
+    -> the TIFF structure the EXIF chunk holds."""
+    if isinstance(value, Image.Exif):
+        value = value.tobytes()
+    data = _bytes(value)
+    return data[6:] if data.startswith(b"Exif\x00\x00") else data
 
 
 def register() -> None:

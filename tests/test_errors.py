@@ -104,8 +104,12 @@ def test_pillow_gets_the_exceptions_it_expects():
         with pytest.raises(OSError, match="123456789abcdef0") as caught:
             im.load()
     assert isinstance(caught.value.__cause__, bbcodec.WeightsError)
-    with pytest.raises(OSError, match="transparency"):
-        Image.new("RGBA", (4, 4), (1, 2, 3, 0)).save(io.BytesIO(), format="BBC")
+    with pytest.raises(ValueError, match="does not take the save option lossless"):
+        Image.new("RGB", (4, 4)).save(io.BytesIO(), format="BBC", lossless=True)
+    damaged = bytearray(bbcodec.encode(random_image(8, 8, seed=3)))
+    damaged[-1] ^= 1  # the CRC
+    with pytest.raises(UnidentifiedImageError, match="damaged .bbc file: corrupt .bbc file .CRC-32 mismatch"):
+        Image.open(io.BytesIO(bytes(damaged)))
     with pytest.raises(ValueError, match="quality"):
         Image.new("RGB", (4, 4)).save(io.BytesIO(), format="BBC", quality=quality.MAX + 1)
 
