@@ -175,11 +175,24 @@ ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 GRAY_MODES = ("1", "L", "LA", "La")
 
 
-def _alpha(im: Image.Image) -> np.ndarray | None:
+def _gray_bits(im: Image.Image, data: bytes | None) -> int:
+    """The bit depth of a grayscale PNG below 8 bits (else 8): Pillow scales its samples
+    to 0..255 but leaves its tRNS value as stored."""
+    if data is not None and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[25] == 0:
+        return min(int(data[24]), 8)
+    raw = getattr(getattr(im, "png", None), "im_rawmode", "") or ""
+    return int(raw[2:]) if raw in ("L;1", "L;2", "L;4") else 8
+
+
+def _alpha(im: Image.Image, gray_bits: int = 8) -> np.ndarray | None:
     """The alpha plane of an upright image (a mode with alpha, or a tRNS colour), None
     when it has none or every pixel is opaque."""
     if im.mode not in ALPHA_MODES and "transparency" not in im.info:
         return None
+    if im.mode == "L" and gray_bits < 8 and isinstance(im.info["transparency"], int):
+        value = im.info["transparency"] * (255 // (2**gray_bits - 1))
+        plane = np.where(np.asarray(im) == value, 0, 255).astype(np.uint8)
+        return None if plane.min() == 255 else plane
     if im.mode in UINT16_MODES or im.mode == "I":  # a 16-bit gray tRNS: the one transparent value
         plane = np.where(np.asarray(im) == im.info["transparency"], 0, 255).astype(np.uint8)
     else:
@@ -245,8 +258,9 @@ def _picture(im: Image.Image, name: str, flatten: str | None, data: bytes | None
     icc = im.info.get("icc_profile") or None
     xmp = _xmp(im)
     gamma = _png_gamma(im)
+    bits = _gray_bits(im, data)
     im = _upright(im)
-    alpha = _alpha(im)
+    alpha = _alpha(im, bits)
     if alpha is not None and flatten is not None:
         bg = colour(flatten)
         pixels = _pixels(_opaque(im.convert("RGBA")), name)
