@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import struct
 import zlib
 from pathlib import Path
@@ -203,11 +204,15 @@ def test_the_alpha_plane_codes_exactly_and_refuses_what_is_not_one():
         data = alpha.encode(plane)
         assert np.array_equal(alpha.decode(data, plane.shape[1], plane.shape[0]), plane)
     data = alpha.encode(rng.integers(0, 256, (7, 9), dtype=np.uint8))
+    def packed(raw: bytes) -> bytes:
+        return bytes([0]) + lzma.compress(raw, format=lzma.FORMAT_RAW, filters=alpha._lzma2(9, 7, 6))
+
     for bad, why in ((bytes([3]) + data[1:], "unknown filter"), (data[:-3], "corrupt|not exactly"),
-                     (data[:1] + zlib.compress(bytes(64)), "not exactly")):
+                     (packed(bytes(64)), "not exactly"), (data + b"\0", "not exactly"),
+                     (bytes([0]) + zlib.compress(bytes(63)), "corrupt|not exactly")):
         with pytest.raises(bbcodec.FormatError, match=why):
             alpha.decode(bad, 9, 7)
-    bomb = bytes([0]) + zlib.compress(bytes(1 << 24))  # 16 MB of zeros for a 9x7 plane: never inflated whole
+    bomb = packed(bytes(1 << 24))  # 16 MB of zeros for a 9x7 plane: never decompressed whole
     with pytest.raises(bbcodec.FormatError, match="not exactly"):
         alpha.decode(bomb, 9, 7)
 
