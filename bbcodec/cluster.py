@@ -205,7 +205,7 @@ def _connect(cluster: Any) -> tuple[Any, list[Any]]:
             if n < 1:
                 raise ValueError(n)
             local = d.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None)
+                                   dashboard_address="127.0.0.1:0")  # loopback only, any free port
             client = d.Client(local, set_as_default=False)
             return client, [client, local]
         if os.path.isfile(address):  # a scheduler file (dask scheduler --scheduler-file)
