@@ -27,6 +27,21 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bbcodec.cli", *args], capture_output=True, timeout=timeout)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_thread_left():
+    """After this module, no Dask thread is left in the test process: the tests after it
+    fork coding workers, which a process with other threads must not (workers.can_fork).
+    Dask's offload thread outlives every client; its executor is swapped for a fresh one
+    (whose thread starts only if used) and ended."""
+    yield
+    from concurrent.futures import ThreadPoolExecutor
+
+    import distributed.utils as du
+
+    old, du._offload_executor = du._offload_executor, ThreadPoolExecutor(1, thread_name_prefix="Dask-Offload")
+    old.shutdown(wait=True)
+
+
 @pytest.fixture(scope="module")
 def dask():
     """A local cluster: two worker processes of one thread each, on 127.0.0.1 only."""
