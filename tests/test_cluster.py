@@ -29,7 +29,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module", autouse=True)
 def no_thread_left():
-    """After this module, no Dask thread is left in the test process: the tests after it
+    """After this module, no Dask thread or child process is left in the test process: the tests after it
     fork coding workers, which a process with other threads must not (workers.can_fork).
     Dask's offload thread outlives every client; its executor is swapped for a fresh one
     (whose thread starts only if used) and ended."""
@@ -40,6 +40,11 @@ def no_thread_left():
 
     old, du._offload_executor = du._offload_executor, ThreadPoolExecutor(1, thread_name_prefix="Dask-Offload")
     old.shutdown(wait=True)
+    # Nor a child: the resource tracker that starting the workers (spawn) started (the
+    # thread tests count this process's children); it starts again if needed.
+    from multiprocessing import resource_tracker
+
+    resource_tracker._resource_tracker._stop()
 
 
 @pytest.fixture(scope="module")
