@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import pillow_plugin
 from .coding import effort as _effort
 from .errors import (
+    ClusterError,
     DecodeError,
     EffortError,
     EntropyError,
@@ -50,8 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "encode", "decode", "read_info", "Info", "__version__",
     "Error", "FormatError", "DecodeError", "EntropyError", "ExtraError", "ImageError", "QualityError", "WeightsError",
-    "FileError",
-    "EffortError", "ThreadsError", "WorkerError",
+    "FileError", "EffortError", "ThreadsError", "WorkerError", "ClusterError",
 ]
 
 pillow_plugin.register()

@@ -14,7 +14,10 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -93,22 +96,31 @@ def _is_folder_target(dst: str) -> bool:
 
 
 def _batch(kind: str, pairs: list[tuple[str, str]], out: Path, opts, jobs: int, as_json: bool,  # noqa: ANN001
-           quiet: bool, skipped: list[str] | None = None, subfolders: list[str] | None = None) -> None:
-    """Encode or decode every pair, continuing after errors, and report the totals."""
+           quiet: bool, skipped: list[str] | None = None, subfolders: list[str] | None = None,
+           cluster: Cluster | None = None) -> None:
+    """Encode or decode every pair, continuing after errors, and report the totals (on a
+    cluster, cluster.py, when given)."""
     from . import files
 
     skipped, subfolders = skipped or [], subfolders or []
     if out.exists() and not out.is_dir():
         raise Failure(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    run = None
     with click.progressbar(length=len(pairs), label=kind, show_eta=True, file=sys.stderr,
                            hidden=quiet or as_json or not sys.stderr.isatty()) as bar:
-        results = list(files.run_folder(kind, pairs, opts, jobs, bar.update))
+        if cluster is None:
+            results = list(files.run_folder(kind, pairs, opts, jobs, bar.update))
+        else:
+            run, results = _run_cluster(kind, pairs, out, opts, cluster, bar.update)
     total = files.summarize(kind, results, len(skipped))
     failed = [r for r in results if isinstance(r, files.Failed)]
     if as_json:
-        click.echo(json.dumps({"summary": total.to_dict(), "files": [r.to_dict() for r in results],
-                               "skipped": skipped, "subfolders_left_out": subfolders}, indent=2))
+        report = {"summary": total.to_dict(), "files": [r.to_dict() for r in results], "skipped": skipped,
+                  "subfolders_left_out": subfolders}
+        if run is not None:
+            report["cluster"] = {"manifest": str(run.manifest_path), "resumed": run.resumed, "coded": run.coded}
+        click.echo(json.dumps(report, indent=2))
     else:
         for r in failed:
             click.echo(f"bbcodec: skipped: {one_line(r.error)}", err=True)
@@ -119,6 +131,8 @@ def _batch(kind: str, pairs: list[tuple[str, str]], out: Path, opts, jobs: int, 
                      f"{', '.join(Path(p).name for p in skipped[:3])}{', ...' if len(skipped) > 3 else ''})"
                      if skipped else "")
             notes += (f"; {len(subfolders)} subfolders left out (--recursive includes them)" if subfolders else "")
+            notes += (f"; {run.resumed} done by an earlier run (manifest {run.manifest_path})"
+                      if run is not None and run.resumed else "")
             click.echo(f"{kind}d {total.done} of {total.files} files: {total.bytes_before} -> {total.bytes_after} bytes"
                        f"{mean}" + (f"; {total.failed} failed" if total.failed else "") + notes, err=True)
     if any(r.internal for r in failed):
@@ -127,8 +141,48 @@ def _batch(kind: str, pairs: list[tuple[str, str]], out: Path, opts, jobs: int, 
         sys.exit(1)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """--cluster ADDRESS and --manifest PATH of a folder run (cluster.py)."""
+
+    address: str
+    manifest: str | None = None
+
+
+def _cluster(address: str | None, manifest: str | None, jobs: int, threads: int | None) -> Cluster | None:
+    """The --cluster options, checked against --jobs and --threads (usage errors)."""
+    if address is None:
+        if manifest is not None:
+            raise click.UsageError("--manifest is for folder runs on a cluster: give --cluster too")
+        return None
+    if jobs > 1:
+        raise click.UsageError("--jobs is for one machine; with --cluster the cluster's workers code the files")
+    if threads not in (None, 1):
+        raise click.UsageError("with --cluster each image is coded in one process (--threads 1): run one "
+                               "worker process per core instead")
+    return Cluster(address, manifest)
+
+
+def _run_cluster(kind: str, pairs: list[tuple[str, str]], out: Path, opts, cluster: Cluster,  # noqa: ANN001
+                 progress: Callable[[int], None]) -> tuple[Any, list[Any]]:
+    """A folder run on a cluster (cluster.py, which imports Dask): the run and its
+    outcomes, in the order of pairs."""
+    import logging
+
+    from . import cluster as cl
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # Dask's log lines are not ours to print
+    run = cl.FolderRun(kind, pairs, opts, cluster.address, cluster.manifest or out / cl.MANIFEST_NAME, progress)
+    try:
+        results = list(run)
+    except Error as e:
+        raise Failure(str(e)) from None
+    order = {src: n for n, (src, _) in enumerate(pairs)}
+    return run, sorted(results, key=lambda r: order[r.input])
+
+
 def _run_many(kind: str, paths: tuple[str, ...], opts, jobs: int, as_json: bool, quiet: bool,  # noqa: ANN001
-              recursive: bool, suffix: str) -> bool:
+              recursive: bool, suffix: str, cluster: Cluster | None = None) -> bool:
     """Folder and several-input runs (True if paths were one of those); single files are
     left to the caller (False)."""
     from . import files
@@ -145,9 +199,11 @@ def _run_many(kind: str, paths: tuple[str, ...], opts, jobs: int, as_json: bool,
             raise _fail(f"no {'.bbc files' if kind == 'decode' else 'images'} in {srcs[0]}"
                         + (f" ({len(plan.subfolders)} subfolders: --recursive includes them)"
                            if plan.subfolders else ""), as_json, srcs[0])
-        _batch(kind, plan.pairs, Path(dst), opts, jobs, as_json, quiet, plan.skipped, plan.subfolders)
+        _batch(kind, plan.pairs, Path(dst), opts, jobs, as_json, quiet, plan.skipped, plan.subfolders, cluster)
         return True
     if len(srcs) == 1 and not _is_folder_target(dst):
+        if cluster is not None:
+            raise click.UsageError("--cluster is for a folder or several inputs, not one file")
         return False
     if dst == "-":
         raise click.UsageError("several inputs need an output folder, not '-'")
@@ -159,7 +215,7 @@ def _run_many(kind: str, paths: tuple[str, ...], opts, jobs: int, as_json: bool,
     if "-" in srcs or any(Path(p).is_dir() for p in srcs):
         raise click.UsageError("with several inputs, each must be a file (a folder or '-' goes alone: IN OUT)")
     _batch(kind, files.plan_names([Path(p) for p in srcs], Path(dst), suffix), Path(dst), opts, jobs, as_json,
-           quiet)
+           quiet, cluster=cluster)
     return True
 
 
@@ -235,6 +291,11 @@ Examples:
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
 @click.option("--threads", type=int, default=None, callback=_threads, help=ENCODE_THREADS_HELP)
+@click.option("--cluster", "cluster_address", metavar="ADDRESS", default=None,
+              help="Code a folder on a Dask cluster: a scheduler address (tcp://HOST:8786), a scheduler file, "
+                   "or local / local:N (N worker processes here); resumable (docs/cluster.md).")
+@click.option("--manifest", metavar="PATH", default=None,
+              help="With --cluster: the run's manifest of finished files.  [default: OUT/.bbcodec-manifest.jsonl]")
 @click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
 @click.option("-f", "--force", is_flag=True, help="Write OUT even if its extension is not .bbc.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
@@ -242,7 +303,8 @@ Examples:
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
            effort: int, weights_file: str | None, metadata: frozenset[str], flatten: str | None, jobs: int,
-           threads: int | None, recursive: bool, force: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
+           threads: int | None, cluster_address: str | None, manifest: str | None, recursive: bool, force: bool,
+           as_json: bool, quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
     IN: every image in it into the folder OUT; several INs (or an existing folder OUT):
     each into OUT as NAME.bbc."""
@@ -266,7 +328,8 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
                                      param_hint="--flatten") from None
     opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, threads,
                          effort, metadata, flatten)
-    if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc"):
+    if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc",
+                 _cluster(cluster_address, manifest, jobs, threads)):
         return
     src = paths[0]
     suffix = os.path.splitext(dst)[1]
@@ -329,13 +392,18 @@ Examples:
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Parallel processes for a folder or several inputs.")
 @click.option("--threads", type=int, default=None, callback=_threads, help=THREADS_HELP)
+@click.option("--cluster", "cluster_address", metavar="ADDRESS", default=None,
+              help="Code a folder on a Dask cluster: a scheduler address (tcp://HOST:8786), a scheduler file, "
+                   "or local / local:N (N worker processes here); resumable (docs/cluster.md).")
+@click.option("--manifest", metavar="PATH", default=None,
+              help="With --cluster: the run's manifest of finished files.  [default: OUT/.bbcodec-manifest.jsonl]")
 @click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the quality, bpp and weights of the file.")
 @click.option("-q", "no_quality", default=None, hidden=True, expose_value=False, callback=_no_quality)
-def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | None, recursive: bool, as_json: bool,
-           quiet: bool, verbose: bool) -> None:
+def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | None, cluster_address: str | None,
+           manifest: str | None, recursive: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Decompress IN.bbc ('-' = stdin) to the image OUT ('-' = stdout, PNG). A folder IN:
     every .bbc in it into the folder OUT; several INs (or an existing folder OUT): each
     into OUT as NAME.png (or the --format's extension)."""
@@ -346,7 +414,7 @@ def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | No
         raise click.UsageError("--json prints on stdout, so OUT cannot be '-'")
     suffix = FORMAT_SUFFIX[FORMATS[fmt.lower()]] if fmt else ".png"
     if _run_many("decode", paths, DecodeOptions(fmt.lower() if fmt else None, threads), jobs, as_json, quiet,
-                 recursive, suffix):
+                 recursive, suffix, _cluster(cluster_address, manifest, jobs, threads)):
         return
     src = paths[0]
     _no_binary_to_terminal(dst)

@@ -70,3 +70,8 @@ class WorkerError(Error, RuntimeError):
     process (errors.py), so a file of a folder run fails alone and the CLI exits 1.
     Any other exception of a worker is a bug, raised here as a RuntimeError (exit 70).
     Still a RuntimeError, as it was before it was an Error."""
+
+
+class ClusterError(Error):
+    """A folder run on a cluster (cluster.py) cannot start or go on: the engine is not
+    installed, the scheduler cannot be reached, or another run holds the manifest."""

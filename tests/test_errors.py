@@ -36,6 +36,7 @@ ERRORS = [
     (parallel.ThreadsError, True),
     (files.FileError, False),
     (parallel.WorkerError, False),  # a RuntimeError, as it was before it was an Error
+    (errors.ClusterError, False),
 ]
 
 
@@ -48,7 +49,7 @@ def test_every_codec_error_is_a_bbcodec_error(cls, is_value_error):
 
 def test_the_errors_users_catch_are_exported_by_the_package():
     for name in ("Error", "FormatError", "DecodeError", "EntropyError", "ImageError", "QualityError",
-                 "WeightsError", "FileError", "EffortError", "ThreadsError", "WorkerError"):
+                 "WeightsError", "FileError", "EffortError", "ThreadsError", "WorkerError", "ClusterError"):
         assert name in bbcodec.__all__ and name in dir(bbcodec)
     assert bbcodec.Error is errors.Error
     for name in bbcodec.__all__:  # every exported error is the one errors.py defines
