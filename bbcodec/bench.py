@@ -326,7 +326,7 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
     plots and index.html (report.py)."""
     from . import report
 
-    started = time.time()
+    started, load_start = time.time(), report.load_average()
     rows = list(map_jobs(run_one, p.tasks, jobs, progress))
     files = {(r["codec"], r["image"], r["quality"]): r.pop("data") for r in rows if "data" in r}
     notes = list(p.notes)
@@ -354,9 +354,11 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
               "full_kodak": full_kodak, "folder": str(p.folder), "jobs": jobs, "command": command,
               "seconds": time.time() - started}
     env = report.environment()
+    env["load average at the start (1, 5, 15 min)"] = load_start
+    env["load average at the end"] = report.load_average()
     (out_dir / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
-    title = f"{p.folder.name}: {len(p.paths)} images" + ("" if full_kodak else " (paper curve: full Kodak)")
-    result["plots"] = report.plots(cur, p.stored, out_dir, title)
+    title = f"{p.folder.name}: {len(p.paths)} images"
+    result["plots"] = report.plots(cur, p.stored, out_dir, title, "" if full_kodak else " (paper curve: full Kodak)")
     if not result["plots"]:
         notes.append("plots skipped (rd.png, rd-ms-ssim.png, rd-ssimulacra2.png not written): install matplotlib, "
                      "pip install 'bbcodec[bench]'")

@@ -11,7 +11,6 @@ import html
 import math
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,10 +69,6 @@ def environment() -> dict:
         pil["avif encoder (aom)"] = AvifImagePlugin.get_codec_version("aom")
     except (ImportError, AttributeError):
         pass
-    try:
-        load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    except (AttributeError, OSError):
-        load = None
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "bbcodec": __version__,
@@ -91,15 +86,21 @@ def environment() -> dict:
         "matplotlib": _version("matplotlib"),
         "cpu": _cpu_model(),
         "cores": f"{cores()} usable of {os.cpu_count()}",
-        "load average at the end (1, 5, 15 min)": load,
         "os": platform.platform(),
-        "python executable": sys.executable,
     }
+
+
+def load_average() -> str | None:
+    """The system's load average (1, 5, 15 minutes), where there is one."""
+    try:
+        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except (AttributeError, OSError):
+        return None
 
 
 # -- the plots --------------------------------------------------------------------------
 
-def plots(cur: dict[str, dict], stored: dict[str, dict], out_dir: Path, title: str) -> list[str]:
+def plots(cur: dict[str, dict], stored: dict[str, dict], out_dir: Path, title: str, paper_note: str = "") -> list[str]:
     """RD plots on each metric (PNG files in out_dir); the files written, none without
     matplotlib."""
     try:
@@ -143,7 +144,7 @@ def plots(cur: dict[str, dict], stored: dict[str, dict], out_dir: Path, title: s
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-        ax.set_title(f"{title}: {ylabel.split(' (')[0]}", fontsize=10)
+        ax.set_title(f"{title}{paper_note if key == 'psnr-rgb' else ''}: {ylabel.split(' (')[0]}", fontsize=10)
         fig.tight_layout()
         fig.savefig(out_dir / fname)
         plt.close(fig)
@@ -209,7 +210,10 @@ def side_by_side(p: Plan, rows: list[dict], files: dict[tuple, bytes], out_dir: 
             data = files[(r["codec"], name, r["quality"])]
             rec = np.asarray(bbcodec.decode(data).convert("RGB")) if r["codec"] == "bbcodec" else decode_baseline(data)
             decoded.append(rec)
-        top, left, ch, cw = crop_where_they_differ(original, decoded)
+        # Where the codecs at the same size differ (one whose smallest file is larger
+        # would otherwise decide it alone).
+        same = [d for (_, above), d in zip(chosen, decoded, strict=True) if not above]
+        top, left, ch, cw = crop_where_they_differ(original, same if len(same) > 1 else decoded)
         tiles = []
         for label, img, row, above in [("original", original, None, False)] + [
                 (r["codec"], d, r, a) for (r, a), d in zip(chosen, decoded, strict=True)]:
@@ -234,7 +238,8 @@ def side_by_side(p: Plan, rows: list[dict], files: dict[tuple, bytes], out_dir: 
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto;
-       max-width: 1180px; padding: 0 16px; color: #1b1b1b; background: #fff; }
+       max-width: 1640px; padding: 0 16px; color: #1b1b1b; background: #fff; }
+p, dl { max-width: 1150px; }
 h1 { font-size: 26px; margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #ddd; }
 h3 { margin-bottom: 6px; }
 .sub { color: #555; margin-top: 0; }
@@ -273,6 +278,19 @@ def _fmt(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _busy(result: dict, env: dict) -> str:
+    """A warning when other work ran on the machine during the run (its load average
+    above what the run's own processes make)."""
+    from .coding.workers import cores
+
+    loads = [float(v.split()[0]) for k, v in env.items() if k.startswith("load average") and v]
+    if not loads or max(loads) <= min(cores(), result.get("jobs", 1)) + 0.5:
+        return ""
+    return (f"<p class=warn>The machine was busy with other work during this run (load average up to "
+            f"{max(loads):.1f} on {cores()} cores): the seconds are longer than on an idle machine, by different "
+            "amounts for each codec. Compare seconds from a run on an idle machine.</p>")
+
+
 def write_html(result: dict, env: dict, out_dir: Path) -> Path:
     """index.html in out_dir: what the run measured, laid out for a person."""
     from .bench import METRICS
@@ -289,7 +307,9 @@ def write_html(result: dict, env: dict, out_dir: Path) -> Path:
              "higher is better for each: <b>PSNR</b> (dB), <b>MS-SSIM</b> (shown in dB, "
              "&minus;10&nbsp;log<sub>10</sub>(1&nbsp;&minus;&nbsp;MS-SSIM)), and <b>SSIMULACRA2</b> "
              "(the JPEG XL project's perceptual metric: about 30 low, 50 medium, 70 high, 90 visually lossless quality). "
-             "Curves are averages over the images at each setting.</p>"]
+             "Curves are averages over the images at each setting.</p>"
+             "<p>The metrics can disagree: PSNR and MS-SSIM reward a smooth reconstruction, SSIMULACRA2 also "
+             "penalises lost texture (blur) and ringing. The crops below show what the numbers mean.</p>"]
 
     # BD-rates
     if bd:
@@ -324,12 +344,16 @@ def write_html(result: dict, env: dict, out_dir: Path) -> Path:
     if result.get("side_by_side"):
         parts.append("<h2>Side by side at the same file size</h2>"
                      "<p>bbcodec at quality {q} beside each other codec at its setting whose file is the largest "
-                     "not above bbcodec's. The crops ({c}&times;{c} pixels, shown 1:1) are where the codecs' errors "
-                     "differ most; click a crop for the whole decoded image.</p>".format(
+                     "not above bbcodec's, for the first images of the folder. Each crop ({c}&times;{c} pixels, shown "
+                     "1:1) is where the codecs' errors differ most (chosen by the variance across codecs of each "
+                     "pixel's error); click a crop for the whole decoded image. SSIMULACRA2: about 30 low, 50 medium, "
+                     "70 high, 90 visually lossless.</p>".format(
                          q=f"{result['side_by_side'][0]['quality']:g}", c=CROP))
         for v in result["side_by_side"]:
             top, left, ch, cw = v["crop"]
-            parts.append(f"<h3>{_e(v['image'])}: {v['target_bytes']:,} bytes</h3>"
+            h, w = v["size"]
+            parts.append(f"<h3>{_e(v['image'])}: bbcodec quality {v['quality']:g}, {v['target_bytes']:,} bytes "
+                         f"({8 * v['target_bytes'] / (h * w):.3f} bpp); the others at most that</h3>"
                          f"<p class=note>crop {cw}&times;{ch} at x {left}, y {top} of {v['size'][1]}&times;{v['size'][0]}</p>"
                          "<div class=tiles>")
             for t in v["tiles"]:
@@ -338,7 +362,7 @@ def write_html(result: dict, env: dict, out_dir: Path) -> Path:
                              f"<div class=name>{_e(t['codec'])}</div>")
                 if "bytes" in t:
                     setting = f"quality {t['quality']:g}"
-                    warn = " <span class=warn>(its smallest file: larger)</span>" if t["above"] else ""
+                    warn = " <span class=warn>(larger than bbcodec's: the smallest file its settings make)</span>" if t["above"] else ""
                     parts.append(f"<div>{t['bytes']:,} bytes, {t['bpp']:.3f} bpp{warn}</div>"
                                  f"<div>PSNR {t['psnr']:.2f} dB, SSIMULACRA2 {_fmt(t['ssimulacra2'], '.1f')}</div>"
                                  f"<div class=note>{setting}; <a href='{_e(t['file'])}'>file</a>, "
@@ -355,8 +379,8 @@ def write_html(result: dict, env: dict, out_dir: Path) -> Path:
                  "in-process through Pillow with AVIF and JPEG XL limited to one thread (JPEG and WebP use one); "
                  f"{result.get('jobs', 1)} such worker process{'es' if result.get('jobs', 1) != 1 else ''} ran at once "
                  f"on {_e(env['cores'])} cores. bbcodec's own <code>--threads</code> makes it faster on more cores "
-                 "(docs/performance.md).</p>"
-                 "<table><tr><th>codec</th><th>setting</th><th>bpp</th><th>PSNR (dB)</th><th>MS-SSIM</th>"
+                 "(docs/performance.md).</p>" + _busy(result, env)
+                 + "<table><tr><th>codec</th><th>quality setting</th><th>bpp</th><th>PSNR (dB)</th><th>MS-SSIM</th>"
                  "<th>SSIMULACRA2</th><th>encode s</th><th>decode s</th></tr>")
     for name, c in cur.items():
         r = c["results"]
@@ -365,8 +389,8 @@ def write_html(result: dict, env: dict, out_dir: Path) -> Path:
                          f"<td>{r['psnr-rgb'][i]:.2f}</td><td>{_fmt(r['ms-ssim-rgb'][i], '.4f')}</td>"
                          f"<td>{_fmt(r['ssimulacra2'][i], '.2f')}</td><td>{r['encoding_time'][i]:.3f}</td>"
                          f"<td>{r['decoding_time'][i]:.3f}</td></tr>")
-    parts.append("</table><p class=note>Settings: bbcodec quality 1..8; "
-                 + "; ".join(f"{_e(b.name)}: {_e(b.description)}, quality" for b in BASELINES.values() if b.name in cur)
+    parts.append("</table><p class=note>Quality settings: bbcodec 1..8, the others their quality parameter 0..100. "
+                 + "; ".join(f"{_e(b.name)}: {_e(b.description)}" for b in BASELINES.values() if b.name in cur)
                  + ".</p>")
 
     # notes, files, environment
