@@ -344,7 +344,8 @@ def write_html(result: dict, env: dict, out_dir: Path) -> Path:
     if result.get("side_by_side"):
         parts.append("<h2>Side by side at the same file size</h2>"
                      "<p>bbcodec at quality {q} beside each other codec at its setting whose file is the largest "
-                     "not above bbcodec's, for the first images of the folder. Each crop ({c}&times;{c} pixels, shown "
+                     "not above bbcodec's, for the first images of the folder (the settings step by 5 or 10, so a codec can "
+                     "land well below: its bytes are under its crop). Each crop ({c}&times;{c} pixels, shown "
                      "1:1) is where the codecs' errors differ most (chosen by the variance across codecs of each "
                      "pixel's error); click a crop for the whole decoded image. SSIMULACRA2: about 30 low, 50 medium, "
                      "70 high, 90 visually lossless.</p>".format(
