@@ -5,7 +5,7 @@ without loading the benchmark (bench.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Baseline:
     params: Callable[[int], dict]
     plugin: str | None = None  # module to import first (registers the format)
     description: str = ""
+    one_thread: dict = field(default_factory=dict)  # save parameters for one encoder thread
 
 
 BASELINES = {
@@ -26,9 +27,10 @@ BASELINES = {
     "webp": Baseline("webp", "WEBP", (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
                      lambda q: {"quality": q, "method": 6}, description="libwebp via Pillow, method 6"),
     "avif": Baseline("avif", "AVIF", (10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-                     lambda q: {"quality": q, "subsampling": "4:4:4", "speed": 4}, description="libavif via Pillow, 4:4:4, speed 4"),
+                     lambda q: {"quality": q, "subsampling": "4:4:4", "speed": 4}, description="libavif (aom) via Pillow, 4:4:4, speed 4", one_thread={"max_threads": 1}),
     "jxl": Baseline("jxl", "JXL", (10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-                    lambda q: {"quality": q, "effort": 7}, plugin="pillow_jxl", description="libjxl via pillow-jxl-plugin, effort 7"),
+                    lambda q: {"quality": q, "effort": 7}, plugin="pillow_jxl", description="libjxl via pillow-jxl-plugin, effort 7",
+                    one_thread={"num_threads": 0}),
 }
 
 

@@ -1,11 +1,13 @@
 """bbcodec bench: rate-distortion and speed against JPEG, WebP, AVIF and JPEG XL.
 
 Every figure comes from real files: bpp is 8 x file size / pixels (headers included),
-PSNR and MS-SSIM are measured on the decoded 8-bit RGB image, seconds are wall-clock
-per image. Baselines run through Pillow (JPEG: libjpeg-turbo 4:2:0; WebP; AVIF 4:4:4)
-and the pillow-jxl-plugin package (JPEG XL); a missing one is skipped with a note.
-Curves are averaged over images per quality, as CompressAI does, and written in
-CompressAI's results layout so they plot beside ../shared/anchors.
+PSNR, MS-SSIM and SSIMULACRA2 are measured on the decoded 8-bit RGB image (metrics.py),
+seconds are wall-clock per image, every codec in one thread (bbcodec with threads=1,
+AVIF and JPEG XL told to use one thread), one task per process at a time. Baselines run
+through Pillow (JPEG: libjpeg-turbo 4:2:0; WebP; AVIF 4:4:4) and the pillow-jxl-plugin
+package (JPEG XL); a missing one is skipped with a note. Curves are averaged over images
+per quality, as CompressAI does, and written in CompressAI's results layout so they plot
+beside ../shared/anchors; report.py writes the HTML page.
 """
 
 from __future__ import annotations
@@ -25,14 +27,40 @@ import numpy as np
 from . import rd
 from .baselines import BASELINES, CODECS, Baseline  # noqa: F401 - the codecs, bench's own
 from .errors import BenchError
-from .jobs import map_jobs, share_cores
+from .jobs import map_jobs
 from .model import quality as Q
+
+# What bench imports beyond bbcodec's own dependencies, all in the bench extra: needed
+# (module, package) first, then those whose absence only leaves something out.
+NEEDED = (("scipy", "scipy"), ("ssimulacra2", "ssimulacra2"))
+OPTIONAL = (("matplotlib", "matplotlib"), ("pillow_jxl", "pillow-jxl-plugin"))
+INSTALL_HINT = "bbcodec bench needs: pip install 'bbcodec[bench]'"
+
+# The metrics of a curve (results key, label); BD-rates and plots take MS-SSIM in dB.
+METRICS = (("psnr-rgb", "PSNR"), ("ms-ssim-rgb", "MS-SSIM"), ("ssimulacra2", "SSIMULACRA2"))
 
 # Kamisli 2022, 8x8 blocks, Kodak, as published (the paper's Fig. / table values).
 PAPER_8X8 = {
     "bpp": [0.117, 0.197, 0.307, 0.468, 0.66, 0.915, 1.235, 1.629],
     "psnr-rgb": [27.19, 29.08, 30.85, 32.81, 34.84, 36.84, 38.87, 40.82],
 }
+
+
+def missing_packages() -> list[str]:
+    """The needed packages of the bench extra that do not import."""
+    missing = []
+    for module, package in NEEDED:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+def check_dependencies() -> None:
+    """Raise a BenchError naming the extra to install when a needed package is missing."""
+    if missing := missing_packages():
+        raise BenchError(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
 
 
 def available_baselines(names: list[str]) -> tuple[list[str], list[str]]:
@@ -92,24 +120,12 @@ def _load(path: Path) -> np.ndarray:
     return to_rgb(open_image(path.read_bytes(), path.name), path.name)
 
 
-def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """MS-SSIM (pytorch-msssim) on 0..255 RGB; None if unavailable or the image is too small."""
-    if min(a.shape[:2]) <= 160:
-        return None
-    try:
-        import torch
-        from pytorch_msssim import ms_ssim as _ms_ssim
-    except ImportError:
-        return None
-    ta = torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1)[None]
-    tb = torch.from_numpy(b.astype(np.float32)).permute(2, 0, 1)[None]
-    return float(_ms_ssim(ta, tb, data_range=255.0))
+def run_one(task: tuple[str, str, float, bool]) -> dict:
+    """Encode, decode and measure one (codec, image, quality, keep): every codec in one
+    thread, so that the seconds compare; keep: also return the file's bytes ("data")."""
+    from . import metrics
 
-
-def run_one(task: tuple[str, str, float, int | None]) -> dict:
-    """Encode, decode and measure one (codec, image, quality, threads per image: None, the
-    cores)."""
-    codec_name, path, quality, threads = task
+    codec_name, path, quality, keep = task
     img = _load(Path(path))
     if codec_name == "bbcodec":
         from .coding import format
@@ -118,9 +134,9 @@ def run_one(task: tuple[str, str, float, int | None]) -> dict:
 
         w = weights.default()
         t0 = time.perf_counter()
-        data, rec = codec.encode(img, quality, w.model, w.prefix, threads=threads)
+        data, rec = codec.encode(img, quality, w.model, w.prefix, threads=1)
         t1 = time.perf_counter()
-        out = codec.decode(*format.unpack(data), w.model, threads=threads)
+        out = codec.decode(*format.unpack(data), w.model, threads=1)
         t2 = time.perf_counter()
         if not np.array_equal(out, rec):
             raise RuntimeError("decoder disagrees with encoder")
@@ -128,28 +144,55 @@ def run_one(task: tuple[str, str, float, int | None]) -> dict:
         from PIL import Image
 
         b = BASELINES[codec_name]
-        if b.plugin:
-            __import__(b.plugin)
+        one_thread()
         buf = io.BytesIO()
         t0 = time.perf_counter()
-        Image.fromarray(img).save(buf, format=b.pil_format, **b.params(int(quality)))
+        Image.fromarray(img).save(buf, format=b.pil_format, **b.params(int(quality)), **b.one_thread)
         t1 = time.perf_counter()
         data = buf.getvalue()
-        with Image.open(io.BytesIO(data)) as im:
-            out = np.asarray(im.convert("RGB"))
+        out = decode_baseline(data)
         t2 = time.perf_counter()
     h, w_ = img.shape[:2]
-    return {
+    row = {
         "codec": codec_name,
         "image": Path(path).name,
         "quality": quality,
         "bytes": len(data),
         "bpp": 8 * len(data) / (h * w_),
         "psnr": rd.psnr(img, out),
-        "ms_ssim": ms_ssim(img, out),
+        "ms_ssim": metrics.ms_ssim(img, out),
+        "ssimulacra2": metrics.ssimulacra2(img, out),
         "enc_s": t1 - t0,
         "dec_s": t2 - t1,
     }
+    if keep:
+        row["data"] = data
+    return row
+
+
+def one_thread() -> None:
+    """Pillow's AVIF and JPEG XL decoders in one thread (module settings; their encoders
+    take Baseline.one_thread). Imports the JPEG XL plugin, which registers the format."""
+    try:
+        from PIL import AvifImagePlugin  # Pillow 11.2 and later
+
+        AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+    except ImportError:
+        pass
+    try:
+        from pillow_jxl import JpegXLImagePlugin
+
+        JpegXLImagePlugin.DECODE_THREADS = 0  # 0: no thread pool
+    except ImportError:
+        pass
+
+
+def decode_baseline(data: bytes) -> np.ndarray:
+    """A baseline's file decoded by Pillow to 8-bit RGB."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def curves(rows: list[dict]) -> dict[str, dict]:
@@ -157,20 +200,22 @@ def curves(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["codec"] for r in rows):
         qs = sorted({r["quality"] for r in rows if r["codec"] == name})
-        res: dict[str, list] = {k: [] for k in ("quality", "bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")}
+        res: dict[str, list] = {k: [] for k in ("quality", "bpp", "psnr-rgb", "ms-ssim-rgb", "ssimulacra2",
+                                                "encoding_time", "decoding_time")}
         for q in qs:
             sel = [r for r in rows if r["codec"] == name and r["quality"] == q]
-            ms = [r["ms_ssim"] for r in sel if r["ms_ssim"] is not None]
             res["quality"].append(q)
             res["bpp"].append(float(np.mean([r["bpp"] for r in sel])))
             res["psnr-rgb"].append(float(np.mean([r["psnr"] for r in sel])))
-            res["ms-ssim-rgb"].append(float(np.mean(ms)) if len(ms) == len(sel) else None)
+            for key, col in (("ms-ssim-rgb", "ms_ssim"), ("ssimulacra2", "ssimulacra2")):
+                vals = [r[col] for r in sel if r[col] is not None]
+                res[key].append(float(np.mean(vals)) if len(vals) == len(sel) else None)
             res["encoding_time"].append(float(np.mean([r["enc_s"] for r in sel])))
             res["decoding_time"].append(float(np.mean([r["dec_s"] for r in sel])))
         if name == "bbcodec":
             from .model import weights
 
-            desc = f"bbcodec, weights {weights.default().path.name}"
+            desc = f"bbcodec, weights {weights.default().path.name}, one thread"
         else:
             desc = BASELINES[name].description
         out[name] = {"name": name, "description": desc, "results": res}
@@ -194,65 +239,66 @@ def load_anchors(folder: Path) -> tuple[dict[str, dict], list[str]]:
         _, bpp, psnr = rd.load_curve(path)
         if len(bpp) < 2 or len(bpp) != len(psnr):
             raise BenchError(f"{path}: needs at least two (bpp, psnr-rgb) points")
-        out[f"{path.stem} (stored)"] = {"bpp": bpp.tolist(), "psnr-rgb": psnr.tolist()}
+        curve = {"bpp": bpp.tolist(), "psnr-rgb": psnr.tolist()}
+        for key in ("ms-ssim-rgb", "ssimulacra2"):  # other metrics where the file has them
+            vals = results.get(key)
+            if isinstance(vals, list) and len(vals) == len(bpp) and all(isinstance(v, (int, float)) for v in vals):
+                curve[key] = [float(v) for v in vals]
+        out[f"{path.stem} (stored)"] = curve
     if not out:
         raise BenchError(f"{folder}: no result JSON files with psnr-rgb")
     return out, notes
 
 
-def bd_table(cur: dict[str, dict], stored: dict[str, dict] | None = None) -> list[tuple[str, float, float]]:
-    """(anchor, BD-rate %, BD-PSNR dB) of bbcodec against every measured curve, the
-    stored ones and the paper."""
+def metric_values(results: dict, key: str) -> list[float] | None:
+    """A curve's values of one metric in the form BD-rates and plots use (MS-SSIM in dB),
+    or None when the curve lacks it or any point of it."""
+    from .metrics import ms_ssim_db
+
+    vals = results.get(key)
+    if not vals or any(v is None for v in vals):
+        return None
+    return [ms_ssim_db(v) for v in vals] if key == "ms-ssim-rgb" else [float(v) for v in vals]
+
+
+def bd_table(cur: dict[str, dict], stored: dict[str, dict] | None = None) -> list[dict]:
+    """bbcodec against every measured curve, the stored ones and the paper: per anchor
+    {"anchor", "psnr-rgb", "ms-ssim-rgb", "ssimulacra2" (BD-rates in %, None where a
+    curve lacks the metric, nan where the curves do not overlap), "bd-psnr" (dB)}."""
     if "bbcodec" not in cur:
         return []
     ours = cur["bbcodec"]["results"]
     anchors = {k: v["results"] for k, v in cur.items() if k != "bbcodec"}
     anchors.update(stored or {})
     anchors["paper 8x8 (Kamisli 2022)"] = PAPER_8X8
-    return [
-        (name, rd.bd_rate(a["bpp"], a["psnr-rgb"], ours["bpp"], ours["psnr-rgb"]),
-         rd.bd_psnr(a["bpp"], a["psnr-rgb"], ours["bpp"], ours["psnr-rgb"]))
-        for name, a in anchors.items()
-    ]
-
-
-def plot(cur: dict[str, dict], stored: dict[str, dict], path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    for name, c in cur.items():
-        r = c["results"]
-        ax.plot(r["bpp"], r["psnr-rgb"], marker="o", ms=3, lw=2 if name == "bbcodec" else 1.2, label=name)
-    for name, r in stored.items():
-        ax.plot(r["bpp"], r["psnr-rgb"], ls=":", marker=".", ms=3, lw=1, label=name)
-    ax.plot(PAPER_8X8["bpp"], PAPER_8X8["psnr-rgb"], "k--", marker="x", ms=4, lw=1, label="paper 8x8 (published, Kodak)")
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("PSNR RGB (dB)")
-    ax.set_xlim(0, 2.0)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    table = []
+    for name, a in anchors.items():
+        entry: dict = {"anchor": name}
+        for key, _ in METRICS:
+            qa, qb = metric_values(a, key), metric_values(ours, key)
+            entry[key] = None if qa is None or qb is None else rd.bd_rate(a["bpp"], qa, ours["bpp"], qb)
+        entry["bd-psnr"] = rd.bd_psnr(a["bpp"], a["psnr-rgb"], ours["bpp"], ours["psnr-rgb"])
+        table.append(entry)
+    return table
 
 
 @dataclass
 class Plan:
-    """What a bench run will do: the images, the (codec, image, quality) tasks, notes,
-    and stored curves to compare with."""
+    """What a bench run will do: the images, the (codec, image, quality, keep) tasks,
+    notes, stored curves to compare with, and the images and bbcodec quality of the
+    side-by-side view (keep: the task returns its file for that view)."""
 
     folder: Path
     paths: list[Path]
-    tasks: list[tuple[str, str, float]]
+    tasks: list[tuple[str, str, float, bool]]
     notes: list[str]
     stored: dict[str, dict]
+    side_images: list[Path]
+    side_quality: float | None
+
+
+SIDE_BY_SIDE_IMAGES = 3  # the first images of the folder, shown codec beside codec
+SIDE_BY_SIDE_QUALITY = 2.0  # bbcodec's quality there (the nearest the run has); a low rate, where codecs differ
 
 
 def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None,
@@ -263,17 +309,26 @@ def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | N
     stored, anchor_notes = load_anchors(anchors) if anchors is not None else ({}, [])
     paths, notes = list_images(folder, limit)
     usable, skipped = available_baselines(codecs)
+    side = paths[:SIDE_BY_SIDE_IMAGES] if "bbcodec" in usable and len(usable) > 1 else []
+    side_q = min(qualities, key=lambda q: (abs(q - SIDE_BY_SIDE_QUALITY), q)) if side else None
     tasks = []
     for name in usable:
         qs = qualities if name == "bbcodec" else BASELINES[name].qualities
-        tasks += [(name, str(p), float(q)) for q in qs for p in paths]
-    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored)
+        tasks += [(name, str(p), float(q), p in side and (name != "bbcodec" or q == side_q))
+                  for q in qs for p in paths]
+    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored, side, side_q)
 
 
-def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None) -> dict:
-    """Run a plan; returns {"rows", "curves", "bd", "notes", ...} and writes out_dir."""
-    threads = share_cores(jobs)  # each of the jobs codes with its share of the cores
-    rows = list(map_jobs(run_one, [(*t, threads) for t in p.tasks], jobs, progress))
+def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None,
+        command: str = "") -> dict:
+    """Run a plan; returns {"rows", "curves", "bd", "notes", ...} and writes out_dir: the
+    curves (CompressAI-layout JSON), per_image.csv, bd_rate.csv, environment.json, the
+    plots and index.html (report.py)."""
+    from . import report
+
+    started, load_start = time.time(), report.load_average()
+    rows = list(map_jobs(run_one, p.tasks, jobs, progress))
+    files = {(r["codec"], r["image"], r["quality"]): r.pop("data") for r in rows if "data" in r}
     notes = list(p.notes)
     cur = curves(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,16 +339,33 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
         wr.writeheader()
         wr.writerows(rows)
     bd = bd_table(cur, p.stored)
+    with open(out_dir / "bd_rate.csv", "w", newline="") as f:
+        bw = csv.writer(f)
+        bw.writerow(["anchor"] + [f"bd_rate_{key}_percent" for key, _ in METRICS] + ["bd_psnr_db"])
+        for e in bd:
+            bw.writerow([e["anchor"]] + ["" if e[k] is None else f"{e[k]:.4f}" for k, _ in METRICS]
+                        + [f"{e['bd-psnr']:.4f}"])
     full_kodak = is_full_kodak(p.paths)
-    title = f"{p.folder.name}: {len(p.paths)} images" + ("" if full_kodak else " (paper curve: full Kodak)")
-    plotted = plot(cur, p.stored, out_dir / "rd.png", title)
-    if not plotted:
-        notes.append("plot skipped (rd.png not written): install matplotlib, pip install 'bbcodec[bench]'")
-    if any(ms is None for c in cur.values() for ms in c["results"]["ms-ssim-rgb"]):
-        notes.append("MS-SSIM '-': " + ("pytorch-msssim is not installed (pip install 'bbcodec[bench]')"
-                                        if not _has_msssim() else "an image is too small (MS-SSIM needs 161 px per side)"))
-    return {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(p.paths), "tasks": len(p.tasks),
-            "plot": plotted, "full_kodak": full_kodak, "folder": str(p.folder)}
+    if any(v is None for c in cur.values() for v in c["results"]["ms-ssim-rgb"]):
+        notes.append("MS-SSIM '-': an image is too small (MS-SSIM needs 161 px per side)")
+    if any(v is None for c in cur.values() for v in c["results"]["ssimulacra2"]):
+        notes.append("SSIMULACRA2 '-': an image is too small (SSIMULACRA2 needs 8 px per side)")
+    result = {"rows": rows, "curves": cur, "bd": bd, "notes": notes, "images": len(p.paths), "tasks": len(p.tasks),
+              "full_kodak": full_kodak, "folder": str(p.folder), "jobs": jobs, "command": command,
+              "seconds": time.time() - started}
+    env = report.environment()
+    env["load average at the start (1, 5, 15 min)"] = load_start
+    env["load average at the end"] = report.load_average()
+    (out_dir / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
+    title = f"{p.folder.name}: {len(p.paths)} images"
+    result["plots"] = report.plots(cur, p.stored, out_dir, title, "" if full_kodak else " (paper curve: full Kodak)")
+    if not result["plots"]:
+        notes.append("plots skipped (rd.png, rd-ms-ssim.png, rd-ssimulacra2.png not written): install matplotlib, "
+                     "pip install 'bbcodec[bench]'")
+    result["side_by_side"] = report.side_by_side(p, rows, files, out_dir) if p.side_images else []
+    report.write_html(result, env, out_dir)
+    result["seconds"] = time.time() - started
+    return result
 
 
 KODAK_NAMES = frozenset(f"kodim{i:02d}.png" for i in range(1, 25))
@@ -304,29 +376,35 @@ def is_full_kodak(paths: list[Path]) -> bool:
     return {p.name.lower() for p in paths} == KODAK_NAMES
 
 
-def _has_msssim() -> bool:
-    try:
-        import pytorch_msssim  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def bd_cell(v: float | None) -> str:
+    """A BD-rate as the report prints it: '+1.2 %', 'n/a' (curves do not overlap), '-'
+    (a curve lacks the metric)."""
+    if v is None:
+        return "-"
+    return "n/a" if math.isnan(v) else f"{v:+.1f} %"
 
 
 def format_report(result: dict) -> str:
-    lines = [f"{'codec':<8} {'q':>5} {'bpp':>8} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} {'dec s':>7}"]
+    lines = [f"{'codec':<8} {'q':>5} {'bpp':>8} {'PSNR':>7} {'MS-SSIM':>8} {'SSIMU2':>7} {'enc s':>7} {'dec s':>7}"]
     for name, c in result["curves"].items():
         r = c["results"]
         for i, q in enumerate(r["quality"]):
-            ms = r["ms-ssim-rgb"][i]
             lines.append(f"{name:<8} {q:5g} {r['bpp'][i]:8.4f} {r['psnr-rgb'][i]:7.2f} "
-                         f"{'-' if ms is None else f'{ms:.4f}':>8} {r['encoding_time'][i]:7.4f} {r['decoding_time'][i]:7.4f}")
+                         f"{_num(r['ms-ssim-rgb'][i], '.4f'):>8} {_num(r['ssimulacra2'][i], '.2f'):>7} "
+                         f"{r['encoding_time'][i]:7.4f} {r['decoding_time'][i]:7.4f}")
+    lines.append("(seconds per image, every codec in one thread; SSIMU2: SSIMULACRA2, 30 low .. 90 visually lossless)")
     if result["bd"]:
-        lines.append("bbcodec against (BD-rate, negative = fewer bits; BD-PSNR):")
-        for name, rate, dpsnr in result["bd"]:
-            rs = "n/a (no overlap)" if math.isnan(rate) else f"{rate:+.1f} %"
-            ps = "" if math.isnan(dpsnr) else f"{dpsnr:+.2f} dB"
-            lines.append(f"  {name:<26} {rs:>16} {ps:>10}")
-            if name.startswith("paper") and not result.get("full_kodak", True):
+        lines.append("bbcodec against (BD-rate on each metric, negative = fewer bits for the same quality; "
+                     "n/a: the curves do not overlap; BD-PSNR):")
+        lines.append(f"  {'':<26} {'PSNR':>9} {'MS-SSIM':>9} {'SSIMU2':>9} {'BD-PSNR':>9}")
+        for e in result["bd"]:
+            ps = "" if math.isnan(e["bd-psnr"]) else f"{e['bd-psnr']:+.2f} dB"
+            lines.append(f"  {e['anchor']:<26} " + " ".join(f"{bd_cell(e[k]):>9}" for k, _ in METRICS) + f" {ps:>9}")
+            if e["anchor"].startswith("paper") and not result.get("full_kodak", True):
                 lines.append(f"    (the paper's curve is on all 24 Kodak images; this run used {result['images']} "
                              f"images of {result.get('folder', 'the folder')}: not the same set)")
     lines += [f"note: {n}" for n in result["notes"]]

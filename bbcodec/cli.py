@@ -493,7 +493,7 @@ def _csv(kind: type, allowed: tuple | None = None):
 @cli.command(epilog=EXIT_CODES)
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
-              show_default=True, help="Folder for the JSON curves, per-image CSV and rd.png.")
+              show_default=True, help="Folder for the page (index.html), its plots and images, the JSON curves and CSV tables.")
 @click.option("--qualities", default=",".join(map(str, Q.TRAINED)), show_default=True, callback=_csv(float),
               help="bbcodec qualities (baselines sweep their own range).")
 @click.option("--codecs", default=",".join(CODECS), show_default=True, callback=_csv(str, CODECS),
@@ -504,27 +504,34 @@ def _csv(kind: type, allowed: tuple | None = None):
               help="Folder of stored curves (CompressAI-layout JSON) to compare with, not re-run.")
 def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int | None,
           limit: int | None, anchors: Path | None) -> None:
-    """Rate-distortion and speed of bbcodec against JPEG, WebP, AVIF, JPEG XL on FOLDER.
+    """Rate-distortion and speed of bbcodec against JPEG, WebP, AVIF, JPEG XL on FOLDER:
+    PSNR, MS-SSIM and SSIMULACRA2, BD-rates, the codecs side by side at the same file
+    size, written as a page, OUT/index.html (needs: pip install 'bbcodec[bench]').
 
     \b
     Example:
       bbcodec bench ../shared/data/kodak --out report/
       bbcodec bench ../shared/data/kodak --codecs bbcodec --anchors ../shared/anchors/kodak
     """
+    import shlex
+
     from . import bench as b
 
     if any(not Q.MIN <= q <= Q.MAX for q in qualities):
         raise click.BadParameter(f"qualities must be within {Q.MIN}..{Q.MAX}", param_hint="--qualities")
     try:
+        b.check_dependencies()  # before any work: one line naming the extra to install
         todo = b.plan(folder, qualities, codecs, limit, anchors)
         with click.progressbar(length=len(todo.tasks), label="bench", show_eta=True, file=sys.stderr,
                                hidden=not sys.stderr.isatty()) as bar:
-            result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update)
+            result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update,
+                           command=shlex.join(["bbcodec", *sys.argv[1:]]))
     except Error as e:
         raise Failure(str(e)) from None
     click.echo(b.format_report(result))
-    click.echo(f"wrote {out_dir}/: " + ", ".join(f"{n}.json" for n in result["curves"]) + ", per_image.csv"
-               + (", rd.png" if result["plot"] else ""))
+    click.echo(f"wrote {out_dir}/: index.html (open it in a browser), " + ", ".join(f"{n}.json" for n in result["curves"])
+               + ", per_image.csv, bd_rate.csv, environment.json" + "".join(f", {f}" for f in result["plots"])
+               + (", side-by-side/" if result["side_by_side"] else "") + f"; {result['seconds']:.0f} s")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},

@@ -594,19 +594,21 @@ def test_api_takes_a_path_a_pillow_image_or_an_array_and_rate_targets(png):
 def test_bench_without_matplotlib_says_no_plot_and_notes_msssim_and_the_paper_set(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from bbcodec import bench, cli
+    from bbcodec import bench, cli, report
 
     folder = tmp_path / "imgs"
     folder.mkdir()
     Image.fromarray(random_image(24, 32, seed=2)).save(folder / "a.png")
-    monkeypatch.setattr(bench, "plot", lambda *a, **k: False)
+    monkeypatch.setattr(report, "plots", lambda *a, **k: [])
     result = CliRunner().invoke(cli.cli, ["bench", str(folder), "--out", str(tmp_path / "r"), "--qualities", "2,6",
                                           "--codecs", "bbcodec,jpeg", "--jobs", "1"])
     assert result.exit_code == 0, result.output
     out = result.output
     (wrote,) = [line for line in out.splitlines() if line.startswith("wrote")]
     assert "rd.png" not in wrote and not (tmp_path / "r" / "rd.png").exists()
-    assert "plot skipped (rd.png not written)" in out
+    assert "plots skipped (rd.png, rd-ms-ssim.png, rd-ssimulacra2.png not written)" in out
+    page = (tmp_path / "r" / "index.html").read_text()  # the page without plots: its tables
+    assert "BD-rate on PSNR" in page and "<img src='rd.png'" not in page
     assert "note: MS-SSIM '-':" in out
     assert "the paper's curve is on all 24 Kodak images; this run used 1 images" in out
     assert bench.is_full_kodak([Path(f"kodim{i:02d}.png") for i in range(1, 25)])
