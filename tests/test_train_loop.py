@@ -268,3 +268,28 @@ def test_packs_are_lossless_split_into_parts_and_load_like_the_folder(tmp_path):
     assert len(packed) == len(direct) == 4
     assert all(np.array_equal(a, b) for a, b in zip(packed, direct, strict=True))  # PNGs: lossless
     assert np.array_equal(packed[3], jpeg_pixels)  # the JPEG: its own bytes, not re-encoded
+
+
+def test_the_perceptual_share_mixes_ssimulacra2_into_the_distortion():
+    """--perceptual 0 is the paper's MSE; above, SSIMULACRA2's loss (scaled to MSE's range)
+    joins it: zero for a perfect reconstruction, differentiable, and of MSE's order for a
+    reconstruction near the codec's working range."""
+    torch = pytest.importorskip("torch")
+    from conftest import random_image
+
+    from bbcodec.train.train import distortion
+
+    x = torch.from_numpy(np.ascontiguousarray(random_image(64, 64, seed=3))).permute(2, 0, 1)[None].double()
+    blur = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    mse_blur = (blur - x).pow(2).flatten(1).mean(1)
+    noise = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype) * mse_blur.sqrt()
+    mse_noise = (noise - x).pow(2).flatten(1).mean(1)
+    assert torch.allclose(distortion(x, blur, mse_blur, 0.0).double(), mse_blur / 255.0**2, rtol=1e-6)
+    assert float(distortion(x, x.clone(), torch.zeros(1, dtype=x.dtype), 1.0)) == pytest.approx(0.0, abs=1e-6)
+    hat = blur.clone().requires_grad_(True)
+    d = distortion(x, hat, (hat - x).pow(2).flatten(1).mean(1), 0.5)
+    d.sum().backward()
+    assert torch.isfinite(hat.grad).all() and hat.grad.abs().sum() > 0
+    for hat_, mse_ in ((blur, mse_blur), (noise.clamp(0, 255), mse_noise)):
+        ratio = float(distortion(x, hat_, mse_, 1.0)) / float(mse_ / 255.0**2)
+        assert 0.1 < ratio < 10  # PERCEPTUAL_SCALE: the two terms in the same range
