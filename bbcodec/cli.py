@@ -234,7 +234,7 @@ THREADS_HELP = ("Workers per image (1..64): this process and N-1 forked ones, at
 
 
 def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    """--threads checked by parallel.check_threads, the API's check (imported only when
+    """--threads checked by workers.check_threads, the API's check (imported only when
     given: the CLI loads no numpy to start): a usage error, exit 2, one line."""
     if value is None:
         return None

@@ -21,17 +21,18 @@ bbcodec.encode's default), `metadata` and `flatten` (as bbcodec.encode's), and
 `icc_profile`, `exif`, `xmp` (bytes: what to store instead of the image's own, as
 Pillow's PNG and WebP writers take them). Any other option is refused (ValueError): an
 option silently ignored would be a surprise. An image with alpha is stored with it
-(mode RGBA / LA when opened), its metadata in `im.info` as Pillow's readers put it. Unlike bbcodec.encode / decode and the CLI, the plugin
-codes in the calling process unless save() is given threads: it runs inside other
-applications, and forking workers (parallel.Forked) in a process whose native threads
-(a GUI toolkit's, a server's) may hold locks is not safe, which parallel.can_fork
+(mode RGBA / LA when opened), its metadata in `im.info` as Pillow's readers put it.
+
+Unlike bbcodec.encode / decode and the CLI, the plugin codes in the calling process unless save() is given threads: it runs inside other
+applications, and forking workers (coding/workers.Forked) in a process whose native threads
+(a GUI toolkit's, a server's) may hold locks is not safe, which workers.can_fork
 cannot see. load() always decodes in the calling process (Pillow passes it no
 options); bbcodec.decode(data, threads=N) decodes with N workers.
 
 A bbcodec.Error becomes what Pillow's callers expect: while opening, SyntaxError for
 bytes that are not a .bbc file (so Image.open tries other formats) and, for a damaged
 .bbc file, UnidentifiedImageError saying what is wrong with it; OSError while
-loading pixels or saving (a failed worker process too: parallel.WorkerError), and
+loading pixels or saving (a failed worker process too: WorkerError), and
 ValueError for a bad quality, effort or threads option (QualityError, EffortError,
 ThreadsError, which are).
 """
