@@ -255,6 +255,29 @@ def _metadata(ctx: click.Context, param: click.Parameter, value: str) -> frozens
         raise click.BadParameter(str(e), ctx, param) from None
 
 
+def _many_options(threads_help: str) -> Callable:
+    """The options encode and decode share for folders and several inputs: --jobs,
+    --threads, --cluster, --manifest, --recursive."""
+    def add(fn: Callable) -> Callable:
+        for option in reversed((
+            click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+                         help="Parallel processes for a folder or several inputs."),
+            click.option("--threads", type=int, default=None, callback=_threads, help=threads_help),
+            click.option("--cluster", "cluster_address", metavar="ADDRESS", default=None,
+                         help="Code a folder on a Dask cluster: a scheduler address (tcp://HOST:8786), a "
+                              "scheduler file, or local / local:N (N worker processes here); resumable "
+                              "(docs/cluster.md)."),
+            click.option("--manifest", metavar="PATH", default=None,
+                         help="With --cluster: the run's manifest of finished files.  "
+                              "[default: OUT/.bbcodec-manifest.jsonl]"),
+            click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT."),
+        )):
+            fn = option(fn)
+        return fn
+
+    return add
+
+
 # Efforts above 1 choose each wavefront's symbols in this process (rdoq.Chooser reads the
 # whole canvas): only their effort-1 proxy pass, if any (effort 3), uses the workers.
 ENCODE_THREADS_HELP = (THREADS_HELP[:-1] + "; --effort above 1 codes in one process, except effort 3's first "
@@ -288,15 +311,7 @@ Examples:
 @click.option("--flatten", metavar="COLOUR", default=None,
               help="Compose a transparent image over COLOUR (a name or #rrggbb) instead of keeping its alpha "
                    "plane (kept exactly by default).")
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Parallel processes for a folder or several inputs.")
-@click.option("--threads", type=int, default=None, callback=_threads, help=ENCODE_THREADS_HELP)
-@click.option("--cluster", "cluster_address", metavar="ADDRESS", default=None,
-              help="Code a folder on a Dask cluster: a scheduler address (tcp://HOST:8786), a scheduler file, "
-                   "or local / local:N (N worker processes here); resumable (docs/cluster.md).")
-@click.option("--manifest", metavar="PATH", default=None,
-              help="With --cluster: the run's manifest of finished files.  [default: OUT/.bbcodec-manifest.jsonl]")
-@click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
+@_many_options(ENCODE_THREADS_HELP)
 @click.option("-f", "--force", is_flag=True, help="Write OUT even if its extension is not .bbc.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
@@ -389,15 +404,7 @@ Examples:
 @click.argument("paths", nargs=-1, required=True, metavar="IN... OUT")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS), case_sensitive=False), default=None,
               help="Write this format whatever OUT's extension (jpeg and webp at quality 95: lossy).")
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Parallel processes for a folder or several inputs.")
-@click.option("--threads", type=int, default=None, callback=_threads, help=THREADS_HELP)
-@click.option("--cluster", "cluster_address", metavar="ADDRESS", default=None,
-              help="Code a folder on a Dask cluster: a scheduler address (tcp://HOST:8786), a scheduler file, "
-                   "or local / local:N (N worker processes here); resumable (docs/cluster.md).")
-@click.option("--manifest", metavar="PATH", default=None,
-              help="With --cluster: the run's manifest of finished files.  [default: OUT/.bbcodec-manifest.jsonl]")
-@click.option("-r", "--recursive", is_flag=True, help="With a folder: its subfolders too, mirrored in OUT.")
+@_many_options(THREADS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (or error) on stdout.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the quality, bpp and weights of the file.")

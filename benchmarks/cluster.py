@@ -64,23 +64,15 @@ def timed(fn) -> float:  # noqa: ANN001
     return time.perf_counter() - t0
 
 
-def run_jobs(kind: str, src: Path, dst: Path, jobs: int) -> float:
+def run_folder(kind: str, src: Path, dst: Path, client=None, jobs: int = 1) -> float:  # noqa: ANN001
+    """Seconds to code the folder src into dst: with --jobs (client None) or on the cluster."""
     plan = files.scan_folder(src, dst, decode=(kind == "decode"))
     dst.mkdir()
 
     def go() -> None:
-        out = list(files.run_folder(kind, plan.pairs, None, jobs))
-        assert not [r for r in out if isinstance(r, files.Failed)], out
-
-    return timed(go)
-
-
-def run_cluster(kind: str, src: Path, dst: Path, client) -> float:  # noqa: ANN001
-    plan = files.scan_folder(src, dst, decode=(kind == "decode"))
-    dst.mkdir()
-
-    def go() -> None:
-        out = list(cl.FolderRun(kind, plan.pairs, None, client))
+        run = files.run_folder(kind, plan.pairs, None, jobs) if client is None else \
+            cl.FolderRun(kind, plan.pairs, None, client)
+        out = list(run)
         assert not [r for r in out if isinstance(r, files.Failed)], out
 
     return timed(go)
@@ -115,7 +107,7 @@ def main() -> None:
         client.wait_for_workers(j)
         t_start = time.perf_counter() - t0
         print(f"local cluster of {j} workers started in {t_start:.1f} s")
-        t_cold = run_cluster("encode", kodak, tmp / "k-cold", client)
+        t_cold = run_folder("encode", kodak, tmp / "k-cold", client)
         rows.append(("Kodak 768x512", "encode", f"cluster {j} workers, cold", args.images, t_cold))
         cases = [("Kodak 768x512", "encode", kodak, args.images), ("Kodak 768x512", "decode", tmp / "k-cold",
                                                                   args.images)]
@@ -126,7 +118,7 @@ def main() -> None:
             for size, kind, src, _ in cases:
                 for how in (("jobs", "cluster") if r % 2 == 0 else ("cluster", "jobs")):
                     dst = tmp / f"{kind}-{size[:5]}-{how}-{r}"
-                    secs = (run_jobs(kind, src, dst, j) if how == "jobs" else run_cluster(kind, src, dst, client))
+                    secs = (run_folder(kind, src, dst, jobs=j) if how == "jobs" else run_folder(kind, src, dst, client))
                     print(f"round {r}: {size} {kind} {how}: {secs:.1f} s", flush=True)
                     best[(size, kind, how)] = min(secs, best.get((size, kind, how), float("inf")))
                 assert same(tmp / f"{kind}-{size[:5]}-jobs-{r}", tmp / f"{kind}-{size[:5]}-cluster-{r}")

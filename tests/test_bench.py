@@ -29,6 +29,17 @@ def _psnr(a, b):
     return 10 * math.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
 
 
+def _bench(folder: Path, out: Path, qualities: str, codecs: str) -> str:
+    """`bbcodec bench` in a real process, one job; its stdout (it must succeed)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bbcodec.cli", "bench", str(folder), "--out", str(out),
+         "--qualities", qualities, "--codecs", codecs, "--jobs", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, kodak_crop):
     root = tmp_path_factory.mktemp("bench")
@@ -39,13 +50,7 @@ def report(tmp_path_factory, kodak_crop):
         Image.fromarray(img).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
     out = root / "report"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bbcodec.cli", "bench", str(folder), "--out", str(out),
-         "--qualities", "2,5", "--codecs", "bbcodec,jpeg", "--jobs", "1"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return images, out, proc.stdout
+    return images, out, _bench(folder, out, "2,5", "bbcodec,jpeg")
 
 
 def test_bbcodec_curve_matches_an_independent_encode(report):
@@ -223,13 +228,7 @@ def page(tmp_path_factory):
     for i, name in enumerate(("p.png", "q.png")):
         Image.fromarray(_photo(176, 208, i + 1)).save(folder / name)
     out = root / "report"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bbcodec.cli", "bench", str(folder), "--out", str(out),
-         "--qualities", "1,3", "--codecs", "bbcodec,jpeg,webp", "--jobs", "1"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out, proc.stdout
+    return out, _bench(folder, out, "1,3", "bbcodec,jpeg,webp")
 
 
 class _Links(html.parser.HTMLParser):

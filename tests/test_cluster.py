@@ -47,17 +47,25 @@ def no_thread_left():
     resource_tracker._resource_tracker._stop()
 
 
-@pytest.fixture(scope="module")
-def dask():
-    """A local cluster: two worker processes of one thread each, on 127.0.0.1 only."""
+def _local_cluster(config: dict | None = None):  # noqa: ANN202 - a fixture's generator
+    """A local cluster of two worker processes of one thread each, on 127.0.0.1 only,
+    with a client; closed after its tests (config: Dask settings while it starts)."""
+    import dask as dask_config
     from distributed import Client, LocalCluster
 
-    local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address="127.0.0.1:0")
+    with dask_config.config.set(config or {}):
+        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address="127.0.0.1:0")
     client = Client(local, set_as_default=False)
     yield local, client
     client.close()
     local.close()
+
+
+@pytest.fixture(scope="module")
+def dask():
+    """A local cluster (_local_cluster) with Dask's default retries."""
+    yield from _local_cluster()
 
 
 @pytest.fixture(scope="module")
@@ -214,16 +222,7 @@ def _executing(dask_worker) -> list[str]:  # noqa: ANN001 - run on a worker by c
 def dask_no_retry():
     """A local cluster whose scheduler gives up on a task the first time its worker dies
     (allowed-failures 0): the killed file fails in the first run."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address="127.0.0.1:0")
-    client = Client(local, set_as_default=False)
-    yield local, client
-    client.close()
-    local.close()
+    yield from _local_cluster({"distributed.scheduler.allowed-failures": 0})
 
 
 @pytest.mark.parametrize("retry", [True, False], ids=["rescheduled", "failed-then-rerun"])
