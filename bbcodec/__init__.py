@@ -165,9 +165,8 @@ def read_info(data: bytes | str | os.PathLike[str], check_crc: bool = True) -> I
 
     data = _file_bytes(data, "read_info")
     header, payload = format.unpack(data, check_crc)
-    names = {b"ALPH": "alpha", b"ICCP": "icc", b"EXIF": "exif", b"XMP ": "xmp"}
     try:
-        chunks = {names[k]: len(v) for k, v in format.read_chunks(data).items()}
+        chunks = format.chunk_sizes(data)
     except FormatError:  # a damaged chunk area, shown with check_crc=False
         chunks = {}
     return Info(

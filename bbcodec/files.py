@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from .codec import METADATA, ProgressFor, naming
 from .coding import effort as efforts
+from .coding.format import chunk_sizes
 from .errors import Error, FileError
 from .jobs import map_jobs, share_cores
 
@@ -376,7 +377,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
                      extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
     write_output(dst, r.data, src)
     h, wd = arr.shape[:2]
-    chunks = _chunk_sizes(r.data)
+    chunks = chunk_sizes(r.data)
     return EncodeResult(
         input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=r.quality,
         input_bytes=input_bytes, bytes=len(r.data), bpp=8 * len(r.data) / (h * wd), seconds=r.seconds,
@@ -384,14 +385,6 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
         weights=r.weights.path.name, effort=opts.effort, target_met=r.target_met, encodes=r.encodes,
         psnr=rd.psnr(arr, r.reconstruction) if opts.measure_psnr or r.target_met is not None else None,
     )
-
-
-def _chunk_sizes(data: bytes) -> dict[str, int]:
-    """The bytes of each chunk of a .bbc file, by what it holds (alpha, icc, exif, xmp)."""
-    from .coding.format import read_chunks
-
-    names = {b"ALPH": "alpha", b"ICCP": "icc", b"EXIF": "exif", b"XMP ": "xmp"}
-    return {names[k]: len(v) for k, v in read_chunks(data).items()}
 
 
 # Output formats of decode, by the extension of the output: lossless ones are written as
@@ -448,7 +441,7 @@ def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: Progre
         input=src, output=dst, width=header.width, height=header.height, channels=header.channels,
         quality=header.quality_value, input_bytes=len(data), bytes=len(out),
         bpp=8 * len(data) / (header.width * header.height), seconds=r.seconds, weights=r.weights.path.name,
-        carries=tuple(r.extras.names()), alpha_bytes=_chunk_sizes(data).get("alpha"), notes=notes,
+        carries=tuple(r.extras.names()), alpha_bytes=chunk_sizes(data).get("alpha"), notes=notes,
     )
 
 

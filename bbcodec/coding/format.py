@@ -274,6 +274,14 @@ def _parse_chunks(area: bytes) -> dict[bytes, bytes]:
     return chunks
 
 
+CHUNK_NAMES = {b"ALPH": "alpha", b"ICCP": "icc", b"EXIF": "exif", b"XMP ": "xmp"}  # as info and the API name them
+
+
+def chunk_sizes(data: bytes) -> dict[str, int]:
+    """The bytes of each chunk of a .bbc file, by what it holds (alpha, icc, exif, xmp)."""
+    return {CHUNK_NAMES[k]: len(v) for k, v in read_chunks(data).items()}
+
+
 def read_chunks(data: bytes) -> dict[bytes, bytes]:
     """The chunks of a .bbc file by type (none before version 3); unpack checks them."""
     if data[4] != CHUNKED:
