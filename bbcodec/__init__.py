@@ -59,8 +59,9 @@ pillow_plugin.register()
 
 def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float | None = None, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
-           weights: str | os.PathLike[str] | None = None, effort: int = _effort.DEFAULT,
-           threads: int | None = None, metadata: str = "all", flatten: str | None = None) -> bytes:
+           weights: str | os.PathLike[str] | None = None, tune: str | None = None,
+           effort: int = _effort.DEFAULT, threads: int | None = None, metadata: str = "all",
+           flatten: str | None = None) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or a uint8 array: HxWx3 (RGB), HxW (grayscale), HxWx4
     (RGBA) or HxWx2 (grayscale and alpha).
@@ -70,8 +71,10 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     trained qualities. target_bpp / target_psnr (instead of quality, which must then be
     left out): the largest file not above that many bits per pixel / the smallest file
     reaching that PSNR in dB (the nearest end when out of reach, as `bbcodec encode
-    --target-bpp`). weights: a weights file (.npz) to use instead of the default;
-    decoding finds it by its hash in the searched folders.
+    --target-bpp`). tune: "visual" (weights tuned for the eye: SSIMULACRA2, MS-SSIM) or
+    "psnr" (weights trained on RGB MSE, for PSNR tables); None (the default) is the
+    default weights, tuned for the eye. weights: a weights file (.npz) to use instead
+    (not with tune); decoding finds the weights of any file by its hash.
     effort: 1 (default, fast) to effort.MAX: more encoder time for a smaller file at the
     same quality (bbcodec.coding.effort); every effort decodes with the same decoder.
     threads: processes coding the image (default: the cores this process may use), at
@@ -89,7 +92,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
 
     from . import codec, images
 
-    codec.check(quality, target_bpp, target_psnr, effort, threads)
+    codec.check(quality, target_bpp, target_psnr, effort, threads, tune, weights)
     kinds = codec.parse_metadata(metadata)
     if flatten is not None:
         images.colour(flatten)
@@ -97,7 +100,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     for note in pic.notes:
         warnings.warn(f"{name}: {note}", UserWarning, stacklevel=2)
     return codec.encode(pic.pixels, quality, target_bpp=target_bpp, target_psnr=target_psnr, weights=weights,
-                        effort=effort, threads=threads, extras=pic.extras.keeping(kinds),
+                        tune=tune, effort=effort, threads=threads, extras=pic.extras.keeping(kinds),
                         name=None if name == "image" else name).data
 
 

@@ -27,6 +27,7 @@ from .coding import effort as efforts
 from .errors import Error
 from .files import FORMATS, display_name
 from .model import quality as Q
+from .model.tuning import TUNES
 
 EXIT_CODES = """\b
 Exit codes: 0 success, 1 bad input or failed operation, 2 usage error,
@@ -302,9 +303,12 @@ Examples:
 @click.option("-e", "--effort", type=click.IntRange(efforts.MIN, efforts.MAX), default=efforts.DEFAULT,
               show_default=True, help=f"Encoder effort {efforts.MIN} (fast) .. {efforts.MAX} (smallest files, "
               "slowest); decoding is the same at every effort.")
+@click.option("--tune", type=click.Choice(TUNES), default=None,
+              help="Weights tuned for the eye (visual: the default weights) or for PSNR (psnr: trained on RGB "
+                   "MSE, for paper-style tables); the same decoder reads both.")
 @click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
-              help="Encode with this weights file (.npz) instead of the default; decoding finds it by its "
-                   "hash in $BBCODEC_WEIGHTS or the shipped weights.")
+              help="Encode with this weights file (.npz) instead of the default (not with --tune); decoding "
+                   "finds it by its hash in $BBCODEC_WEIGHTS or the shipped weights.")
 @click.option("--metadata", default="all", show_default=True, callback=_metadata,
               help="What to keep of the input's metadata: all, none, or a comma list of icc, exif, xmp "
                    "(as cwebp's -metadata; the pixels are turned upright and the EXIF orientation reset).")
@@ -317,7 +321,8 @@ Examples:
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           effort: int, weights_file: str | None, metadata: frozenset[str], flatten: str | None, jobs: int,
+           effort: int, tune: str | None, weights_file: str | None, metadata: frozenset[str],
+           flatten: str | None, jobs: int,
            threads: int | None, cluster_address: str | None, manifest: str | None, recursive: bool, force: bool,
            as_json: bool, quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
@@ -327,7 +332,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
     from .files import EncodeOptions, encode_file
 
     try:
-        check(quality, target_bpp, target_psnr)  # give only one of them: a usage error here
+        check(quality, target_bpp, target_psnr, tune=tune, weights=weights_file)  # usage errors
     except Error as e:
         raise click.UsageError(str(e)) from None
     dst = paths[-1]
@@ -341,7 +346,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         except ValueError:
             raise click.BadParameter(f"unknown colour {flatten!r} (a name such as white, or #rrggbb)",
                                      param_hint="--flatten") from None
-    opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, threads,
+    opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, tune, threads,
                          effort, metadata, flatten)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc",
                  _cluster(cluster_address, manifest, jobs, threads)):

@@ -21,7 +21,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .coding import effort as efforts
-from .errors import Error, QualityError
+from .errors import Error, QualityError, WeightsError
 from .model import quality as Q
 
 if TYPE_CHECKING:  # annotations only
@@ -92,11 +92,13 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 
 def check(quality: object = None, target_bpp: object = None, target_psnr: object = None,
-          effort: object = efforts.DEFAULT, threads: object = None) -> None:
+          effort: object = efforts.DEFAULT, threads: object = None, tune: object = None,
+          weights: object = None) -> None:
     """Refuse bad encoding options with a one-line bbcodec.Error, before any work: more than
     one of quality / target_bpp / target_psnr, a quality that is not a number within
     quality.MIN..MAX, a target that is not a finite number above 0 (QualityError), a bad
-    effort (EffortError) or threads (ThreadsError). None is the default of each."""
+    effort (EffortError), threads (ThreadsError), a tune not of model.tuning.TUNES, or a
+    tune beside a weights file (WeightsError). None is the default of each."""
     given = [name for name, v in (("quality", quality), ("target_bpp", target_bpp), ("target_psnr", target_psnr))
              if v is not None]
     if len(given) > 1:
@@ -110,7 +112,11 @@ def check(quality: object = None, target_bpp: object = None, target_psnr: object
             raise QualityError(f"{name} must be a finite number above 0, got {target!r}")
     efforts.check(effort)
     from .coding.workers import check_threads
+    from .model.tuning import check_tune
 
+    check_tune(tune)
+    if weights is not None and tune is not None:
+        raise WeightsError("give weights or tune, not both (a weights file has its own tuning)")
     check_threads(threads)
 
 
@@ -143,11 +149,12 @@ def _progress(progress_for: ProgressFor | None, shape: tuple[int, ...]) -> Itera
         yield b.update
 
 
-def choose_weights(path: str | os.PathLike[str] | None = None) -> Weights:
-    """The default weights, or those of a weights file (verified; a WeightsError names it)."""
+def choose_weights(path: str | os.PathLike[str] | None = None, tune: str | None = None) -> Weights:
+    """The weights of a weights file (verified; a WeightsError names it), or the first
+    installed of a tuning (model.tuning.TUNES), or the default ones."""
     from .model import weights
 
-    return weights.default() if path is None else weights.from_file(path)
+    return weights.default(tune) if path is None else weights.from_file(path)
 
 
 @dataclass(frozen=True)
@@ -166,18 +173,19 @@ class Encoded:
 
 def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float | None = None,
            target_psnr: float | None = None, weights: str | os.PathLike[str] | None = None,
-           effort: int = efforts.DEFAULT, threads: int | None = None, extras: Extras = Extras(),
+           tune: str | None = None, effort: int = efforts.DEFAULT, threads: int | None = None, extras: Extras = Extras(),
            progress_for: ProgressFor | None = None, name: str | None = None) -> Encoded:
     """Encode an HxWx3 (RGB) or HxW (grayscale) uint8 array: at quality (None:
     quality.DEFAULT), or at the quality that best meets target_bpp or target_psnr
-    (ratecontrol.py); with the weights of a file, or the default ones (choose_weights).
+    (ratecontrol.py); with the weights of a file, of a tuning, or the default ones
+    (choose_weights).
     Options as bbcodec.encode's (checked by check); progress_for (a bar for an image
     coded at a quality) as the coding loop's progress; name, if given, leads the message
     of an error about the image (naming)."""
-    check(quality, target_bpp, target_psnr, effort, threads)
+    check(quality, target_bpp, target_psnr, effort, threads, tune, weights)
     if extras.alpha is not None and extras.alpha.shape != img.shape[:2]:
         raise ValueError("the alpha plane must have the image's height and width")
-    w = choose_weights(weights)
+    w = choose_weights(weights, tune)
     t0 = time.perf_counter()
     with naming(name):
         if target_bpp is not None or target_psnr is not None:

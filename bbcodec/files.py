@@ -285,6 +285,7 @@ class EncodeOptions:
     target_psnr: float | None = None
     measure_psnr: bool = False
     weights: str | None = None  # a weights file instead of the default (--weights)
+    tune: str | None = None  # the first weights of this tuning instead of the default (--tune)
     threads: int | None = None  # threads per image (None: the cores; run_folder: each job's share)
     effort: int = efforts.DEFAULT  # encoder effort (effort.py): more encoder time, smaller files
     metadata: frozenset[str] = frozenset(METADATA)  # of codec.METADATA: what to keep (--metadata)
@@ -373,7 +374,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     del data  # the file's bytes are not needed while coding
     arr = pic.pixels
     r = codec.encode(arr, opts.quality, target_bpp=opts.target_bpp, target_psnr=opts.target_psnr,
-                     weights=opts.weights, effort=opts.effort, threads=opts.threads,
+                     weights=opts.weights, tune=opts.tune, effort=opts.effort, threads=opts.threads,
                      extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
     write_output(dst, r.data, src)
     h, wd = arr.shape[:2]

@@ -14,7 +14,7 @@ checks its container only (docs/format.md, section 2, checks 1-7), never decodin
 pixels are decoded on load(), which refuses a payload that cannot hold the declared
 image as soon as it runs out (so a tiny file declaring 8192x8192 costs milliseconds).
 Saving takes `quality` (a number within quality.MIN..quality.MAX, default
-quality.DEFAULT) or `target_bpp` / `target_psnr` (as bbcodec.encode's), `effort`
+quality.DEFAULT) or `target_bpp` / `target_psnr`, `tune` (as bbcodec.encode's), `effort`
 (effort.MIN..effort.MAX, default 1: encoder time for size), `threads`
 (1..workers.MAX_THREADS, default 1; None: the cores the process may use, as
 bbcodec.encode's default), `metadata` and `flatten` (as bbcodec.encode's), and
@@ -33,8 +33,8 @@ A bbcodec.Error becomes what Pillow's callers expect: while opening, SyntaxError
 bytes that are not a .bbc file (so Image.open tries other formats) and, for a damaged
 .bbc file, UnidentifiedImageError saying what is wrong with it; OSError while
 loading pixels or saving (a failed worker process too: WorkerError), and
-ValueError for a bad quality, effort or threads option (QualityError, EffortError,
-ThreadsError, which are).
+ValueError for a bad quality, tune, effort or threads option (QualityError,
+WeightsError, EffortError, ThreadsError, which are).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class BbcImageFile(ImageFile.ImageFile):
         return super().load()
 
 
-OPTIONS = {"quality", "target_bpp", "target_psnr", "effort", "threads", "metadata", "flatten",
+OPTIONS = {"quality", "target_bpp", "target_psnr", "tune", "effort", "threads", "metadata", "flatten",
            "icc_profile", "exif", "xmp"}
 
 
@@ -121,8 +121,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
                          f"{', '.join(unknown)} (it takes {', '.join(sorted(OPTIONS))})")
     quality, bpp, psnr = info.get("quality"), info.get("target_bpp"), info.get("target_psnr")
     effort = info.get("effort", efforts.DEFAULT)
-    threads = info.get("threads", THREADS)
-    codec.check(quality, bpp, psnr, effort, threads)  # Quality/Effort/ThreadsError (ValueErrors) before any work
+    threads, tune = info.get("threads", THREADS), info.get("tune")
+    codec.check(quality, bpp, psnr, effort, threads, tune)  # ValueErrors (Quality/Effort/...Error) before any work
     kinds = codec.parse_metadata(info.get("metadata", "all"))
     flatten = info.get("flatten")
     if flatten is not None:
@@ -134,8 +134,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
                               _bytes(info["icc_profile"]) if info.get("icc_profile") else kept.icc,
                               _exif_body(info["exif"]) if info.get("exif") else kept.exif,
                               _bytes(info["xmp"]) if info.get("xmp") else kept.xmp)
-        data = codec.encode(pic.pixels, quality, target_bpp=bpp, target_psnr=psnr, effort=effort,
-                            threads=threads, extras=extras).data
+        data = codec.encode(pic.pixels, quality, target_bpp=bpp, target_psnr=psnr, tune=tune,
+                            effort=effort, threads=threads, extras=extras).data
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)

@@ -9,6 +9,7 @@ returned.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import IO
 
 import numpy as np
@@ -39,7 +40,7 @@ def family_of(skip: bool) -> int:
     return FAMILY_SKIP if skip else FAMILY_V9
 
 
-def read_meta(arrays: dict[str, np.ndarray]) -> dict:
+def read_meta(arrays: Mapping[str, np.ndarray]) -> dict:
     """The meta JSON of a weights file, checked for format and version."""
     try:
         meta = json.loads(bytes(np.asarray(arrays["meta"], dtype=np.uint8)).decode())

@@ -7,6 +7,10 @@ NAME-<sha256[:8]>.npz. A folder of weights lists its files in SHA256SUMS (the fo
 .bbc file names the weights that made it by the first 8 bytes of that hash. Folders are
 searched in the order of candidate_dirs(): $BBCODEC_WEIGHTS, the weights packaged with
 bbcodec (bbcodec/shipped_weights in a wheel), a checkout's weights/.
+
+Each file says what it was tuned for in its meta record ("tune", model/tuning.py; files
+without one were trained on MSE: "psnr"): --tune picks the first file of that tuning,
+and the default is simply the first file, whatever its tuning.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 
 from ..errors import WeightsError
 from .frozen import FrozenModel
-from .layout import FAMILIES, read
+from .layout import FAMILIES, read, read_meta
+from .tuning import UNTUNED, check_tune
 
 SUMS = "SHA256SUMS"
 ENV_DIR = "BBCODEC_WEIGHTS"
@@ -41,6 +46,11 @@ class Weights:
     @property
     def prefix(self) -> bytes:
         return bytes.fromhex(self.sha256[:16])
+
+    @property
+    def tune(self) -> str:
+        """What the weights were tuned for (TUNES)."""
+        return str(self.model.info.get("tune", UNTUNED))
 
 
 def candidate_dirs() -> list[Path]:
@@ -123,11 +133,31 @@ def load(path: Path) -> Weights:
     return Weights(name=model.name, path=path, sha256=digest, model=model)
 
 
-def default() -> Weights:
+@lru_cache(maxsize=64)
+def tune_of(path: Path) -> str:
+    """The tuning a weights file's meta names, read without building its model (UNTUNED
+    for files without one, or that cannot be read: load() will say what is wrong)."""
+    import numpy as np
+
+    try:
+        with np.load(path) as arrays:
+            return str(read_meta(arrays).get("tune", UNTUNED))
+    except Exception:  # a broken file is refused, with its reason, when it is loaded
+        return UNTUNED
+
+
+def default(tune: str | None = None) -> Weights:
+    """The first weights file found (available()), or with tune the first of that tuning."""
+    check_tune(tune)
     files = available()
     if not files:
         raise WeightsError(f"no weights found (looked in: {_looked_in()}; set ${ENV_DIR} to a folder of weights)")
-    return load(files[0])
+    if tune is None:
+        return load(files[0])
+    for path in files:
+        if tune_of(path) == tune:
+            return load(path)
+    raise WeightsError(f"no weights tuned for {tune} found (looked in: {_looked_in()})")
 
 
 def from_file(path: str | os.PathLike[str]) -> Weights:

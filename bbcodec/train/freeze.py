@@ -27,6 +27,7 @@ from ..model import layout as model_io
 from ..model.arith import ACT_MAX, ACTIVATIONS, PIXEL_EXP, W_MAX, scale_bounds, scale_table
 from ..model.frozen import FrozenModel
 from ..model.stack import Activation, Layer, Stack
+from ..model.tuning import TUNES, UNTUNED
 from . import TORCH, need_torch
 
 if TORCH is None:  # else only the options (train/__init__.py)
@@ -218,7 +219,7 @@ def card_stub(model: FrozenModel, path: Path, digest: str, calib: str) -> str:
 * file: `{path.name}`, sha256 `{digest}`
 * network family: {model_io.FAMILIES.get(model.family, model.family)} (model id {model.family}); N={cfg.get("N")},
   M={cfg.get("M")}, kernels {",".join(map(str, cfg.get("kernels", [])))}, shortcut {bool(cfg.get("skip"))}
-* training steps: {model.info.get("train_steps", "unknown")}; calibrated on `{calib}`
+* training steps: {model.info.get("train_steps", "unknown")}; tuned for {model.info.get("tune", UNTUNED)}; calibrated on `{calib}`
 * data, training time, hardware: (fill in)
 * results: (fill in: `bbcodec bench ../shared/data/kodak --out report/` with
   `BBCODEC_WEIGHTS={path.parent}` and this file first in its SHA256SUMS)
@@ -247,13 +248,17 @@ def main(argv: list[str] | None = None, prog: str = "bbcodec freeze") -> None:
     p.add_argument("--default", action="store_true",
                    help="list the file first in OUT/SHA256SUMS, which makes it that folder's default")
     p.add_argument("--no-card", action="store_true", help="do not add a stub section to OUT/MODEL_CARD.md")
+    p.add_argument("--tune", choices=TUNES, default=None,
+                   help="what the weights are tuned for, in their meta (default: visual when the checkpoint was "
+                        "trained with --perceptual above 0, else psnr)")
     args = p.parse_args(argv)
     need_torch("freezing")
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     model = BlockCodecNet(ModelConfig.from_dict(ck["cfg"]))
     model.load_state_dict(ck["model"] if args.raw or "ema" not in ck else ck["ema"])
     crops = CropSampler(load_images(args.calib, 256), 256, seed=1234).batch(args.crops)
-    frozen = freeze(model, crops, args.name, {"train_steps": int(ck["step"])})
+    trained_for = "visual" if float((ck.get("args") or {}).get("perceptual", 0)) > 0 else UNTUNED
+    frozen = freeze(model, crops, args.name, {"train_steps": int(ck["step"]), "tune": args.tune or trained_for})
     final = write_weights(frozen, args.out)
     digest = register(final, args.default)
     print(f"{final} sha256={digest}")
