@@ -120,19 +120,20 @@ def _load(path: Path) -> np.ndarray:
     return to_rgb(open_image(path.read_bytes(), path.name), path.name)
 
 
-def run_one(task: tuple[str, str, float, bool]) -> dict:
-    """Encode, decode and measure one (codec, image, quality, keep): every codec in one
-    thread, so that the seconds compare; keep: also return the file's bytes ("data")."""
+def run_one(task: tuple[str, str, float, bool, str | None]) -> dict:
+    """Encode, decode and measure one (codec, image, quality, keep, tune): every codec in
+    one thread, so that the seconds compare; keep: also return the file's bytes ("data");
+    tune: bbcodec's weights (model/tuning.py; None: the default ones)."""
     from . import metrics
 
-    codec_name, path, quality, keep = task
+    codec_name, path, quality, keep, tune = task
     img = _load(Path(path))
     if codec_name == "bbcodec":
         from .coding import format
         from .coding import loop as codec
         from .model import weights
 
-        w = weights.default()
+        w = weights.default(tune)
         t0 = time.perf_counter()
         data, rec = codec.encode(img, quality, w.model, w.prefix, threads=1)
         t1 = time.perf_counter()
@@ -195,8 +196,9 @@ def decode_baseline(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def curves(rows: list[dict]) -> dict[str, dict]:
-    """Per codec: CompressAI-layout results averaged over images per quality."""
+def curves(rows: list[dict], tune: str | None = None) -> dict[str, dict]:
+    """Per codec: CompressAI-layout results averaged over images per quality (bbcodec's
+    with the weights of tune, None: the default ones)."""
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["codec"] for r in rows):
         qs = sorted({r["quality"] for r in rows if r["codec"] == name})
@@ -215,7 +217,7 @@ def curves(rows: list[dict]) -> dict[str, dict]:
         if name == "bbcodec":
             from .model import weights
 
-            desc = f"bbcodec, weights {weights.default().path.name}, one thread"
+            desc = f"bbcodec, weights {weights.default(tune).path.name}, one thread"
         else:
             desc = BASELINES[name].description
         out[name] = {"name": name, "description": desc, "results": res}
@@ -284,17 +286,19 @@ def bd_table(cur: dict[str, dict], stored: dict[str, dict] | None = None) -> lis
 
 @dataclass
 class Plan:
-    """What a bench run will do: the images, the (codec, image, quality, keep) tasks,
+    """What a bench run will do: the images, the (codec, image, quality, keep, tune) tasks,
     notes, stored curves to compare with, and the images and bbcodec quality of the
-    side-by-side view (keep: the task returns its file for that view)."""
+    side-by-side view (keep: the task returns its file for that view); tune: bbcodec's
+    weights (None: the default ones)."""
 
     folder: Path
     paths: list[Path]
-    tasks: list[tuple[str, str, float, bool]]
+    tasks: list[tuple[str, str, float, bool, str | None]]
     notes: list[str]
     stored: dict[str, dict]
     side_images: list[Path]
     side_quality: float | None
+    tune: str | None = None
 
 
 SIDE_BY_SIDE_IMAGES = 3  # the first images of the folder, shown codec beside codec
@@ -302,8 +306,12 @@ SIDE_BY_SIDE_QUALITY = 2.0  # bbcodec's quality there (the nearest the run has);
 
 
 def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None,
-         anchors: Path | None = None) -> Plan:
-    """Check the folder, the codecs and the stored curves once, and list every task."""
+         anchors: Path | None = None, tune: str | None = None) -> Plan:
+    """Check the folder, the codecs, the tuning and the stored curves once, and list
+    every task."""
+    from .model.tuning import check_tune
+
+    check_tune(tune)
     if bad := [q for q in qualities if not Q.MIN <= q <= Q.MAX]:
         raise BenchError(f"qualities must be within {Q.MIN}..{Q.MAX}, got {', '.join(f'{q:g}' for q in bad)}")
     stored, anchor_notes = load_anchors(anchors) if anchors is not None else ({}, [])
@@ -314,9 +322,9 @@ def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | N
     tasks = []
     for name in usable:
         qs = qualities if name == "bbcodec" else BASELINES[name].qualities
-        tasks += [(name, str(p), float(q), p in side and (name != "bbcodec" or q == side_q))
-                  for q in qs for p in paths]
-    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored, side, side_q)
+        tasks += [(name, str(p), float(q), p in side and (name != "bbcodec" or q == side_q),
+                   tune if name == "bbcodec" else None) for q in qs for p in paths]
+    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored, side, side_q, tune)
 
 
 def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None,
@@ -330,7 +338,7 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
     rows = list(map_jobs(run_one, p.tasks, jobs, progress))
     files = {(r["codec"], r["image"], r["quality"]): r.pop("data") for r in rows if "data" in r}
     notes = list(p.notes)
-    cur = curves(rows)
+    cur = curves(rows, p.tune)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, c in cur.items():
         (out_dir / f"{name}.json").write_text(json.dumps(c, indent=1) + "\n")

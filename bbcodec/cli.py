@@ -514,8 +514,11 @@ def _csv(kind: type, allowed: tuple | None = None):
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
 @click.option("--anchors", type=click.Path(path_type=Path), default=None,
               help="Folder of stored curves (CompressAI-layout JSON) to compare with, not re-run.")
+@click.option("--tune", type=click.Choice(TUNES), default=None,
+              help="bbcodec's weights: those tuned for the eye (visual) or for PSNR (psnr).  [default: the default "
+                   "weights]")
 def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int | None,
-          limit: int | None, anchors: Path | None) -> None:
+          limit: int | None, anchors: Path | None, tune: str | None) -> None:
     """Rate-distortion and speed of bbcodec against JPEG, WebP, AVIF, JPEG XL on FOLDER:
     PSNR, MS-SSIM and SSIMULACRA2, BD-rates, the codecs side by side at the same file
     size, written as a page, OUT/index.html (needs: pip install 'bbcodec[bench]').
@@ -524,6 +527,7 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
     Example:
       bbcodec bench ../shared/data/kodak --out report/
       bbcodec bench ../shared/data/kodak --codecs bbcodec --anchors ../shared/anchors/kodak
+      bbcodec bench ../shared/data/kodak --tune psnr --out report-psnr/
     """
     import shlex
 
@@ -533,7 +537,7 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
         raise click.BadParameter(f"qualities must be within {Q.MIN}..{Q.MAX}", param_hint="--qualities")
     try:
         b.check_dependencies()  # before any work: one line naming the extra to install
-        todo = b.plan(folder, qualities, codecs, limit, anchors)
+        todo = b.plan(folder, qualities, codecs, limit, anchors, tune)
         with click.progressbar(length=len(todo.tasks), label="bench", show_eta=True, file=sys.stderr,
                                hidden=not sys.stderr.isatty()) as bar:
             result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update,

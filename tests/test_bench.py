@@ -29,11 +29,11 @@ def _psnr(a, b):
     return 10 * math.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
 
 
-def _bench(folder: Path, out: Path, qualities: str, codecs: str) -> str:
+def _bench(folder: Path, out: Path, qualities: str, codecs: str, *more: str) -> str:
     """`bbcodec bench` in a real process, one job; its stdout (it must succeed)."""
     proc = subprocess.run(
         [sys.executable, "-m", "bbcodec.cli", "bench", str(folder), "--out", str(out),
-         "--qualities", qualities, "--codecs", codecs, "--jobs", "1"],
+         "--qualities", qualities, "--codecs", codecs, "--jobs", "1", *more],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -70,6 +70,19 @@ def test_bbcodec_curve_matches_an_independent_encode(report):
         assert res["results"]["psnr-rgb"][i] == pytest.approx(np.mean(psnrs), rel=1e-9)
         assert res["results"]["ssimulacra2"][i] == pytest.approx(np.mean(s2), rel=1e-9)
     assert res["results"]["ms-ssim-rgb"] == [None, None]  # the images are under 161 px
+
+
+@pytest.mark.parametrize("tune", ["psnr"])
+def test_bench_tune_measures_the_weights_of_that_tuning(tmp_path, tune):
+    from bbcodec.model import weights
+
+    img = random_image(24, 40, seed=5)
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(img).save(tmp_path / "imgs" / "a.png")
+    _bench(tmp_path / "imgs", tmp_path / "out", "3", "bbcodec", "--tune", tune)
+    res = json.loads((tmp_path / "out" / "bbcodec.json").read_text())
+    assert res["results"]["bpp"] == [8 * len(bbcodec.encode(img, 3, tune=tune)) / img[..., 0].size]
+    assert weights.default(tune).path.name in res["description"]
 
 
 def test_jpeg_curve_matches_pillow(report):
