@@ -234,6 +234,31 @@ def test_warm_started_heads_keep_their_order_and_learn(family2_weights):
         context.train(cache, other, steps=1, init=init)
 
 
+def test_an_unfrozen_filter_filters_as_the_integer_one(weights, kodak_crop):
+    """The shipped filter back in floats (to continue it on new decodes) filters a decoded
+    image as the integer filter does, to a level, and freezes back to nearly itself."""
+    pf = weights.model.postfilter
+    net = postfilter.unfreeze_filter(pf)
+    _, unfiltered = codec.encode(kodak_crop, 2, dataclasses.replace(weights.model, postfilter=None), weights.prefix)
+    rec = pf.apply(unfiltered, np.rint(pf.qbias[1]))
+    assert np.array_equal(rec, codec.encode(kodak_crop, 2, weights.model, weights.prefix)[1])
+    assert not np.array_equal(unfiltered, rec)  # the filter changes the image
+    ref = postfilter.apply_float(net, unfiltered, 2).astype(int)
+    assert np.abs(ref - rec.astype(int)).max() <= 1 and np.mean(ref != rec) < 0.05
+    again = postfilter.freeze_filter(postfilter.unfreeze_filter(pf), [(unfiltered, kodak_crop, 2)])
+    assert np.abs(again.apply(unfiltered, np.rint(again.qbias[1])).astype(int) - rec.astype(int)).max() <= 1
+
+
+def test_family3_continues_the_filter_of_a_weights_file(weights, family2_weights):
+    from bbcodec.train import family3
+
+    net = family3._filter_init(weights.path)
+    pf = weights.model.postfilter
+    assert (net.cfg.P, net.cfg.K, net.cfg.depth) == (pf.P, pf.W0.shape[0], len(pf.layers))
+    with pytest.raises(SystemExit, match="no post-loop filter"):
+        family3._filter_init(family2_weights.path)
+
+
 def test_warm_started_filter_continues_from_its_weights():
     init = _filter_net(seed=4)
     img = random_image(96, 96, seed=4).copy()  # writable, as the cached decodes are

@@ -56,6 +56,16 @@ def build(base: FrozenModel, ctx_net: context.GroupedScalesNet | None, pf_net: p
     )
 
 
+def _filter_init(path: Path) -> postfilter.FilterNet:
+    """A filter to continue: a saved float one (filter.pt) or a weights file's, unfrozen."""
+    if path.suffix != ".npz":
+        return postfilter.load(path)
+    pf = weights.from_file(path).model.postfilter
+    if pf is None:
+        raise SystemExit(f"--filter-init {path}: these weights have no post-loop filter")
+    return postfilter.unfreeze_filter(pf)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", type=Path, help="family-2 weights file (default: the default weights)")
@@ -68,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--filter-steps", type=int, default=15000)
     p.add_argument("--context-init", type=Path,
                    help="context.pt of heads trained on an earlier version of the same base networks: continued")
-    p.add_argument("--filter-init", type=Path, help="filter.pt likewise")
+    p.add_argument("--filter-init", type=Path,
+                   help="filter.pt likewise, or a family-3 weights file (.npz) whose filter is continued")
     p.add_argument("--context-lr", type=float, default=1e-3)
     p.add_argument("--filter-lr", type=float, default=5e-4)
     p.add_argument("--no-filter", action="store_true", help="family 3 without the post-loop filter")
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         if fck.exists():
             pf_net = postfilter.load(fck)
         else:
-            init_pf = postfilter.load(a.filter_init) if a.filter_init else None
+            init_pf = _filter_init(a.filter_init) if a.filter_init else None
             pf_net = postfilter.train(pairs, postfilter.FilterConfig(), a.filter_steps, lr=a.filter_lr, init=init_pf)
             postfilter.save(pf_net, fck)
         print("post-loop filter on the held-out decodes (PSNR-RGB):")

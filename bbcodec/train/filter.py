@@ -182,6 +182,24 @@ def freeze_filter(net: FilterNet, calib: list[Pair]) -> PostFilter:
     return pf
 
 
+def unfreeze_filter(pf: PostFilter) -> FilterNet:
+    """The float net of an integer filter (freeze_filter's inverse up to its rounding):
+    the filter of a shipped family-3 file continued on new decodes. Inputs are pixel/128
+    (PIXEL_EXP), an accumulator at exponent e is a float times 2^e, activations at fa."""
+    cfg = FilterConfig(P=pf.P, K=pf.W0.shape[0], depth=len(pf.layers))
+    net = FilterNet(cfg).double()
+    with torch.no_grad():
+        e0 = torch.from_numpy(pf.e0.astype(np.float64))
+        net.first.weight.copy_((torch.from_numpy(pf.W0) * 2.0 ** (PIXEL_EXP - e0)[:, None]).view_as(net.first.weight))
+        net.first.bias.zero_()  # type: ignore[union-attr]
+        net.qbias.copy_(torch.from_numpy(pf.qbias) * 2.0 ** -e0[None])
+        for layer, act, frozen in zip(net.tail, pf.acts, pf.layers, strict=True):
+            e = torch.from_numpy(frozen.e.astype(np.float64))
+            layer.weight.copy_((torch.from_numpy(frozen.W) * 2.0 ** (act.fa - e)[:, None]).view_as(layer.weight))
+            layer.bias.copy_(torch.from_numpy(frozen.b) * 2.0 ** -e)  # type: ignore[union-attr]
+    return net.float()
+
+
 def save(net: FilterNet, path: Path) -> None:
     torch.save({"config": asdict(net.cfg), "state": net.state_dict()}, path)
 
