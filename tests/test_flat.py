@@ -224,3 +224,20 @@ def test_the_cli_refuses_a_corrupt_block_mode_section_with_one_line(weights, tmp
         assert "block modes" in one_error_line(run_cli("decode", str(bad), str(tmp_path / "out.png")))
     bad.write_bytes(data[:60])
     assert "truncated" in one_error_line(run_cli("decode", str(bad), str(tmp_path / "out.png")))
+
+
+def test_flat_blocks_are_in_no_process_share_and_every_block_is_in_one_wave():
+    from bbcodec.coding import lockstep
+
+    rows, cols = 9, 11
+    mask = np.random.default_rng(1).random((rows, cols)) < 0.4
+    seen = np.zeros((rows, cols), int)
+    for (shares, (fr, fc)), (r, c) in zip(lockstep.waves(rows, cols, 3, 2, mask), blocks.wavefronts(rows, cols),
+                                          strict=True):
+        assert mask[fr, fc].all() and set(zip(fr, fc, strict=True)) <= set(zip(r, c, strict=True))
+        for i, (sr, sc) in enumerate(shares):
+            assert not mask[sr, sc].any() and all(s in streams.owned(3, 2, i) for s in sr % 3)
+            assert list(sr % 3) == sorted(sr % 3)  # stream order, as streams.runs reads it
+            seen[sr, sc] += 1
+        seen[fr, fc] += 1
+    assert (seen == 1).all()
