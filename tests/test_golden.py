@@ -1,5 +1,6 @@
 """Committed .bbc files must keep decoding to their committed checksums: one per shipped
-weights file and format version (version 1 files were made before version 2 existed), so
+weights file and format version (version 1 files were made before version 2 existed;
+versions 3 and 4, chunks and flat blocks, one each, of the default weights), so
 files written with earlier default weights or versions stay readable; a file of the
 current version must also be what the encoder writes today, byte for byte.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,7 @@ def golden_paths(name: str, version: int = format.VERSION) -> tuple[Path, Path]:
 
 SHIPPED = list(weights.registered(WEIGHTS_DIR))
 CASES = [(n, v) for n in SHIPPED for v in format.VERSIONS
-         if v != format.CHUNKED and (v == format.VERSION or golden_paths(n, v)[0].exists())]  # 3: below
+         if v not in (format.CHUNKED, format.FLAT) and (v == format.VERSION or golden_paths(n, v)[0].exists())]  # 3, 4: below
 
 
 def test_every_shipped_weights_file_has_a_golden_file():
@@ -119,3 +121,44 @@ def test_the_version_3_golden_file_decodes_with_its_alpha_and_metadata_and_re_en
     assert np.array_equal(r.extras.alpha, want.alpha)
     assert (r.extras.icc, r.extras.exif, r.extras.xmp) == (want.icc, want.exif, want.xmp)
     assert entry.encode(golden_image(), 4, weights=w.path, extras=want).data == data
+
+
+def golden_flat_image() -> np.ndarray:
+    """golden_image() on a flat background, with flat bands: flat blocks (version 4)
+    beside coded ones, and edge blocks flat by their pixels inside the image."""
+    img = np.empty((37, 53, 3), np.uint8)
+    img[:] = (30, 144, 255)
+    img[9:30, 12:41] = golden_image()[9:30, 12:41]
+    img[32:, :] = (250, 250, 250)
+    img[:, 48:] = 0
+    return img
+
+
+def test_the_version_4_golden_file_decodes_with_its_flat_blocks_and_re_encodes_identically():
+    name = SHIPPED[0]  # the default weights
+    golden, expected_path = golden_paths(name, format.FLAT)
+    w = weights.load(WEIGHTS_DIR / name)
+    if os.environ.get("BBCODEC_REGEN") and not golden.exists():
+        data, rec = codec.encode(golden_flat_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS)
+        golden.write_bytes(data)
+        expected_path.write_text(json.dumps({
+            "weights": name,
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+            "pixels_sha256": hashlib.sha256(rec.tobytes()).hexdigest(),
+            "flat_blocks": format.unpack(data)[0].flat.modes.count(1),
+            "zlib": zlib.ZLIB_RUNTIME_VERSION,  # the section's deflate bytes are this zlib's
+        }, indent=1) + "\n")
+    expected = json.loads(expected_path.read_text())
+    data = golden.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == expected["file_sha256"] and data[4] == format.FLAT
+    header, payload = format.unpack(data)
+    assert header.flat is not None and header.flat.modes.count(1) == expected["flat_blocks"] > 0
+    found = weights.for_file(header.weights_sha256, header.model_id)
+    assert found.path.name == name == expected["weights"]
+    img = codec.decode(header, payload, found.model)
+    assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
+    again = codec.encode(golden_flat_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS)[0]
+    # the same fields, modes and payload; the deflated section is zlib's (its bytes, where
+    # another zlib compresses differently, may differ: a decoder takes any valid deflate)
+    assert format.unpack(again) == (header, payload)
+    assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]

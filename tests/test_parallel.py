@@ -145,7 +145,7 @@ def test_the_processes_share_each_wavefronts_first_layers(weights, n):
     names = ("ga", "he", "gs")
     first = lockstep.FirstLayers(m, qp, canvas, names, n, blocks.widest(rows, cols))
     split = 0
-    for shares in lockstep.waves(rows, cols, 4, n):
+    for shares, _ in lockstep.waves(rows, cols, 4, n):
         if first.splits(shares):
             split += 1
             for i in range(n):

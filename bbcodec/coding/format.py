@@ -1,4 +1,4 @@
-"""The .bbc container, versions 1 to 3 (specified in docs/format.md). No torch, no numpy.
+"""The .bbc container, versions 1 to 4 (specified in docs/format.md). No torch, no numpy.
 
     offset size field
     0      4    magic            8B 42 42 43 ("\\x8bBBC")
@@ -21,6 +21,11 @@ chunks_length m at offset 40, the payload at 44, then the chunks (each a 4-byte 
 u32 length and the data), then the CRC of everything before it. A file without chunks
 is written as version 2, which every decoder since version 2 reads.
 
+Version 4 is version 3 with a block-mode section: which 8x8 blocks are flat (one colour,
+not coded by the networks) and their colours, as raw deflate, at offset 48 after a u32
+chunks_length (0: no chunks) and a u32 modes_length. Only an image with a flat block is
+written as version 4, so that other files stay what older decoders read.
+
 All integers little-endian. A reader checks the size and CRC before trusting any field,
 and reads a stream no further than the header says (read_from).
 """
@@ -40,14 +45,15 @@ from ..model import quality as Q
 MAGIC = b"\x8bBBC"
 VERSION = 2  # what the encoder writes for an image without chunks
 CHUNKED = 3  # what it writes for one with chunks
-VERSIONS = (1, 2, 3)  # what the decoder reads
+FLAT = 4  # what it writes for one with flat blocks (with or without chunks)
+VERSIONS = (1, 2, 3, 4)  # what the decoder reads
 HEADER = struct.Struct("<4sBBHII8s8sIHH")
 HEADER_SIZE = HEADER.size  # 40
 TRAILER_SIZE = 4
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 megapixels (8192 x 8192); refused before anything is allocated
 MAX_PAYLOAD = 1 << 31  # payload_length must be below this (2 GiB)
-MAX_FILE_SIZE = HEADER_SIZE + 4 + MAX_PAYLOAD - 4 + TRAILER_SIZE  # the largest valid .bbc file
+MAX_FILE_SIZE = HEADER_SIZE + 8 + MAX_PAYLOAD - 4 + TRAILER_SIZE  # the largest valid .bbc file
 READ_CHUNK = 1 << 20  # streams are read in pieces this big (Ctrl-C works in between)
 CHANNELS = (1, 3)  # grayscale is coded as RGB and decoded back to one channel
 MAX_STREAMS = 64  # payload substreams (version 2): at most this many, and one per block row
@@ -56,8 +62,51 @@ CHUNK_HEAD = struct.Struct("<4sI")  # type, length
 
 
 def header_size(version: int) -> int:
-    """Bytes before the payload: 40, or 44 in version 3 (its chunks_length)."""
-    return HEADER_SIZE + 4 if version == CHUNKED else HEADER_SIZE
+    """Bytes before the payload (version 4: before the block modes): 40, 44 in version 3
+    (its chunks_length), 48 in version 4 (chunks_length, modes_length)."""
+    return HEADER_SIZE + {CHUNKED: 4, FLAT: 8}.get(version, 0)
+
+
+@dataclass(frozen=True)
+class BlockModes:
+    """Version 4's block modes, inflated: one byte per 8x8 block in raster order (0:
+    coded, 1: flat), then the colour of each flat block in raster order (R, G, B, or
+    one grey byte)."""
+
+    modes: bytes
+    colours: bytes
+
+    def deflated(self) -> bytes:
+        """The section as the encoder writes it: raw deflate (zlib, level 9)."""
+        z = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return z.compress(self.modes + self.colours) + z.flush()
+
+    @classmethod
+    def inflate(cls, section: bytes, blocks: int, channels: int) -> BlockModes:
+        """The section of a file of `blocks` blocks, checked (check 12 of docs/format.md
+        2): it must inflate to exactly `blocks` mode bytes, each 0 or 1 and at least one 1,
+        then `channels` colour bytes per 1, and end there. Never inflates more than that."""
+        d = zlib.decompressobj(-15)
+        try:
+            modes = d.decompress(section, blocks)
+            if len(modes) < blocks:
+                raise FormatError(f"block modes: {len(modes)} bytes where {blocks} (one per block) are needed")
+            if modes.translate(None, b"\x00\x01"):
+                raise FormatError("block modes: a mode byte other than 0 (coded) or 1 (flat)")
+            need = channels * modes.count(1)
+            if not need:
+                raise FormatError("block modes: no flat block (such an image is written as version 2 or 3)")
+            colours = d.decompress(d.unconsumed_tail, need)
+            if len(colours) < need:
+                raise FormatError(f"block modes: {len(colours)} colour bytes where {need} are needed")
+            more = d.decompress(d.unconsumed_tail, 1)
+        except zlib.error as e:
+            raise FormatError(f"block modes: invalid deflate data ({e})") from None
+        if more or not d.eof:
+            raise FormatError("block modes: more data than its blocks need, or no end of the deflate stream")
+        if d.unused_data or d.unconsumed_tail:
+            raise FormatError("block modes: bytes after the end of the deflate stream")
+        return cls(modes, colours)
 
 
 @dataclass(frozen=True)
@@ -71,6 +120,7 @@ class Header:
     channels: int = 3
     version: int = VERSION
     streams: int = 1  # payload substreams (version 2; version 1 has one)
+    flat: BlockModes | None = None  # version 4: the flat blocks and their colours
 
     @property
     def quality_value(self) -> float:
@@ -114,12 +164,16 @@ def _check_payload_length(n: int, version: int, streams: int) -> None:
 
 
 def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = None) -> bytes:
-    """Header + payload (+ chunks, in version 3) + CRC-32 -> file bytes. With chunks the
-    file is written as version 3 (whatever header.version says), without as header.version."""
-    if chunks:
+    """Header (+ block modes, in version 4) + payload (+ chunks, in versions 3 and 4) +
+    CRC-32 -> file bytes. With header.flat the file is written as version 4, else with
+    chunks as version 3 (whatever header.version says), else as header.version."""
+    if header.flat is not None:
+        header = dataclass_replace(header, version=FLAT)
+    elif chunks:
         header = dataclass_replace(header, version=CHUNKED)
-    elif header.version == CHUNKED:
-        raise FormatError("a version 3 file has at least one chunk (without, write version 2)")
+    elif header.version in (CHUNKED, FLAT):
+        raise FormatError(f"a version {header.version} file has at least one "
+                          f"{'chunk' if header.version == CHUNKED else 'flat block'} (without, write version 2)")
     check_dimensions(header.width, header.height)
     if not Q.valid_x256(header.quality_x256):
         raise FormatError(f"quality {header.quality_value} outside {Q.MIN}..{Q.MAX}")
@@ -143,9 +197,11 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
         header.streams if header.version >= 2 else 0,
     )
     tail = _pack_chunks(chunks) if chunks else b""
-    if len(payload) + len(tail) >= MAX_PAYLOAD:
-        raise FormatError("payload and chunks must be below 2 GiB")
-    body = head + (struct.pack("<I", len(tail)) if header.version == CHUNKED else b"") + payload + tail
+    modes = header.flat.deflated() if header.flat is not None else b""
+    if len(payload) + len(tail) + len(modes) >= MAX_PAYLOAD:
+        raise FormatError("payload, block modes and chunks must be below 2 GiB")
+    lengths = {CHUNKED: struct.pack("<I", len(tail)), FLAT: struct.pack("<II", len(tail), len(modes))}
+    body = head + lengths.get(header.version, b"") + modes + payload + tail
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -158,7 +214,8 @@ def _pack_chunks(chunks: dict[bytes, bytes]) -> bytes:
 
 
 def add_chunks(data: bytes, chunks: dict[bytes, bytes]) -> bytes:
-    """A file with chunks added (version 3), or as it is when chunks is empty."""
+    """A file with chunks added (version 3, or 4 with flat blocks), or as it is when
+    chunks is empty."""
     if not chunks:
         return data
     header, payload = unpack(data)
@@ -166,8 +223,8 @@ def add_chunks(data: bytes, chunks: dict[bytes, bytes]) -> bytes:
 
 
 def file_size(data: bytes) -> int:
-    """The size a .bbc file must have, from its first 44 bytes (48 in version 3) or more
-    (checks 1-3 and the payload limit of docs/format.md, section 2)."""
+    """The size a .bbc file must have, from its first 44 bytes (48 in version 3, 52 in
+    version 4) or more (checks 1-3 and the payload limit of docs/format.md, section 2)."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not a .bbc file (bad magic bytes)")
     if len(data) < HEADER_SIZE + TRAILER_SIZE:
@@ -179,15 +236,18 @@ def file_size(data: bytes) -> int:
     (n,) = struct.unpack_from("<I", data, 32)
     if n >= MAX_PAYLOAD:
         raise FormatError(f"payload length {n} is not below the limit of {MAX_PAYLOAD} bytes (2 GiB)")
-    if version != CHUNKED:
+    start = header_size(version)
+    if start == HEADER_SIZE:
         return HEADER_SIZE + n + TRAILER_SIZE
-    if len(data) < HEADER_SIZE + 4 + TRAILER_SIZE:
-        raise FormatError(f"truncated .bbc file ({len(data)} bytes, a version 3 header needs "
-                          f"{HEADER_SIZE + 4 + TRAILER_SIZE})")
+    if len(data) < start + TRAILER_SIZE:
+        raise FormatError(f"truncated .bbc file ({len(data)} bytes, a version {version} header needs "
+                          f"{start + TRAILER_SIZE})")
     (m,) = struct.unpack_from("<I", data, HEADER_SIZE)
-    if n + m >= MAX_PAYLOAD:
-        raise FormatError(f"payload and chunks of {n + m} bytes are not below the limit of {MAX_PAYLOAD} bytes (2 GiB)")
-    return HEADER_SIZE + 4 + n + m + TRAILER_SIZE
+    k = struct.unpack_from("<I", data, HEADER_SIZE + 4)[0] if version == FLAT else 0
+    if n + m + k >= MAX_PAYLOAD:
+        raise FormatError(f"payload, block modes and chunks of {n + m + k} bytes are not below the limit of "
+                          f"{MAX_PAYLOAD} bytes (2 GiB)")
+    return start + k + n + m + TRAILER_SIZE
 
 
 def read_upto(fp: IO[bytes], limit: int) -> bytes:
@@ -208,8 +268,8 @@ def read_from(fp: IO[bytes]) -> bytes:
     tell trailing data. Refuses what is not a .bbc file after its first bytes (so a
     stream of zeros or a huge foreign file costs nothing); unpack() checks the rest."""
     head = read_upto(fp, HEADER_SIZE + TRAILER_SIZE)
-    if len(head) == HEADER_SIZE + TRAILER_SIZE and head[:4] == MAGIC and head[4] == CHUNKED:
-        head += read_upto(fp, 4)  # version 3: chunks_length, after the 40-byte header
+    if len(head) == HEADER_SIZE + TRAILER_SIZE and head[:4] == MAGIC and head[4] in (CHUNKED, FLAT):
+        head += read_upto(fp, header_size(head[4]) - HEADER_SIZE)  # chunks_length (and modes_length)
     size = file_size(head)
     data = head + read_upto(fp, size + 1 - len(head))
     if len(data) > size:
@@ -246,11 +306,25 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
     check_dimensions(width, height)
     check_streams(streams, height)
     _check_payload_length(n, version, streams)
-    header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams)
+    start, k, m = _sections(data)
+    if version == CHUNKED or m:
+        _parse_chunks(data[start + k + n : expected - TRAILER_SIZE])
+    flat = None
+    if version == FLAT:
+        rows, cols = -(-height // 8), -(-width // 8)
+        flat = BlockModes.inflate(data[start : start + k], rows * cols, channels)
+    header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams, flat)
+    return header, data[start + k : start + k + n]
+
+
+def _sections(data: bytes) -> tuple[int, int, int]:
+    """(offset of what follows the header fields, modes_length, chunks_length) of a file
+    whose size file_size has checked."""
+    version = data[4]
     start = header_size(version)
-    if version == CHUNKED:
-        _parse_chunks(data[start + n : expected - TRAILER_SIZE])
-    return header, data[start : start + n]
+    m = struct.unpack_from("<I", data, HEADER_SIZE)[0] if version in (CHUNKED, FLAT) else 0
+    k = struct.unpack_from("<I", data, HEADER_SIZE + 4)[0] if version == FLAT else 0
+    return start, k, m
 
 
 def _parse_chunks(area: bytes) -> dict[bytes, bytes]:
@@ -283,8 +357,10 @@ def chunk_sizes(data: bytes) -> dict[str, int]:
 
 
 def read_chunks(data: bytes) -> dict[bytes, bytes]:
-    """The chunks of a .bbc file by type (none before version 3); unpack checks them."""
-    if data[4] != CHUNKED:
+    """The chunks of a .bbc file by type (none before version 3, maybe none in version
+    4); unpack checks them."""
+    if data[4] not in (CHUNKED, FLAT):
         return {}
     (n,) = struct.unpack_from("<I", data, 32)
-    return _parse_chunks(data[HEADER_SIZE + 4 + n : file_size(data) - TRAILER_SIZE])
+    start, k, m = _sections(data)
+    return _parse_chunks(data[start + k + n : start + k + n + m]) if m else {}

@@ -13,8 +13,9 @@ Where every process has blocks in a wavefront, the first layers' neighbour produ
 come first (FirstLayers): each process multiplies every block's neighbours by its part
 of the stacked first-layer weights, into memory they share, then takes its own blocks'
 rows (one more hand-off; OpenBLAS packs a product's whole weight matrix per call, so
-each process packing a part of it halves that work on two). After the loop, each
-process filters a band of the image's rows (PostLoop).
+each process packing a part of it halves that work on two). Flat blocks (format
+version 4) are in no share: the lead paints them as their wavefront starts. After the
+loop, each process filters a band of the image's rows (PostLoop).
 
 Threads would not do: the range coder (constriction) holds Python's GIL while it runs,
 and the networks need it between their many numpy calls, so threads took turns rather
@@ -25,7 +26,7 @@ coding made 98 products/s instead of 2888).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,16 +54,35 @@ def expect(conn: Channel, msg: bytes) -> None:
         raise RuntimeError(f"lockstep: expected {msg!r}, got {got[:8]!r}")
 
 
-Shares = list[tuple[np.ndarray, np.ndarray]]  # a wavefront's blocks (r, c) of each process
+Shares = list[tuple[np.ndarray, np.ndarray]]  # a wavefront's coded blocks (r, c) of each process
 # Code blocks (r, c) of one wavefront, given their first layers' products or None, and
 # return the process's reply for that wavefront (b"" or a report, e.g. a stream's failure).
 Work = Callable[[np.ndarray, np.ndarray, Neighbours | None], bytes]
+# Paint a wavefront's flat blocks (r, c) (blocks.Flat), in the lead, before its coded ones.
+Paint = Callable[[np.ndarray, np.ndarray], None]
 
 
-def waves(rows: int, cols: int, n_streams: int, n: int) -> list[Shares]:
+class Wave(NamedTuple):
+    shares: Shares  # the blocks the networks code, of each process
+    flat: tuple[np.ndarray, np.ndarray]  # the flat blocks (r, c) (format version 4), painted by the lead
+
+
+def waves(rows: int, cols: int, n_streams: int, n: int, flat: np.ndarray | None = None) -> list[Wave]:
     """Each wavefront's blocks of each of n processes, each share in stream order
-    (streams.shares)."""
-    return [streams.shares(r, c, n_streams, n) for r, c in blocks.wavefronts(rows, cols) if len(r)]
+    (streams.shares), the flat blocks (flat: the (rows, cols) mask) left out of the
+    shares and kept apart."""
+    out = []
+    for r, c in blocks.wavefronts(rows, cols):
+        if not len(r):
+            continue
+        shares = streams.shares(r, c, n_streams, n)
+        if flat is None:
+            out.append(Wave(shares, (r[:0], c[:0])))
+            continue
+        f = flat[r, c]
+        coded = [(sr[keep], sc[keep]) for sr, sc in shares for keep in [~flat[sr, sc]]]
+        out.append(Wave(coded, (r[f], c[f])))
+    return out
 
 
 class FirstLayers:
@@ -100,14 +120,18 @@ class FirstLayers:
         return Neighbours(None, self.weights, {k: np.asfortranarray(own[:, cols]) for k, cols in self.columns.items()})
 
 
-def lead(workers: Forked, waves: list[Shares], work: Work, first: FirstLayers | None = None
-         ) -> Iterator[tuple[Shares, list[bytes]]]:
-    """Process 0's side of the loop: per wavefront, tell the workers with blocks in it to
-    go (with first, where all have blocks: compute this process's rows of the first
-    layers, wait for theirs, tell them to take theirs), do this process's blocks, and
-    yield the wavefront's shares with every busy process's reply, this one's first (the
-    wavefront is then done in every process)."""
-    for shares in waves:
+def lead(workers: Forked, waves: list[Wave], work: Work, first: FirstLayers | None = None,
+         paint: Paint | None = None) -> Iterator[tuple[Wave, list[bytes]]]:
+    """Process 0's side of the loop: per wavefront, paint its flat blocks (into memory
+    the workers share: nothing of this wavefront reads them), tell the workers with
+    blocks in it to go (with first, where all have blocks: compute this process's rows
+    of the first layers, wait for theirs, tell them to take theirs), do this process's
+    blocks, and yield the wavefront with every busy process's reply, this one's first
+    (the wavefront is then done in every process)."""
+    for wave in waves:
+        shares = wave.shares
+        if paint is not None and len(wave.flat[0]):
+            paint(*wave.flat)
         busy = [i for i in range(1, len(shares)) if len(shares[i][0])]
         for i in busy:
             workers.send(i - 1, Msg.GO)
@@ -121,13 +145,14 @@ def lead(workers: Forked, waves: list[Shares], work: Work, first: FirstLayers | 
             given = first.take(shares, 0)
         r, c = shares[0]
         own = work(r, c, given) if len(r) else b""
-        yield shares, [own] + [workers.recv(i - 1) for i in busy]
+        yield wave, [own] + [workers.recv(i - 1) for i in busy]
 
 
-def follow(conn: Channel, waves: list[Shares], i: int, work: Work, first: FirstLayers | None = None) -> None:
+def follow(conn: Channel, waves: list[Wave], i: int, work: Work, first: FirstLayers | None = None) -> None:
     """Worker i's side (i >= 1): its blocks of each wavefront once told to go (and its
     rows of the first layers, as lead); work's bytes are its reply."""
-    for shares in waves:
+    for wave in waves:
+        shares = wave.shares
         r, c = shares[i]
         if len(r):
             expect(conn, Msg.GO)  # the blocks before this wavefront are done

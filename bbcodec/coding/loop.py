@@ -11,6 +11,11 @@ use the integer arithmetic of bbcodec.model, so their canvases agree bit for bit
 machine; the file's image digest proves it. After the loop, the post-loop filter
 (family 3) makes the decoded image.
 
+Flat blocks (one colour, format version 4, blocks.Flat) are left out of the networks'
+batches and of the streams: each is painted as its wavefront starts (canvas, zero
+features, output image) and again over the post-loop filter's output, so that it comes
+back exactly and its neighbours see exactly that colour.
+
 One loop serves both directions (_run): a Side is what one process does with its blocks
 of a wavefront (_Encoder: compute and write symbols; _Decoder: read them), and
 lockstep.py shares the wavefronts among n processes (n = 1: this process alone).
@@ -123,8 +128,9 @@ class _Blocks:
     of reconstructed blocks (two block rows), the feature canvases of kernel-3 layers
     and the output image; in shared memory for n > 1 processes, made before the fork."""
 
-    def __init__(self, model: CodingModel, qp: Any, rows: int, cols: int, height: int, width: int, n: int) -> None:
-        self.model, self.qp = model, qp
+    def __init__(self, model: CodingModel, qp: Any, rows: int, cols: int, height: int, width: int, n: int,
+                 flat: blocks.Flat | None = None) -> None:
+        self.model, self.qp, self.flat = model, qp, flat
         zeros = shared_zeros if n > 1 else np.zeros
         self.canvas = Canvas(rows, cols, zeros=zeros)
         self.ctx = BlockContext(rows, cols, rolling=True)
@@ -148,6 +154,12 @@ class _Blocks:
         """Reconstructed blocks into the canvas and the output image."""
         self.canvas.put(r, c, out)
         blocks.put_pixels(self.image, r, c, out)
+
+    def paint(self, r: np.ndarray, c: np.ndarray) -> None:
+        """Flat blocks (r, c) of a wavefront: their colour, and zero hidden features."""
+        assert self.flat is not None
+        self.put(r, c, self.flat.values(r, c))
+        self.ctx.clear(r, c)
 
 
 class _Encoder:
@@ -243,7 +255,7 @@ def _run(at: _Blocks, n: int, n_streams: int, side: Callable[[int], Side], first
     ends'. Returns every process's end message (this one's first) and then(the decoded
     image, post-filtered unless not filtered), which runs while the workers exit."""
     rows, cols = at.canvas.rows, at.canvas.cols
-    waves = lockstep.waves(rows, cols, n_streams, n)
+    waves = lockstep.waves(rows, cols, n_streams, n, None if at.flat is None else at.flat.mask)
     first = None
     if n > 1:
         assert isinstance(at.model, FrozenModel)
@@ -259,13 +271,16 @@ def _run(at: _Blocks, n: int, n_streams: int, side: Callable[[int], Side], first
 
     mine = side(0)
     with Forked(n - 1, follow) as workers:
-        for shares, replies in lockstep.lead(workers, waves, mine.blocks, first):
+        for wave, replies in lockstep.lead(workers, waves, mine.blocks, first, at.paint):
             on_reply(replies)
             if progress is not None:
-                progress(sum(len(r) for r, _ in shares) * blocks.BLOCK * blocks.BLOCK)
+                progress((sum(len(r) for r, _ in wave.shares) + len(wave.flat[0])) * blocks.BLOCK * blocks.BLOCK)
         ends = [mine.end(), *lockstep.end(workers)]
         on_reply(ends)
-        return ends, then(post.run(workers) if filtered else at.image)
+        img = post.run(workers) if filtered else at.image
+        if filtered and at.flat is not None:
+            at.flat.paint(img)  # exactly their colour, whatever the filter did
+        return ends, then(img)
 
 
 def _indices(model: CodingModel, scales: Scales, sym: np.ndarray, qp: Any) -> np.ndarray:
@@ -283,12 +298,13 @@ def _indices(model: CodingModel, scales: Scales, sym: np.ndarray, qp: Any) -> np
 
 def _encode_payload(model: CodingModel, qp: Any, img: np.ndarray, n_streams: int, n: int,
                     choose: Choose | None = None, progress: Callable[[int], None] | None = None,
-                    observe: Observe | None = None, filtered: bool = True) -> tuple[bytes, np.ndarray]:
+                    observe: Observe | None = None, filtered: bool = True,
+                    flat: blocks.Flat | None = None) -> tuple[bytes, np.ndarray]:
     """An HxWx3 image -> (payload of n_streams streams, the decoder's image), by n
-    processes (1 with choose)."""
+    processes (1 with choose), its flat blocks (if any) not coded."""
     height, width = img.shape[:2]
     rows, cols = blocks.grid_shape(height, width)
-    at = _Blocks(model, qp, rows, cols, height, width, n)
+    at = _Blocks(model, qp, rows, cols, height, width, n, flat)
 
     def side(i: int) -> _Encoder:
         writer = streams.Writer(streams.owned(n_streams, n, i), n_streams, model.scale_table, model.max_symbol)
@@ -302,7 +318,8 @@ def _encode_payload(model: CodingModel, qp: Any, img: np.ndarray, n_streams: int
 @_one_blas_thread
 def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: bytes, *,
            effort: int = efforts.DEFAULT, threads: int | None = None, n_streams: int | None = None,
-           progress: Callable[[int], None] | None = None, observe: Observe | None = None) -> tuple[bytes, np.ndarray]:
+           progress: Callable[[int], None] | None = None, observe: Observe | None = None,
+           flat: bool = True) -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     weights_id: the first 8 bytes of the weights file's SHA-256, for the header (how a
@@ -313,7 +330,9 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
     streams.default_count; at most one per block row and 64): a decoder uses at most
     that many processes; each costs ~4 bytes. progress, if given, is called with the
     number of pixels of each wavefront's blocks; observe (Observe) with each
-    wavefront's symbols.
+    wavefront's symbols (of its coded blocks). flat: whether blocks of one colour are
+    left to the block modes of format version 4 (blocks.Flat; the file is version 4
+    only if the image has one).
 
     effort > 1 (effort.py) codes the image more than once: at effort 1 for a proxy of
     the blocks not yet coded (level.needs_proxy; this pass uses the workers as above),
@@ -337,6 +356,7 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
     quality_x256 = Q.to_x256(quality)
     qp = model.params_at(quality_x256)
     n = processes(threads, rows, cols, model, n_streams)
+    found = blocks.Flat.find(img) if flat else None
     choose = None
     if level is not None:
         frozen = rdoq.check_model(model)
@@ -347,18 +367,35 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
             def keep(r: np.ndarray, c: np.ndarray, sym: np.ndarray, scales: Scales, out: np.ndarray) -> None:
                 proxy[r + 1, c + 1] = out
 
-            _encode_payload(model, qp, img, n_streams, n, observe=keep, filtered=False)
-        choose = rdoq.Chooser(frozen, qp, blocks.block_grid(blocks.pad_to_blocks(img)), proxy, level)
+            _encode_payload(model, qp, img, n_streams, n, observe=keep, filtered=False, flat=found)
+        choose = rdoq.Chooser(frozen, qp, blocks.block_grid(blocks.pad_to_blocks(img)), proxy, level, found)
         del proxy
         n = 1
-    payload, rec = _encode_payload(model, qp, img, n_streams, n, choose, progress, observe)
+    payload, rec = _encode_payload(model, qp, img, n_streams, n, choose, progress, observe, flat=found)
     del choose
     if gray:
         rec = to_gray(rec)
     header = format.Header(width=width, height=height, quality_x256=quality_x256, weights_sha256=weights_id,
                            image_digest=digest(rec), model_id=model.family, channels=1 if gray else 3,
-                           streams=n_streams)
+                           streams=n_streams, flat=None if found is None else _modes(found, gray))
     return format.pack(header, payload), rec
+
+
+def _modes(flat: blocks.Flat, gray: bool) -> format.BlockModes:
+    """The block modes a file carries: a byte per block (1: flat), each flat block's colour."""
+    colours = flat.colour[flat.mask][:, :1 if gray else 3]
+    return format.BlockModes(flat.mask.astype(np.uint8).tobytes(), colours.tobytes())
+
+
+def _flat(header: format.Header) -> blocks.Flat | None:
+    """The flat blocks of a file (version 4), from its block modes."""
+    if header.flat is None:
+        return None
+    rows, cols = blocks.grid_shape(header.height, header.width)
+    mask = np.frombuffer(header.flat.modes, dtype=np.uint8).reshape(rows, cols).astype(bool)
+    colour = np.zeros((rows, cols, 3), dtype=np.uint8)
+    colour[mask] = np.frombuffer(header.flat.colours, dtype=np.uint8).reshape(-1, header.channels)
+    return blocks.Flat(mask, colour)
 
 
 @_one_blas_thread
@@ -385,7 +422,7 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
     try:
         parts = streams.split(payload, S)
         n = processes(threads, rows, cols, model, S)
-        at = _Blocks(model, qp, rows, cols, header.height, header.width, n)
+        at = _Blocks(model, qp, rows, cols, header.height, header.width, n, _flat(header))
 
         def side(i: int) -> _Decoder:
             reader = streams.Reader(parts, streams.owned(S, n, i), model.scale_table, model.max_symbol,

@@ -66,13 +66,19 @@ class Chooser:
 
     Called by the encoder loop (coding/loop.py) in wavefront order with what the plain encoder computed. Its
     canvas holds the coded blocks and, beyond them, the proxy (the effort-1 canvas, which
-    it takes over and overwrites; needed only when level.needs_proxy)."""
+    it takes over and overwrites; needed only when level.needs_proxy). Flat blocks
+    (blocks.Flat) are on it from the start, as they are decoded, and cost nothing: the
+    look-ahead leaves them out."""
 
     def __init__(self, model: FrozenModel, qp: QualityParams, grid: np.ndarray, proxy: np.ndarray | None,
-                 level: Level) -> None:
+                 level: Level, flat: blocks.Flat | None = None) -> None:
         self.model, self.qp, self.grid, self.level = model, qp, grid, level
         self.rows, self.cols = grid.shape[0], grid.shape[2]
         self.canvas = blocks.new_canvas(self.rows, self.cols) if proxy is None else proxy
+        self.flat = None if flat is None else flat.mask
+        if flat is not None:
+            r, c = np.nonzero(flat.mask)
+            self.canvas[r + 1, c + 1] = flat.values(r, c)
         self.lam = level.lam * rd_lambda(qp.quality_x256)
         self.bits = bits_table(model.scale_table)
         self.L = model.max_symbol
@@ -165,6 +171,8 @@ class Chooser:
         for dr, dc, slot in DEPENDENTS[: self.level.lookahead]:
             rr, cc = r[i] + dr, c[i] + dc
             ok = (rr < self.rows) & (cc >= 0) & (cc < self.cols)
+            if self.flat is not None:
+                ok[ok] = ~self.flat[rr[ok], cc[ok]]
             if not ok.any():
                 continue
             J[:, ok] += self.dependents(rr[ok], cc[ok], slot, rec.reshape(K, m, -1)[:, ok]).reshape(K, -1)

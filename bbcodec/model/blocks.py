@@ -222,3 +222,50 @@ class BlockContext:
             canvas = self._features.setdefault(layer, Canvas(self.rows, self.cols, h.shape[1], dtype, self.rolling))
         canvas.put(self.r, self.c, h)
         return np.concatenate([canvas.neighbours(self.r, self.c), h], axis=1)
+
+    def clear(self, r: np.ndarray, c: np.ndarray) -> None:
+        """Zero features for blocks (r, c), which no layer ran on (flat blocks, Flat)."""
+        for canvas in self._features.values():
+            canvas.put(r, c, np.zeros((len(r), canvas.channels), canvas.data.dtype))
+
+
+class Flat:
+    """The flat blocks of an image (format version 4): blocks whose pixels inside the
+    image are all one colour. They are not coded by the networks: their reconstruction
+    is that colour exactly, on the canvas (their later neighbours read it) and in the
+    output image, and their hidden features (kernel-3 layers) are zeros."""
+
+    STRIP = 32  # block rows searched at once (bounds find's temporary memory)
+
+    def __init__(self, mask: np.ndarray, colour: np.ndarray) -> None:
+        self.mask = mask  # (rows, cols) bool
+        self.colour = colour  # (rows, cols, 3) uint8: each flat block's colour (0 elsewhere)
+
+    @classmethod
+    def find(cls, img: np.ndarray) -> Flat | None:
+        """The flat blocks of an HxWx3 uint8 image, or None if it has none. Edge padding
+        (pad_to_blocks) repeats a block's own pixels, so a padded block is flat exactly
+        when its part inside the image is."""
+        rows, cols = grid_shape(*img.shape[:2])
+        mask = np.zeros((rows, cols), dtype=bool)
+        colour = np.zeros((rows, cols, 3), dtype=np.uint8)
+        for r0 in range(0, rows, cls.STRIP):
+            grid = block_grid(pad_to_blocks(img[r0 * BLOCK : (r0 + cls.STRIP) * BLOCK]))
+            first = grid[:, :1, :, :1]  # each block's top-left pixel
+            mask[r0 : r0 + len(grid)] = (grid == first).all(axis=(1, 3, 4))
+            colour[r0 : r0 + len(grid)] = first[:, 0, :, 0]
+        if not mask.any():
+            return None
+        colour[~mask] = 0
+        return cls(mask, colour)
+
+    def values(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """(B, 192) int16 centred pixels of flat blocks (r, c)."""
+        v = self.colour[r, c].astype(np.int16) - 128
+        return np.repeat(v, BLOCK * BLOCK, axis=1)  # channel = colour * 64 + dy * 8 + dx
+
+    def paint(self, img: np.ndarray, chunk: int = 4096) -> None:
+        """Every flat block's colour into an HxWx3 image (after the post-loop filter)."""
+        r, c = np.nonzero(self.mask)
+        for i in range(0, len(r), chunk):
+            put_pixels(img, r[i : i + chunk], c[i : i + chunk], self.values(r[i : i + chunk], c[i : i + chunk]))

@@ -11,7 +11,9 @@ grouped entropy context of network family 3 is trained on the first (its symbols
 reconstructions are those of the frozen codec, so only the rate changes), the post-loop
 filter on the second (pairs of decoded and original images).
 
-The cache is what real files hold: it is the encoder's own loop that fills it.
+The cache is what real files hold: it is the encoder's own loop that fills it. Flat
+blocks (one colour, format version 4) are not coded, so the observer sees only the
+coded blocks; the decoded image has the flat ones exact, as files do.
 """
 
 from __future__ import annotations
