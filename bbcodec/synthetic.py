@@ -5,8 +5,8 @@ saturated colours, pixel art and a smooth texture on a flat background: the cont
 photo-trained codec sees least. Each image is one function of plain numpy and Pillow,
 deterministic (fixed seeds; the only font is Pillow's own, ImageFont.load_default, at a
 size where this Pillow has FreeType, else its bitmap font), 8-bit RGB. Sizes are 64x64
-to 512x384, except three flat images (1x1, 37x19, and a 64x64). The same Pillow and
-FreeType give the same bytes; another FreeType may draw text a pixel differently.
+to 512x384, except two flat images (1x1 and 37x19). The same Pillow and FreeType give
+the same bytes; another FreeType may draw text a pixel differently.
 
     from bbcodec import synthetic
     for s in synthetic.SET:

@@ -15,8 +15,8 @@ curve of that image (where two WebP settings give the same bytes, the better one
 says when the point lies outside WebP's range: smaller than WebP's smallest file or
 larger than its largest. A point is worse when WebP's SSIMULACRA2 at its size is
 higher; outside WebP's range, only when it is dominated (larger than WebP's largest
-file and below its score); smaller than WebP's smallest file and scoring lower is
-undecided, not counted. On images under 8 pixels a side SSIMULACRA2 is undefined: the
+file and below its score), better when it dominates (smaller than WebP's smallest file
+and above its score), otherwise undecided, not counted. On images under 8 pixels a side SSIMULACRA2 is undefined: the
 bytes and the maximum error are printed instead. Flat images also get the maximum
 absolute error of each codec.
 """
@@ -149,7 +149,8 @@ def compare(folder: Path, qualities: list[float], jobs: int, only: list[str]) ->
     images_worse = {line.split(" q")[0] for line in worse}
     print(f"\nsummary: bbcodec worse than WebP at equal size in SSIMULACRA2 on {len(images_worse)} of "
           f"{scored} images "
-          f"({len(worse)} of {points} points; {undecided} undecided: smaller than WebP's smallest file, scoring lower)")
+          f"({len(worse)} of {points} points; {undecided} undecided: outside WebP's range, "
+          f"smaller and scoring lower or larger and scoring higher)")
     for line in worse:
         print(f"  worse: {line}")
     for line in flat_lines:
