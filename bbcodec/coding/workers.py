@@ -183,9 +183,14 @@ class Forked:
         self.close()
 
     def send(self, i: int, data: bytes) -> None:
+        """Send to worker i; one that has failed and ended raises its error here (as recv),
+        whether or not it was sent before its pipe closed."""
         try:
             self.conns[i].send_bytes(data)
         except OSError:
+            with contextlib.suppress(EOFError, OSError):
+                while self.conns[i].poll():  # its last words, if any: the error it sent
+                    self._checked(i, receive(self.conns[i]))
             raise WorkerError(self._ended(i)) from None
 
     def recv(self, i: int) -> bytes:
@@ -195,6 +200,10 @@ class Forked:
             data = receive(self.conns[i])
         except (EOFError, OSError):
             raise WorkerError(self._ended(i)) from None
+        return self._checked(i, data)
+
+    def _checked(self, i: int, data: bytes) -> bytes:
+        """A message's content, or the error a worker reported raised."""
         if data[:1] in (b"E", b"B"):
             message = f"worker process {i + 1} of {len(self.pids)} failed: {data[1:].decode(errors='replace')}"
             raise (WorkerError if data[:1] == b"E" else RuntimeError)(message)
