@@ -154,6 +154,7 @@ class Info:
     bpp: float  # bits per pixel of the whole file
     streams: int = 1  # payload streams: the most processes that decode it at once (version 1: one)
     chunks: dict[str, int] = field(default_factory=dict)  # what the file carries besides the pixels, and its bytes
+    flat_blocks: int = 0  # 8x8 blocks of one colour, not coded by the networks (version 4)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
@@ -186,4 +187,5 @@ def read_info(data: bytes | str | os.PathLike[str], check_crc: bool = True) -> I
         bpp=8 * len(data) / (header.width * header.height),
         streams=header.streams,
         chunks=chunks,
+        flat_blocks=0 if header.flat is None else header.flat.modes.count(1),
     )

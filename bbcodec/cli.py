@@ -477,6 +477,7 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
             ("bits per pixel", f"{fields['bpp']:.4f}"),
             ("image digest", f"{fields['image_digest']} (sha256 prefix of the decoded pixels)"),
             ("carries", ", ".join(f"{k} ({v} bytes)" for k, v in fields["chunks"].items()) or "pixels only"),
+            ("flat blocks", f"{fields['flat_blocks']} (of one colour, not coded by the networks)"),
             ("crc32", "ok" if ok else "BAD: the file is damaged and will not decode"),
         ]
         for k, v in rows:

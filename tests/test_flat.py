@@ -241,3 +241,15 @@ def test_flat_blocks_are_in_no_process_share_and_every_block_is_in_one_wave():
             seen[sr, sc] += 1
         seen[fr, fc] += 1
     assert (seen == 1).all()
+
+
+def test_info_counts_the_flat_blocks(weights, kodak_crop, tmp_path):
+    import bbcodec
+
+    img = mixed_image(kodak_crop)
+    data = codec.encode(img, 4, weights.model, weights.prefix)[0]
+    expected = int(blocks.Flat.find(img).mask.sum())
+    assert expected > 0 and bbcodec.read_info(data).flat_blocks == expected
+    (tmp_path / "m.bbc").write_bytes(data)
+    proc = run_cli("info", str(tmp_path / "m.bbc"))
+    assert proc.returncode == 0 and f"flat blocks:    {expected} (" in proc.stdout.decode()
