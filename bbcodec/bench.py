@@ -224,13 +224,17 @@ def curves(rows: list[dict], tune: str | None = None) -> dict[str, dict]:
     return out
 
 
+ENVIRONMENT = "environment.json"  # what made a bench's numbers, beside its curves
+
+
 def load_anchors(folder: Path) -> tuple[dict[str, dict], list[str]]:
     """Stored curves to compare against without re-running those codecs: every
-    CompressAI-layout JSON in folder with PSNR, as {"<file stem> (stored)": results}."""
+    CompressAI-layout JSON in folder with PSNR, as {"<file stem> (stored)": results}. The
+    output folder of an earlier bench serves as it is (its ENVIRONMENT file is not a curve)."""
     if not folder.is_dir():
         raise BenchError(f"{folder}: not a folder of result JSON files")
     out, notes = {}, []
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(p for p in folder.glob("*.json") if p.name != ENVIRONMENT):
         try:
             results = json.loads(path.read_text())["results"]
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -364,7 +368,7 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
     env = report.environment()
     env["load average at the start (1, 5, 15 min)"] = load_start
     env["load average at the end"] = report.load_average()
-    (out_dir / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
+    (out_dir / ENVIRONMENT).write_text(json.dumps(env, indent=1) + "\n")
     title = f"{p.folder.name}: {len(p.paths)} images"
     result["plots"] = report.plots(cur, p.stored, out_dir, title, "" if full_kodak else " (paper curve: full Kodak)")
     if not result["plots"]:

@@ -146,6 +146,13 @@ def test_stored_curves_are_compared_without_rerunning_their_codecs(report, tmp_p
     assert bd_line(proc.stdout, "bbcodec (stored)").split()[0] in ("+0.0", "-0.0")
     assert "ssim-only.json: no psnr-rgb curve" in proc.stdout
     assert not (tmp_path / "r" / "jpeg.json").exists()  # jpeg was not re-run
+    again = subprocess.run(  # an earlier bench's output folder, as it is, serves as anchors
+        [sys.executable, "-m", "bbcodec.cli", "bench", str(out.parent / "imgs"), "--out", str(tmp_path / "r2"),
+         "--qualities", "2,5", "--codecs", "bbcodec", "--anchors", str(out), "--jobs", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0 and (out / "environment.json").exists(), again.stderr
+    assert bd_line(again.stdout, "jpeg (stored)") == bd_line(stdout, "jpeg")
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"results": {"bpp": [1.0], "psnr-rgb": [30.0]}}', None])
