@@ -28,6 +28,15 @@ def weights():
 
 
 @pytest.fixture(scope="session")
+def psnr_weights():
+    """The first shipped weights tuned for PSNR (RGB MSE, the objective of the encoder's
+    rate-distortion choices)."""
+    from bbcodec.model import weights as w
+
+    return w.default("psnr")
+
+
+@pytest.fixture(scope="session")
 def family2_weights():
     """The shipped family-2 weights (the default before network family 3)."""
     from bbcodec.model import weights as w

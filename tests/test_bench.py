@@ -72,7 +72,7 @@ def test_bbcodec_curve_matches_an_independent_encode(report):
     assert res["results"]["ms-ssim-rgb"] == [None, None]  # the images are under 161 px
 
 
-@pytest.mark.parametrize("tune", ["psnr"])
+@pytest.mark.parametrize("tune", ["psnr", "visual"])
 def test_bench_tune_measures_the_weights_of_that_tuning(tmp_path, tune):
     from bbcodec.model import weights
 
