@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from bbcodec import bench, metrics, rd, synthetic  # noqa: E402
 from bbcodec.baselines import BASELINES  # noqa: E402
 from bbcodec.jobs import map_jobs  # noqa: E402
+from bbcodec.model.tuning import TUNES  # noqa: E402
 
 WEBP = BASELINES["webp"]
 
@@ -47,19 +48,19 @@ def _load(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def one(task: tuple[str, str, float]) -> dict:
-    """(codec, path, quality) coded, decoded and measured: bytes, PSNR, SSIMULACRA2 (None
-    under 8 px a side), maximum absolute error."""
-    codec, path, q = task
+def one(task: tuple[str, str, float, str | None]) -> dict:
+    """(codec, path, quality, tune) coded, decoded and measured: bytes, PSNR, SSIMULACRA2
+    (None under 8 px a side), maximum absolute error; tune: bbcodec's weights."""
+    codec, path, q, tune = task
     img = _load(path)
     if codec == "bbcodec":
         import bbcodec
 
-        data = bbcodec.encode(img, q, threads=1)
+        data = bbcodec.encode(img, q, threads=1, tune=tune)
         out = np.asarray(bbcodec.decode(data, threads=1).convert("RGB"))
         row = {"bytes": len(data), "psnr": rd.psnr(img, out), "ssimulacra2": metrics.ssimulacra2(img, out)}
     else:
-        row = bench.run_one((codec, path, q, True))
+        row = bench.run_one((codec, path, q, True, None))
         out = bench.decode_baseline(row.pop("data"))
     row.update(codec=codec, quality=q, image=Path(path).stem,
                max_err=int(np.abs(img.astype(np.int16) - out.astype(np.int16)).max()))
@@ -97,12 +98,12 @@ def _db(v: float) -> str:
     return "  exact" if v == float("inf") or v >= 99 else f"{v:7.2f}"
 
 
-def compare(folder: Path, qualities: list[float], jobs: int, only: list[str]) -> None:
+def compare(folder: Path, qualities: list[float], jobs: int, only: list[str], tune: str | None = None) -> None:
     paths = sorted(p for p in folder.glob("*.png") if not only or any(o in p.stem for o in only))
     if not paths:
         raise SystemExit(f"no PNG images in {folder}")
-    tasks = [("bbcodec", str(p), q) for p in paths for q in qualities]
-    tasks += [("webp", str(p), float(q)) for p in paths for q in WEBP.qualities]
+    tasks: list[tuple[str, str, float, str | None]] = [("bbcodec", str(p), q, tune) for p in paths for q in qualities]
+    tasks += [("webp", str(p), float(q), None) for p in paths for q in WEBP.qualities]
     started = time.time()
     print(f"{len(paths)} images of {folder}; bbcodec qualities {','.join(f'{q:g}' for q in qualities)} "
           f"(one thread), WebP {WEBP.description}, qualities {','.join(map(str, WEBP.qualities))}; "
@@ -170,6 +171,7 @@ def main() -> None:
     c.add_argument("--qualities", default="1,2,4,8")
     c.add_argument("--jobs", type=int, default=2, choices=(1, 2))
     c.add_argument("--only", default="", help="comma list: only images whose name contains one of these")
+    c.add_argument("--tune", choices=TUNES, default=None, help="bbcodec's weights (default: the default ones)")
     a = p.parse_args()
     if a.command == "write":
         for path in synthetic.write(a.dir):
@@ -178,7 +180,7 @@ def main() -> None:
             with Image.open(path) as im:
                 print(f"{path}  {im.width}x{im.height}")
     else:
-        compare(a.dir, [float(v) for v in a.qualities.split(",")], a.jobs, [o for o in a.only.split(",") if o])
+        compare(a.dir, [float(v) for v in a.qualities.split(",")], a.jobs, [o for o in a.only.split(",") if o], a.tune)
     sys.stdout.flush()
 
 
