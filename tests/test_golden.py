@@ -45,6 +45,17 @@ def golden_paths(name: str, version: int = format.VERSION) -> tuple[Path, Path]:
     return DATA / f"{stem}.bbc", DATA / f"{stem}.json"
 
 
+def regenerate(golden: Path, expected_path: Path, name: str, data: bytes, pixels: np.ndarray, **more: object) -> None:
+    """Write a golden file and what it must decode to (BBCODEC_REGEN, for new weights)."""
+    golden.write_bytes(data)
+    expected_path.write_text(json.dumps({
+        "weights": name,
+        "file_sha256": hashlib.sha256(data).hexdigest(),
+        "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+        **more,
+    }, indent=1) + "\n")
+
+
 SHIPPED = list(weights.registered(WEIGHTS_DIR))
 CASES = [(n, v) for n in SHIPPED for v in format.VERSIONS
          if v not in (format.CHUNKED, format.FLAT) and (v == format.VERSION or golden_paths(n, v)[0].exists())]  # 3, 4: below
@@ -64,13 +75,8 @@ def test_golden_file_decodes_to_the_committed_checksum_and_re_encodes_identicall
     w = weights.load(WEIGHTS_DIR / name)
     golden, expected_path = golden_paths(name, version)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
-        data, rec = codec.encode(golden_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS)
-        golden.write_bytes(data)
-        expected_path.write_text(json.dumps({
-            "weights": name,
-            "file_sha256": hashlib.sha256(data).hexdigest(),
-            "pixels_sha256": hashlib.sha256(rec.tobytes()).hexdigest(),
-        }, indent=1) + "\n")
+        regenerate(golden, expected_path, name, *codec.encode(golden_image(), 4, w.model, w.prefix,
+                                                             n_streams=GOLDEN_STREAMS))
     expected = json.loads(expected_path.read_text())
     assert expected["weights"] == name
     data = golden.read_bytes()
@@ -110,13 +116,8 @@ def test_the_version_3_golden_file_decodes_with_its_alpha_and_metadata_and_re_en
     golden, expected_path = golden_paths(name, format.CHUNKED)
     w = weights.load(WEIGHTS_DIR / name)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
-        r = entry.encode(golden_image(), 4, weights=WEIGHTS_DIR / name, extras=golden_extras())
-        golden.write_bytes(r.data)
-        expected_path.write_text(json.dumps({
-            "weights": name,
-            "file_sha256": hashlib.sha256(r.data).hexdigest(),
-            "pixels_sha256": hashlib.sha256(entry.decode(r.data).pixels.tobytes()).hexdigest(),
-        }, indent=1) + "\n")
+        data = entry.encode(golden_image(), 4, weights=WEIGHTS_DIR / name, extras=golden_extras()).data
+        regenerate(golden, expected_path, name, data, entry.decode(data).pixels)
     expected = json.loads(expected_path.read_text())
     data = golden.read_bytes()
     assert hashlib.sha256(data).hexdigest() == expected["file_sha256"] and data[4] == format.CHUNKED
@@ -146,14 +147,8 @@ def test_the_version_4_golden_file_decodes_with_its_flat_blocks_and_re_encodes_i
     w = weights.load(WEIGHTS_DIR / name)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
         data, rec = codec.encode(golden_flat_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS)
-        golden.write_bytes(data)
-        expected_path.write_text(json.dumps({
-            "weights": name,
-            "file_sha256": hashlib.sha256(data).hexdigest(),
-            "pixels_sha256": hashlib.sha256(rec.tobytes()).hexdigest(),
-            "flat_blocks": format.unpack(data)[0].flat.modes.count(1),
-            "zlib": zlib.ZLIB_RUNTIME_VERSION,  # the section's deflate bytes are this zlib's
-        }, indent=1) + "\n")
+        regenerate(golden, expected_path, name, data, rec, flat_blocks=format.unpack(data)[0].flat.modes.count(1),
+                   zlib=zlib.ZLIB_RUNTIME_VERSION)  # the section's deflate bytes are this zlib's
     expected = json.loads(expected_path.read_text())
     data = golden.read_bytes()
     assert hashlib.sha256(data).hexdigest() == expected["file_sha256"] and data[4] == format.FLAT

@@ -242,8 +242,7 @@ def file_size(data: bytes) -> int:
     if len(data) < start + TRAILER_SIZE:
         raise FormatError(f"truncated .bbc file ({len(data)} bytes, a version {version} header needs "
                           f"{start + TRAILER_SIZE})")
-    (m,) = struct.unpack_from("<I", data, HEADER_SIZE)
-    k = struct.unpack_from("<I", data, HEADER_SIZE + 4)[0] if version == FLAT else 0
+    _, k, m = _sections(data)
     if n + m + k >= MAX_PAYLOAD:
         raise FormatError(f"payload, block modes and chunks of {n + m + k} bytes are not below the limit of "
                           f"{MAX_PAYLOAD} bytes (2 GiB)")
@@ -319,7 +318,7 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
 
 def _sections(data: bytes) -> tuple[int, int, int]:
     """(offset of what follows the header fields, modes_length, chunks_length) of a file
-    whose size file_size has checked."""
+    with all its header fields (file_size checks that first)."""
     version = data[4]
     start = header_size(version)
     m = struct.unpack_from("<I", data, HEADER_SIZE)[0] if version in (CHUNKED, FLAT) else 0
