@@ -48,7 +48,9 @@ def test_options_parse_to_their_field_types():
 
 
 @pytest.mark.parametrize("argv", [["--out", "o"], ["--data", "d", "--out", "o", "--kernels", "1,1,1,1"],
-                                  ["--data", "d", "--out", "o", "--kernels", "3,x"]])
+                                  ["--data", "d", "--out", "o", "--kernels", "3,x"],
+                                  ["--data", "d", "--out", "o", "--synthetic", "1.5"],
+                                  ["--data", "d", "--out", "o", "--perceptual", "-0.1"]])
 def test_missing_or_bad_options_are_usage_errors(argv):
     with pytest.raises(SystemExit) as e:
         train.parse_args(argv)
@@ -111,6 +113,37 @@ def test_crops_are_drawn_in_proportion_to_image_area():
     crops = CropSampler([small, big], 64, seed=0).batch(900)
     share_big = float((crops[:, 0, 0, 0] == 255).float().mean())
     assert 0.84 < share_big < 0.93  # 8/9 = 0.889
+
+
+def test_a_synthetic_share_of_the_crops_is_drawn_and_the_photo_stream_is_kept():
+    from bbcodec.train.data import CropSampler
+
+    photo = np.full((300, 300, 3), 7, np.uint8)  # no synthetic crop is one flat colour 7
+    plain = CropSampler([photo], 64, seed=0).batch(8)
+    mixed = CropSampler([photo], 64, seed=0, synthetic=0.25).batch(400)
+    drawn = (mixed != 7).flatten(1).any(1)
+    assert 0.18 < float(drawn.float().mean()) < 0.32
+    assert torch.equal(plain, CropSampler([photo], 64, seed=0, synthetic=0.0).batch(8))
+
+
+def test_the_synthetic_crops_are_sharp_edges_and_ramps_of_every_kind():
+    from bbcodec.train import synth
+
+    rng = np.random.default_rng(5)
+    for name, (make, _) in synth.KINDS.items():
+        im = np.asarray(make(rng, 96).convert("RGB"))
+        assert im.shape == (96, 96, 3) and im.dtype == np.uint8, name
+        assert len(np.unique(im.reshape(-1, 3), axis=0)) > 1, name
+    crops = [synth.crop(np.random.default_rng(9), 64) for _ in range(2)]
+    assert np.array_equal(crops[0], crops[1])  # one seed, one crop
+    for seed in range(10):  # ramps: smooth (<= 2 stops x 255 levels over 128 pixels, diagonally) yet not flat
+        ramp = synth._ramp(np.random.default_rng(seed), 128)
+        step = max(np.abs(np.diff(ramp, axis=a)).max() for a in (0, 1))
+        assert 0 < step <= 2 * 255 / 128 * 2**0.5 + 1e-3
+    white = (255, 255, 255)
+    for seed in range(10):
+        ink = synth.contrasting(np.random.default_rng(seed), white)
+        assert synth._luma(white) - synth._luma(ink) >= 100
 
 
 # -- model pieces the loop uses ----------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..images import IMAGE_SUFFIXES
+from . import synth
 
 VAL_EVERY = 10  # every 10th photo of each source group (name prefix) is held out
 Part = str  # "train" (the default everywhere), "val" (held out) or "all"
@@ -126,17 +127,24 @@ class CropSampler:
     BSDS photos, which hold 55 % of the pixels.
     """
 
-    def __init__(self, images: list[np.ndarray], size: int, seed: int) -> None:
+    def __init__(self, images: list[np.ndarray], size: int, seed: int, synthetic: float = 0.0) -> None:
         self.images = images
         self.size = size
         self.rng = np.random.default_rng(seed)
         area = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
         self.p = area / area.sum()
+        # a stream of its own, so that the photo crops of a run without it stay the same
+        self.synthetic = synthetic
+        self.synth_rng = np.random.default_rng(seed + 77)
 
     def batch(self, n: int) -> torch.Tensor:
-        """(n, 3, size, size) float32 pixels 0..255."""
+        """(n, 3, size, size) float32 pixels 0..255; a share `synthetic` of them drawn
+        by train/synth.py instead of cut from the photos."""
         out = np.empty((n, self.size, self.size, 3), dtype=np.uint8)
         for i in range(n):
+            if self.synthetic and self.synth_rng.random() < self.synthetic:
+                out[i] = synth.crop(self.synth_rng, self.size)
+                continue
             img = self.images[self.rng.choice(len(self.images), p=self.p)]
             h, w = img.shape[:2]
             y = self.rng.integers(h - self.size + 1)

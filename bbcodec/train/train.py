@@ -80,6 +80,9 @@ class TrainConfig:
     perceptual: float = field(default=0.0, metadata={
         "help": "share of the distortion measured by SSIMULACRA2 (nn/ssimulacra2.py) instead of RGB MSE "
                 "(0: MSE only, as the paper; the SSIMULACRA2 loss is scaled by PERCEPTUAL_SCALE to MSE's range)"})
+    synthetic: float = field(default=0.0, metadata={
+        "help": "share of the crops drawn by train/synth.py (text, UI, charts, cartoons, ramps, saturated "
+                "patches) instead of cut from the photos (0: photos only)"})
     seed: int = field(default=0, metadata={"help": "seed of the crops, qualities and initial weights"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
     device: str = field(default_factory=_default_device,
@@ -163,6 +166,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = build_parser(TrainConfig, prog="bbcodec train", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cfg = TrainConfig(**vars(p.parse_args(argv)))
+    for name in ("perceptual", "synthetic"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            p.error(f"--{name} is a share: 0 to 1, not {getattr(cfg, name)}")
     need_torch("training")
     try:
         cfg.model_config()
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     log = open(args.out / "train.log", "a", buffering=1) if main_proc else open(os.devnull, "w")
 
     images = load_images(args.data, args.crop)
-    sampler = CropSampler(images, args.crop, args.seed + 1000 * rank)
+    sampler = CropSampler(images, args.crop, args.seed + 1000 * rank, args.synthetic)
     qrng = np.random.default_rng(args.seed + 1 + 1000 * rank)
     cfg = args.model_config()
     model = BlockCodecNet(cfg).to(dev)
@@ -309,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         trained_s = ck.get("elapsed", 0.0)
         if world == 1:  # RNG streams are per process; a resumed multi-process run reseeds
             sampler.rng.bit_generator.state = ck["sampler_rng"]
+            if "synth_rng" in ck:
+                sampler.synth_rng.bit_generator.state = ck["synth_rng"]
             qrng.bit_generator.state = ck["q_rng"]
             torch.set_rng_state(ck["torch_rng"].cpu())  # map_location moved it to the device
         print(f"resumed at step {step}", file=log)
@@ -346,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
                 "elapsed": elapsed(),
                 "cfg": cfg.to_dict(),
                 "sampler_rng": sampler.rng.bit_generator.state,
+                "synth_rng": sampler.synth_rng.bit_generator.state,
                 "q_rng": qrng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
