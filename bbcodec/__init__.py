@@ -37,6 +37,7 @@ from .errors import (
     FileError,
     FormatError,
     ImageError,
+    LosslessError,
     QualityError,
     ThreadsError,
     WeightsError,
@@ -51,7 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "encode", "decode", "read_info", "Info", "__version__",
     "Error", "FormatError", "DecodeError", "EntropyError", "ExtraError", "ImageError", "QualityError", "WeightsError",
-    "FileError", "EffortError", "ThreadsError", "WorkerError", "ClusterError",
+    "FileError", "EffortError", "ThreadsError", "WorkerError", "ClusterError", "LosslessError",
 ]
 
 pillow_plugin.register()
@@ -60,8 +61,8 @@ pillow_plugin.register()
 def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: float | None = None, *,
            target_bpp: float | None = None, target_psnr: float | None = None,
            weights: str | os.PathLike[str] | None = None, tune: str | None = None,
-           effort: int = _effort.DEFAULT, threads: int | None = None, metadata: str = "all",
-           flatten: str | None = None) -> bytes:
+           effort: int = _effort.DEFAULT, threads: int | None = None, lossless: bool | None = None,
+           metadata: str = "all", flatten: str | None = None) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or a uint8 array: HxWx3 (RGB), HxW (grayscale), HxWx4
     (RGBA) or HxWx2 (grayscale and alpha).
@@ -82,6 +83,10 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     images, 16 for 4000x3000); the bytes are the same for any number. Efforts
     above 1 code in this process alone, except for the effort-1 pass some of them make
     first (coding.loop.encode).
+    lossless: None (the default): the image exactly (format version 5, no networks)
+    whenever that file is smaller than the lossy one, as for text, screenshots, charts
+    and ramps; True: always exactly (then without quality, targets, effort, tune or
+    weights); False: never.
     metadata: what to keep of the image's ICC profile, EXIF and XMP: "all" (default),
     "none", or a comma list of icc, exif, xmp. An alpha plane is kept exactly, unless
     flatten names a colour (a name or #rrggbb) to compose the image over. What reading
@@ -92,7 +97,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
 
     from . import codec, images
 
-    codec.check(quality, target_bpp, target_psnr, effort, threads, tune, weights)
+    codec.check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless)
     kinds = codec.parse_metadata(metadata)
     if flatten is not None:
         images.colour(flatten)
@@ -100,7 +105,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     for note in pic.notes:
         warnings.warn(f"{name}: {note}", UserWarning, stacklevel=2)
     return codec.encode(pic.pixels, quality, target_bpp=target_bpp, target_psnr=target_psnr, weights=weights,
-                        tune=tune, effort=effort, threads=threads, extras=pic.extras.keeping(kinds),
+                        tune=tune, effort=effort, threads=threads, lossless=lossless, extras=pic.extras.keeping(kinds),
                         name=None if name == "image" else name).data
 
 
@@ -155,6 +160,7 @@ class Info:
     streams: int = 1  # payload streams: the most processes that decode it at once (version 1: one)
     chunks: dict[str, int] = field(default_factory=dict)  # what the file carries besides the pixels, and its bytes
     flat_blocks: int = 0  # 8x8 blocks of one colour, not coded by the networks (version 4)
+    lossless: str | None = None  # version 5: the pixels exactly, by this transform (coding/lossless.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
@@ -185,7 +191,8 @@ def read_info(data: bytes | str | os.PathLike[str], check_crc: bool = True) -> I
         payload_bytes=len(payload),
         file_bytes=len(data),
         bpp=8 * len(data) / (header.width * header.height),
-        streams=header.streams,
+        streams=1 if header.lossless else header.streams,
         chunks=chunks,
         flat_blocks=0 if header.flat is None else header.flat.modes.count(1),
+        lossless=header.transform,
     )

@@ -129,16 +129,14 @@ def run_one(task: tuple[str, str, float, bool, str | None]) -> dict:
     codec_name, path, quality, keep, tune = task
     img = _load(Path(path))
     if codec_name == "bbcodec":
-        from .coding import format
-        from .coding import loop as codec
-        from .model import weights
+        from . import codec
 
-        w = weights.default(tune)
         t0 = time.perf_counter()
-        data, rec = codec.encode(img, quality, w.model, w.prefix, threads=1)
+        enc = codec.encode(img, quality, tune=tune, threads=1)  # as `bbcodec encode`: exact where smaller
         t1 = time.perf_counter()
-        out = codec.decode(*format.unpack(data), w.model, threads=1)
+        out = codec.decode(enc.data, threads=1).image
         t2 = time.perf_counter()
+        data, rec = enc.data, enc.reconstruction
         if not np.array_equal(out, rec):
             raise RuntimeError("decoder disagrees with encoder")
     else:

@@ -309,6 +309,10 @@ Examples:
 @click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
               help="Encode with this weights file (.npz) instead of the default (not with --tune); decoding "
                    "finds it by its hash in $BBCODEC_WEIGHTS or the shipped weights.")
+@click.option("--lossless/--no-lossless", default=None,
+              help="Write the image exactly (format version 5, no networks; not with -q, targets, --effort, "
+                   "--tune, --weights), or never so.  [default: exactly when that file is the smaller, as for "
+                   "text, screenshots, charts and ramps]")
 @click.option("--metadata", default="all", show_default=True, callback=_metadata,
               help="What to keep of the input's metadata: all, none, or a comma list of icc, exif, xmp "
                    "(as cwebp's -metadata; the pixels are turned upright and the EXIF orientation reset).")
@@ -321,8 +325,8 @@ Examples:
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           effort: int, tune: str | None, weights_file: str | None, metadata: frozenset[str],
-           flatten: str | None, jobs: int,
+           effort: int, tune: str | None, weights_file: str | None, lossless: bool | None,
+           metadata: frozenset[str], flatten: str | None, jobs: int,
            threads: int | None, cluster_address: str | None, manifest: str | None, recursive: bool, force: bool,
            as_json: bool, quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
@@ -332,7 +336,8 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
     from .files import EncodeOptions, encode_file
 
     try:
-        check(quality, target_bpp, target_psnr, tune=tune, weights=weights_file)  # usage errors
+        check(quality, target_bpp, target_psnr, effort, tune=tune, weights=weights_file,
+              lossless=lossless)  # usage errors
     except Error as e:
         raise click.UsageError(str(e)) from None
     dst = paths[-1]
@@ -347,7 +352,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
             raise click.BadParameter(f"unknown colour {flatten!r} (a name such as white, or #rrggbb)",
                                      param_hint="--flatten") from None
     opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, tune, threads,
-                         effort, metadata, flatten)
+                         effort, metadata, flatten, lossless)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc",
                  _cluster(cluster_address, manifest, jobs, threads)):
         return
@@ -361,7 +366,8 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         r = encode_file(src, dst, opts, progress_for=lambda px: _progress(px, quiet, as_json))
     except Error as e:
         raise _fail(one_line(str(e)), as_json, src) from None
-    line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, quality {r.quality:g}, "
+    coded = "lossless" if r.lossless else f"quality {r.quality:g}"
+    line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, {coded}, "
             f"{r.bytes} bytes, {r.bpp:.4f} bpp, {r.seconds:.2f} s")
     if r.effort != efforts.DEFAULT:
         line += f", effort {r.effort}"
@@ -371,7 +377,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         line += " (target not reachable: nearest quality used)"
     if r.carries:
         line += f", with {', '.join(r.carries)}"
-    if verbose:
+    if verbose and not r.lossless:
         line += f", weights {r.weights}"
     _report_single(r, as_json, quiet, line)
 
@@ -436,7 +442,8 @@ def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | No
         raise _fail(one_line(str(e)), as_json, src) from None
     line = f"{dst}: {r.width}x{r.height}, decoded in {r.seconds:.2f} s"
     if verbose:
-        line += f", quality {r.quality:g}, {r.bpp:.4f} bpp, weights {r.weights}"
+        line += (f", lossless, {r.bpp:.4f} bpp" if r.lossless
+                 else f", quality {r.quality:g}, {r.bpp:.4f} bpp, weights {r.weights}")
     _report_single(r, as_json, quiet, line)
 
 
@@ -467,19 +474,29 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
         if n:
             click.echo("")
         rows = [("file", src)] if len(srcs) > 1 else []
+        lossless = fields["lossless"]
         rows += [
-            ("format version", f"{fields['version']}, {fields['streams']} stream{'s' if fields['streams'] > 1 else ''}"),
+            ("format version", f"{fields['version']}, lossless" if lossless else
+             f"{fields['version']}, {fields['streams']} stream{'s' if fields['streams'] > 1 else ''}"),
             ("size", f"{fields['width']}x{fields['height']}, {fields['channels']} channels"),
-            ("quality", f"{fields['quality']:g}"),
-            ("model", fields["model"] or f"{fields['family']} family (id {fields['model_id']}), weights not installed"),
-            ("weights sha256", f"{fields['weights_sha256']}... ({fields['weights'] or 'not installed'})"),
+            ("quality", f"{fields['quality']:g}" + (" (asked for; the image is exact)" if lossless else "")),
+        ]
+        if lossless:
+            rows += [("coding", f"lossless, {lossless} transform and LZMA2 (no networks, no weights)")]
+        else:
+            rows += [
+                ("model", fields["model"] or f"{fields['family']} family (id {fields['model_id']}), weights not installed"),
+                ("weights sha256", f"{fields['weights_sha256']}... ({fields['weights'] or 'not installed'})"),
+            ]
+        rows += [
             ("file size", f"{fields['file_bytes']} bytes ({fields['payload_bytes']} payload)"),
             ("bits per pixel", f"{fields['bpp']:.4f}"),
             ("image digest", f"{fields['image_digest']} (sha256 prefix of the decoded pixels)"),
             ("carries", ", ".join(f"{k} ({v} bytes)" for k, v in fields["chunks"].items()) or "pixels only"),
-            ("flat blocks", f"{fields['flat_blocks']} (of one colour, not coded by the networks)"),
-            ("crc32", "ok" if ok else "BAD: the file is damaged and will not decode"),
         ]
+        if not lossless:
+            rows += [("flat blocks", f"{fields['flat_blocks']} (of one colour, not coded by the networks)")]
+        rows += [("crc32", "ok" if ok else "BAD: the file is damaged and will not decode")]
         for k, v in rows:
             click.echo(f"{k + ':':<16}{v}")
         if not ok:

@@ -21,7 +21,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .coding import effort as efforts
-from .errors import Error, QualityError, WeightsError
+from .errors import DecodeError, Error, LosslessError, QualityError, WeightsError
 from .model import quality as Q
 
 if TYPE_CHECKING:  # annotations only
@@ -93,12 +93,21 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 def check(quality: object = None, target_bpp: object = None, target_psnr: object = None,
           effort: object = efforts.DEFAULT, threads: object = None, tune: object = None,
-          weights: object = None) -> None:
+          weights: object = None, lossless: object = None) -> None:
     """Refuse bad encoding options with a one-line bbcodec.Error, before any work: more than
     one of quality / target_bpp / target_psnr, a quality that is not a number within
     quality.MIN..MAX, a target that is not a finite number above 0 (QualityError), a bad
     effort (EffortError), threads (ThreadsError), a tune not of model.tuning.TUNES, or a
-    tune beside a weights file (WeightsError). None is the default of each."""
+    tune beside a weights file (WeightsError); lossless other than None, True or False,
+    or True beside an option of the lossy coder (LosslessError). None is the default of each."""
+    if lossless not in (None, True, False):
+        raise LosslessError(f"lossless must be True, False or None (the smaller file), got {lossless!r}")
+    if lossless is True:
+        lossy = [name for name, v, default in (
+            ("quality", quality, None), ("target_bpp", target_bpp, None), ("target_psnr", target_psnr, None),
+            ("effort", effort, efforts.DEFAULT), ("tune", tune, None), ("weights", weights, None)) if v != default]
+        if lossy:
+            raise LosslessError(f"lossless coding has no {' or '.join(lossy)} (those are the lossy coder's options)")
     given = [name for name, v in (("quality", quality), ("target_bpp", target_bpp), ("target_psnr", target_psnr))
              if v is not None]
     if len(given) > 1:
@@ -163,8 +172,8 @@ class Encoded:
 
     data: bytes  # the .bbc file
     reconstruction: np.ndarray  # the decoder's image, exactly
-    quality: float  # the quality coded at (with a target: the one chosen)
-    weights: Weights
+    quality: float  # the quality coded at (with a target: the one chosen; lossless: the one asked for)
+    weights: Weights | None  # None: coded losslessly (format version 5), without the networks
     seconds: float  # coding time, without choosing the weights
     target_met: bool | None = None  # with a target: whether it was met (else the nearest end was used)
     encodes: int | None = None  # with a target: encodes tried
@@ -173,18 +182,28 @@ class Encoded:
 
 def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float | None = None,
            target_psnr: float | None = None, weights: str | os.PathLike[str] | None = None,
-           tune: str | None = None, effort: int = efforts.DEFAULT, threads: int | None = None, extras: Extras = Extras(),
+           tune: str | None = None, effort: int = efforts.DEFAULT, threads: int | None = None,
+           lossless: bool | None = None, extras: Extras = Extras(),
            progress_for: ProgressFor | None = None, name: str | None = None) -> Encoded:
     """Encode an HxWx3 (RGB) or HxW (grayscale) uint8 array: at quality (None:
     quality.DEFAULT), or at the quality that best meets target_bpp or target_psnr
     (ratecontrol.py); with the weights of a file, of a tuning, or the default ones
-    (choose_weights).
+    (choose_weights). lossless: None (the default) writes the image exactly instead
+    whenever that file is smaller (text, UIs, line art, ramps: coding/lossless.py), True
+    always, False never.
     Options as bbcodec.encode's (checked by check); progress_for (a bar for an image
     coded at a quality) as the coding loop's progress; name, if given, leads the message
     of an error about the image (naming)."""
-    check(quality, target_bpp, target_psnr, effort, threads, tune, weights)
+    check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless)
     if extras.alpha is not None and extras.alpha.shape != img.shape[:2]:
         raise ValueError("the alpha plane must have the image's height and width")
+    t0 = time.perf_counter()
+    if lossless:
+        with naming(name):
+            data = _lossless(img, Q.MAX, None)
+            assert data is not None
+            data = _with_chunks(data, extras)
+        return Encoded(data, img, float(Q.MAX), None, time.perf_counter() - t0, extras=extras)
     w = choose_weights(weights, tune)
     t0 = time.perf_counter()
     with naming(name):
@@ -199,12 +218,29 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
             q, met, probes = float(Q.DEFAULT if quality is None else quality), None, None
             with _progress(progress_for, img.shape) as update:
                 data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
-        chunks = extras.chunks()
-        if chunks:
-            from .coding import format
-
-            data = format.add_chunks(data, chunks)
+        exact = _lossless(img, q, len(data)) if lossless is None else None
+        if exact is not None:
+            data, rec = _with_chunks(exact, extras), img
+            return Encoded(data, rec, q, None, time.perf_counter() - t0, met, probes, extras)
+        data = _with_chunks(data, extras)
     return Encoded(data, rec, q, w, time.perf_counter() - t0, met, probes, extras)
+
+
+def _lossless(img: np.ndarray, quality: float, below: int | None) -> bytes | None:
+    """A version 5 file of img (quality recorded as asked), or None when it would not be
+    smaller than below bytes (a lossy file's size; None: no limit)."""
+    from .coding import lossless
+
+    return lossless.encode_file(img, Q.to_x256(quality), below)
+
+
+def _with_chunks(data: bytes, extras: Extras) -> bytes:
+    chunks = extras.chunks()
+    if not chunks:
+        return data
+    from .coding import format
+
+    return format.add_chunks(data, chunks)
 
 
 @dataclass(frozen=True)
@@ -213,7 +249,7 @@ class Decoded:
 
     image: np.ndarray  # HxWx3 (RGB) or HxW (grayscale) uint8: the coded pixels
     header: Header
-    weights: Weights
+    weights: Weights | None  # None: a lossless file (format version 5), decoded without networks
     seconds: float  # decoding time, without finding the weights
     extras: Extras = Extras()  # the file's alpha plane and metadata
 
@@ -241,9 +277,18 @@ def decode(data: bytes, *, threads: int | None = None, progress_for: ProgressFor
     threads = check_threads(threads)
     with naming(name):
         header, payload = format.unpack(data)
-        w = weights.for_file(header.weights_sha256, header.model_id)
-        t0 = time.perf_counter()
-        with _progress(progress_for, (header.height, header.width)) as update:
-            img = loop.decode(header, payload, w.model, progress=update, threads=threads)
+        if header.lossless:
+            from .coding import lossless
+
+            t0 = time.perf_counter()
+            w = None
+            img = lossless.decode(header.streams, payload, header.width, header.height, header.channels)
+            if format.image_digest(img.tobytes()) != header.image_digest:
+                raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file")
+        else:
+            w = weights.for_file(header.weights_sha256, header.model_id)
+            t0 = time.perf_counter()
+            with _progress(progress_for, (header.height, header.width)) as update:
+                img = loop.decode(header, payload, w.model, progress=update, threads=threads)
         extras = Extras.of_chunks(format.read_chunks(data), header.width, header.height)
     return Decoded(img, header, w, time.perf_counter() - t0, extras)

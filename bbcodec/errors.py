@@ -39,6 +39,10 @@ class EffortError(Error, ValueError):
     """An effort outside MIN..MAX (or not an integer)."""
 
 
+class LosslessError(Error, ValueError):
+    """lossless given as other than True, False or None, or True beside a lossy coder's option."""
+
+
 class ThreadsError(Error, ValueError):
     """A number of threads (workers per image) outside 1..MAX_THREADS, or not an integer."""
 

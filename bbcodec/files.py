@@ -290,6 +290,7 @@ class EncodeOptions:
     effort: int = efforts.DEFAULT  # encoder effort (effort.py): more encoder time, smaller files
     metadata: frozenset[str] = frozenset(METADATA)  # of codec.METADATA: what to keep (--metadata)
     flatten: str | None = None  # a colour to compose transparent images over (--flatten), else alpha is kept
+    lossless: bool | None = None  # None: exact where that is smaller; True: always; False: never
 
 
 @dataclass(frozen=True)
@@ -323,8 +324,9 @@ class _Result:
 class EncodeResult(_Result):
     """One image encoded to a .bbc file."""
 
-    weights: str  # file name of the weights used
+    weights: str | None  # file name of the weights used (None: coded losslessly, without them)
     effort: int = efforts.DEFAULT  # encoder effort
+    lossless: bool = False  # whether the file holds the image exactly (format version 5)
     target_met: bool | None = None  # with a rate target: whether it was met
     encodes: int | None = None  # with a rate target: encodes tried
     psnr: float | None = None  # when measured (-v, --json, rate targets)
@@ -337,7 +339,8 @@ class EncodeResult(_Result):
 class DecodeResult(_Result):
     """One .bbc file decoded to an image (bpp is the .bbc file's, bytes the image's)."""
 
-    weights: str | None = None  # file name of the weights used
+    weights: str | None = None  # file name of the weights used (None: a lossless file)
+    lossless: bool = False  # whether the file held the image exactly (format version 5)
     carries: tuple[str, ...] = ()  # what the file carries besides the pixels: alpha, icc, exif, xmp
     alpha_bytes: int | None = None  # the size of the coded alpha plane, if any
     notes: tuple[str, ...] = ()  # what a user should hear of (an animation's first frame, 16 bits made 8)
@@ -375,7 +378,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     arr = pic.pixels
     r = codec.encode(arr, opts.quality, target_bpp=opts.target_bpp, target_psnr=opts.target_psnr,
                      weights=opts.weights, tune=opts.tune, effort=opts.effort, threads=opts.threads,
-                     extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
+                     lossless=opts.lossless, extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
     write_output(dst, r.data, src)
     h, wd = arr.shape[:2]
     chunks = chunk_sizes(r.data)
@@ -383,8 +386,9 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
         input=src, output=dst, width=wd, height=h, channels=1 if arr.ndim == 2 else 3, quality=r.quality,
         input_bytes=input_bytes, bytes=len(r.data), bpp=8 * len(r.data) / (h * wd), seconds=r.seconds,
         carries=tuple(r.extras.names()), alpha_bytes=chunks.get("alpha"), notes=pic.notes,
-        weights=r.weights.path.name, effort=opts.effort, target_met=r.target_met, encodes=r.encodes,
-        psnr=rd.psnr(arr, r.reconstruction) if opts.measure_psnr or r.target_met is not None else None,
+        weights=None if r.weights is None else r.weights.path.name, effort=opts.effort,
+        lossless=r.weights is None, target_met=r.target_met, encodes=r.encodes,
+        psnr=rd.psnr(arr, r.reconstruction) if (opts.measure_psnr or r.target_met is not None) and r.weights else None,
     )
 
 
@@ -441,8 +445,8 @@ def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: Progre
     return DecodeResult(
         input=src, output=dst, width=header.width, height=header.height, channels=header.channels,
         quality=header.quality_value, input_bytes=len(data), bytes=len(out),
-        bpp=8 * len(data) / (header.width * header.height), seconds=r.seconds, weights=r.weights.path.name,
-        carries=tuple(r.extras.names()), alpha_bytes=chunk_sizes(data).get("alpha"), notes=notes,
+        bpp=8 * len(data) / (header.width * header.height), seconds=r.seconds,
+        weights=None if r.weights is None else r.weights.path.name, lossless=header.lossless, carries=tuple(r.extras.names()), alpha_bytes=chunk_sizes(data).get("alpha"), notes=notes,
     )
 
 
@@ -459,12 +463,14 @@ def info_file(src: str) -> tuple[dict[str, Any], bool]:
     ok = format.crc_ok(data)
     weights_name: str | None
     model: str | None
-    try:
-        w = weights.find(bytes.fromhex(i.weights_sha256))
-        weights_name, model = w.path.name, w.name
-    except weights.WeightsError:
-        weights_name = model = None
-    family = layout.FAMILIES.get(i.model_id, "unknown")
+    weights_name = model = None
+    if i.lossless is None:
+        try:
+            w = weights.find(bytes.fromhex(i.weights_sha256))
+            weights_name, model = w.path.name, w.name
+        except weights.WeightsError:
+            pass
+    family = "none (lossless)" if i.lossless else layout.FAMILIES.get(i.model_id, "unknown")
     return {**i.to_dict(), "weights": weights_name, "model": model, "family": family,
             "crc32": "ok" if ok else "bad"}, ok
 

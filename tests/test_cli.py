@@ -50,7 +50,7 @@ def test_info_prints_the_header_fields(bbc):
         assert field in text
     data = json.loads(run_cli("info", str(bbc), "--json").stdout)
     assert list(data) == ["version", "width", "height", "channels", "quality", "model_id", "weights_sha256",
-                          "image_digest", "payload_bytes", "file_bytes", "bpp", "streams", "chunks", "flat_blocks", "weights",
+                          "image_digest", "payload_bytes", "file_bytes", "bpp", "streams", "chunks", "flat_blocks", "lossless", "weights",
                           "model", "family", "crc32"]
     assert data["version"] == 2 and data["streams"] == 1 and "format version: 2, 1 stream\n" in text
     assert data["crc32"] == "ok" and data["weights"].endswith(".npz") and data["model"].startswith("bb8")
@@ -175,9 +175,10 @@ def test_a_folder_encodes_every_image_and_reports_the_bad_one(tmp_path):
 
 
 SUMMARY_KEYS = ["files", "done", "failed", "bytes_before", "bytes_after", "mean_bpp", "bpp_overall", "skipped"]
-DECODE_KEYS = ["input", "output", "width", "height", "channels", "quality", "input_bytes", "bytes", "bpp", "seconds",
+RESULT_KEYS = ["input", "output", "width", "height", "channels", "quality", "input_bytes", "bytes", "bpp", "seconds",
                "weights"]
-ENCODE_KEYS = [*DECODE_KEYS, "effort"]
+DECODE_KEYS = [*RESULT_KEYS, "lossless"]
+ENCODE_KEYS = [*RESULT_KEYS, "effort", "lossless"]
 
 
 def test_encode_json_summary_and_rate_targets(png, tmp_path):

@@ -1,8 +1,9 @@
 """Committed .bbc files must keep decoding to their committed checksums: one per shipped
 weights file and format version (version 1 files were made before version 2 existed;
-versions 3 and 4, chunks and flat blocks, one each, of the default weights), so
-files written with earlier default weights or versions stay readable; a file of the
-current version must also be what the encoder writes today, byte for byte.
+versions 3 and 4, chunks and flat blocks, one each, of the default weights; version 5,
+lossless, one per transform and no weights), so files written with earlier default
+weights or versions stay readable; a file of the current version must also be what the
+encoder writes today, byte for byte.
 
 Add the golden file of new weights (after shipping them; review the diff) with
     BBCODEC_REGEN=1 python -m pytest tests/test_golden.py
@@ -58,7 +59,8 @@ def regenerate(golden: Path, expected_path: Path, name: str, data: bytes, pixels
 
 SHIPPED = list(weights.registered(WEIGHTS_DIR))
 CASES = [(n, v) for n in SHIPPED for v in format.VERSIONS
-         if v not in (format.CHUNKED, format.FLAT) and (v == format.VERSION or golden_paths(n, v)[0].exists())]  # 3, 4: below
+         if v not in (format.CHUNKED, format.FLAT, format.LOSSLESS)
+         and (v == format.VERSION or golden_paths(n, v)[0].exists())]  # 3, 4, 5: below
 
 
 def test_every_shipped_weights_file_has_a_golden_file():
@@ -116,7 +118,7 @@ def test_the_version_3_golden_file_decodes_with_its_alpha_and_metadata_and_re_en
     golden, expected_path = golden_paths(name, format.CHUNKED)
     w = weights.load(WEIGHTS_DIR / name)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
-        data = entry.encode(golden_image(), 4, weights=WEIGHTS_DIR / name, extras=golden_extras()).data
+        data = entry.encode(golden_image(), 4, weights=WEIGHTS_DIR / name, lossless=False, extras=golden_extras()).data
         regenerate(golden, expected_path, name, data, entry.decode(data).pixels)
     expected = json.loads(expected_path.read_text())
     data = golden.read_bytes()
@@ -127,7 +129,7 @@ def test_the_version_3_golden_file_decodes_with_its_alpha_and_metadata_and_re_en
     want = golden_extras()
     assert np.array_equal(r.extras.alpha, want.alpha)
     assert (r.extras.icc, r.extras.exif, r.extras.xmp) == (want.icc, want.exif, want.xmp)
-    assert entry.encode(golden_image(), 4, weights=w.path, extras=want).data == data
+    assert entry.encode(golden_image(), 4, weights=w.path, lossless=False, extras=want).data == data
 
 
 def golden_flat_image() -> np.ndarray:
@@ -163,3 +165,36 @@ def test_the_version_4_golden_file_decodes_with_its_flat_blocks_and_re_encodes_i
     # another zlib compresses differently, may differ: a decoder takes any valid deflate)
     assert format.unpack(again) == (header, payload)
     assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]
+
+
+def golden_palette_image() -> np.ndarray:
+    """Five colours in stripes and checks: a palette image."""
+    y, x = np.mgrid[0:37, 0:53]
+    table = np.array([[255, 255, 255], [0, 0, 0], [200, 30, 30], [30, 90, 200], [250, 200, 0]], np.uint8)
+    return table[((x // 5) * 3 + (y // 4) * 2 + (x * y) % 3) % 5]
+
+
+LOSSLESS_GOLDEN = {  # file name part -> (transform, image)
+    "interleaved": (0, golden_image), "left": (1, golden_image), "gradient": (2, golden_image),
+    "palette": (3, golden_palette_image), "gradient-grey": (2, lambda: golden_image()[:, :, 0].copy()),
+}
+
+
+@pytest.mark.parametrize("case", LOSSLESS_GOLDEN)
+def test_the_version_5_golden_files_decode_exactly_and_re_encode_identically(case):
+    from bbcodec import codec as entry
+    from bbcodec.coding import lossless
+
+    transform, make = LOSSLESS_GOLDEN[case]
+    golden, expected_path = DATA / f"golden-v5-{case}.bbc", DATA / f"golden-v5-{case}.json"
+    if os.environ.get("BBCODEC_REGEN") and not golden.exists():
+        data = lossless.encode_file(make(), 1024, transform=transform)
+        regenerate(golden, expected_path, "none", data, make(), transform=format.TRANSFORMS[transform])
+    expected = json.loads(expected_path.read_text())
+    data = golden.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == expected["file_sha256"] and data[4] == format.LOSSLESS
+    r = entry.decode(data)
+    assert r.weights is None and r.header.transform == expected["transform"]
+    assert hashlib.sha256(r.image.tobytes()).hexdigest() == expected["pixels_sha256"]
+    assert np.array_equal(r.image, make())
+    assert lossless.encode_file(make(), 1024, transform=transform) == data

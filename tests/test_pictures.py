@@ -17,7 +17,7 @@ from conftest import one_error_line, random_image, run_cli
 from PIL import Image, ImageCms
 
 import bbcodec
-from bbcodec.coding import alpha, format
+from bbcodec.coding import alpha, format, lzma2
 
 # -- a non-sRGB profile, made here (Adobe RGB (1998)'s primaries and gamma 2.2) ----------
 
@@ -205,7 +205,7 @@ def test_the_alpha_plane_codes_exactly_and_refuses_what_is_not_one():
         assert np.array_equal(alpha.decode(data, plane.shape[1], plane.shape[0]), plane)
     data = alpha.encode(rng.integers(0, 256, (7, 9), dtype=np.uint8))
     def packed(raw: bytes) -> bytes:
-        return bytes([0]) + lzma.compress(raw, format=lzma.FORMAT_RAW, filters=alpha._lzma2(9, 7, 6))
+        return bytes([0]) + lzma.compress(raw, format=lzma.FORMAT_RAW, filters=lzma2.chain(63, 6))
 
     for bad, why in ((bytes([3]) + data[1:], "unknown filter"), (data[:-3], "corrupt|not exactly"),
                      (packed(bytes(64)), "not exactly"), (data + b"\0", "not exactly"),

@@ -26,6 +26,10 @@ not coded by the networks) and their colours, as raw deflate, at offset 48 after
 chunks_length (0: no chunks) and a u32 modes_length. Only an image with a flat block is
 written as version 4, so that other files stay what older decoders read.
 
+Version 5 is a lossless image (coding/lossless.py): no networks (model_id 0, weights
+field zero), the streams field holds the transform, a u32 chunks_length at offset 40,
+then payload_length bytes of LZMA2 (any length), the chunks and the CRC.
+
 All integers little-endian. A reader checks the size and CRC before trusting any field,
 and reads a stream no further than the header says (read_from).
 """
@@ -46,7 +50,10 @@ MAGIC = b"\x8bBBC"
 VERSION = 2  # what the encoder writes for an image without chunks
 CHUNKED = 3  # what it writes for one with chunks
 FLAT = 4  # what it writes for one with flat blocks (with or without chunks)
-VERSIONS = (1, 2, 3, 4)  # what the decoder reads
+LOSSLESS = 5  # what it writes for an image coded exactly, without the networks
+VERSIONS = (1, 2, 3, 4, 5)  # what the decoder reads
+TRANSFORMS = ("interleaved", "left", "gradient", "palette")  # version 5's transform field (coding/lossless.py)
+NO_WEIGHTS = bytes(8)  # version 5's weights field
 HEADER = struct.Struct("<4sBBHII8s8sIHH")
 HEADER_SIZE = HEADER.size  # 40
 TRAILER_SIZE = 4
@@ -62,9 +69,14 @@ CHUNK_HEAD = struct.Struct("<4sI")  # type, length
 
 
 def header_size(version: int) -> int:
-    """Bytes before the payload (version 4: before the block modes): 40, 44 in version 3
-    (its chunks_length), 48 in version 4 (chunks_length, modes_length)."""
-    return HEADER_SIZE + {CHUNKED: 4, FLAT: 8}.get(version, 0)
+    """Bytes before the payload (version 4: before the block modes): 40, 44 in versions 3
+    and 5 (their chunks_length), 48 in version 4 (chunks_length, modes_length)."""
+    return HEADER_SIZE + {CHUNKED: 4, FLAT: 8, LOSSLESS: 4}.get(version, 0)
+
+
+def has_chunks_length(version: int) -> bool:
+    """Whether a version's header holds chunks_length (at offset 40)."""
+    return version in (CHUNKED, FLAT, LOSSLESS)
 
 
 @dataclass(frozen=True)
@@ -119,8 +131,18 @@ class Header:
     model_id: int = 1
     channels: int = 3
     version: int = VERSION
-    streams: int = 1  # payload substreams (version 2; version 1 has one)
+    streams: int = 1  # payload substreams (version 2; version 1 has one); version 5: the transform
     flat: BlockModes | None = None  # version 4: the flat blocks and their colours
+
+    @property
+    def lossless(self) -> bool:
+        """Whether the file holds the pixels exactly, without the networks (version 5)."""
+        return self.version == LOSSLESS
+
+    @property
+    def transform(self) -> str | None:
+        """Version 5's transform, by name (None in other versions)."""
+        return TRANSFORMS[self.streams] if self.lossless else None
 
     @property
     def quality_value(self) -> float:
@@ -167,7 +189,9 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
     """Header (+ block modes, in version 4) + payload (+ chunks, in versions 3 and 4) +
     CRC-32 -> file bytes. With header.flat the file is written as version 4, else with
     chunks as version 3 (whatever header.version says), else as header.version."""
-    if header.flat is not None:
+    if header.lossless:
+        _check_lossless(header.model_id, header.weights_sha256, header.streams, len(payload))
+    elif header.flat is not None:
         header = dataclass_replace(header, version=FLAT)
     elif chunks:
         header = dataclass_replace(header, version=CHUNKED)
@@ -179,10 +203,11 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
         raise FormatError(f"quality {header.quality_value} outside {Q.MIN}..{Q.MAX}")
     if header.version not in VERSIONS or (header.version == 1 and header.streams != 1):
         raise FormatError(f"cannot write version {header.version} with {header.streams} streams")
-    check_streams(header.streams, header.height)
     if len(payload) >= MAX_PAYLOAD:
         raise FormatError("payload length must be below 2 GiB")
-    _check_payload_length(len(payload), header.version, header.streams)
+    if not header.lossless:
+        check_streams(header.streams, header.height)
+        _check_payload_length(len(payload), header.version, header.streams)
     head = HEADER.pack(
         MAGIC,
         header.version,
@@ -200,9 +225,20 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
     modes = header.flat.deflated() if header.flat is not None else b""
     if len(payload) + len(tail) + len(modes) >= MAX_PAYLOAD:
         raise FormatError("payload, block modes and chunks must be below 2 GiB")
-    lengths = {CHUNKED: struct.pack("<I", len(tail)), FLAT: struct.pack("<II", len(tail), len(modes))}
+    lengths = {CHUNKED: struct.pack("<I", len(tail)), FLAT: struct.pack("<II", len(tail), len(modes)),
+               LOSSLESS: struct.pack("<I", len(tail))}
     body = head + lengths.get(header.version, b"") + modes + payload + tail
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _check_lossless(model_id: int, weights_sha256: bytes, transform: int, n: int) -> None:
+    """Check 6's rules for version 5."""
+    if model_id or weights_sha256 != NO_WEIGHTS:
+        raise FormatError("a lossless (version 5) file names no model: model_id and weights must be zero")
+    if transform >= len(TRANSFORMS):
+        raise FormatError(f"unknown lossless transform {transform}")
+    if n == 0:
+        raise FormatError("empty lossless data")
 
 
 def _pack_chunks(chunks: dict[bytes, bytes]) -> bytes:
@@ -267,7 +303,7 @@ def read_from(fp: IO[bytes]) -> bytes:
     tell trailing data. Refuses what is not a .bbc file after its first bytes (so a
     stream of zeros or a huge foreign file costs nothing); unpack() checks the rest."""
     head = read_upto(fp, HEADER_SIZE + TRAILER_SIZE)
-    if len(head) == HEADER_SIZE + TRAILER_SIZE and head[:4] == MAGIC and head[4] in (CHUNKED, FLAT):
+    if len(head) == HEADER_SIZE + TRAILER_SIZE and head[:4] == MAGIC and has_chunks_length(head[4]):
         head += read_upto(fp, header_size(head[4]) - HEADER_SIZE)  # chunks_length (and modes_length)
     size = file_size(head)
     data = head + read_upto(fp, size + 1 - len(head))
@@ -303,8 +339,11 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
             raise FormatError("invalid reserved field (version 1: zero)")
         streams = 1
     check_dimensions(width, height)
-    check_streams(streams, height)
-    _check_payload_length(n, version, streams)
+    if version == LOSSLESS:
+        _check_lossless(model_id, wsha, streams, n)
+    else:
+        check_streams(streams, height)
+        _check_payload_length(n, version, streams)
     start, k, m = _sections(data)
     if version == CHUNKED or m:
         _parse_chunks(data[start + k + n : expected - TRAILER_SIZE])
@@ -321,7 +360,7 @@ def _sections(data: bytes) -> tuple[int, int, int]:
     with all its header fields (file_size checks that first)."""
     version = data[4]
     start = header_size(version)
-    m = struct.unpack_from("<I", data, HEADER_SIZE)[0] if version in (CHUNKED, FLAT) else 0
+    m = struct.unpack_from("<I", data, HEADER_SIZE)[0] if has_chunks_length(version) else 0
     k = struct.unpack_from("<I", data, HEADER_SIZE + 4)[0] if version == FLAT else 0
     return start, k, m
 
@@ -358,7 +397,7 @@ def chunk_sizes(data: bytes) -> dict[str, int]:
 def read_chunks(data: bytes) -> dict[bytes, bytes]:
     """The chunks of a .bbc file by type (none before version 3, maybe none in version
     4); unpack checks them."""
-    if data[4] not in (CHUNKED, FLAT):
+    if not has_chunks_length(data[4]):
         return {}
     (n,) = struct.unpack_from("<I", data, 32)
     start, k, m = _sections(data)

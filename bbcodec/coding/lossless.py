@@ -1,0 +1,213 @@
+"""Lossless images (format version 5, docs/format.md 10): the pixels themselves, through
+one reversible transform and LZMA2.
+
+Text, user interfaces, charts, line art, ramps and flat colours cost less exactly than
+the photo-trained networks spend on them lossily (a 512x256 page of small text: 3.9 kB
+exact against 13.6 kB at quality 1), so the encoder writes such an image losslessly
+whenever that file is the smaller (`lossless=None`, the default), or always when asked.
+For photos the exact file is several times larger: a cheap estimate (`estimate`) rules
+them out before any LZMA work (about 20 ms for a Kodak image): their files do not change.
+
+Transforms (the header's transform field), each as the decoder undoes it:
+  0 interleaved  the pixels as stored, row by row, channels interleaved
+  1 left         per channel plane, each byte minus its left neighbour (mod 256)
+  2 gradient     per channel plane, each byte minus (left + up - up-left) (mod 256)
+  3 palette      at most 256 colours: the count - 1, the colours, then one index per pixel
+Every inverse is a cumulative sum or a table lookup, so decoding stays in numpy.
+"""
+
+from __future__ import annotations
+
+import lzma
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import FormatError
+from . import format, lzma2
+from .format import TRANSFORMS
+
+# LZMA is tried where estimate() is at most this times the lossy file plus SLACK bytes: zlib
+# overshoots LZMA by up to 3.4x on the synthetic set's larger files, 6x on its tiny ones
+MARGIN, SLACK = 5.0, 2000
+
+
+def _planes(img: np.ndarray) -> np.ndarray:
+    """(C, H, W) int16 planes of an HxW or HxWxC image."""
+    return (img[None] if img.ndim == 2 else img.transpose(2, 0, 1)).astype(np.int16)
+
+
+# A transform gives (prefix bytes, rows): its data is the prefix, then rows (P, H, X) uint8
+# in C order, row y of each of the P planes holding what image row y gives.
+Transformed = tuple[bytes, np.ndarray]
+
+
+def _interleaved(img: np.ndarray) -> Transformed:
+    return b"", img.reshape(1, img.shape[0], -1)
+
+
+def _left(img: np.ndarray) -> Transformed:
+    p = _planes(img)
+    r = p.copy()
+    r[:, :, 1:] -= p[:, :, :-1]
+    return b"", (r & 255).astype(np.uint8)
+
+
+def _gradient(img: np.ndarray) -> Transformed:
+    p = _planes(img)
+    r = p.copy()
+    r[:, :, 1:] -= p[:, :, :-1]
+    r[:, 1:] -= p[:, :-1]
+    r[:, 1:, 1:] += p[:, :-1, :-1]
+    return b"", (r & 255).astype(np.uint8)
+
+
+def _colour_keys(img: np.ndarray) -> np.ndarray:
+    """One uint32 per pixel: its channel bytes packed."""
+    if img.ndim == 2:
+        return img.astype(np.uint32)
+    c = img.astype(np.uint32)
+    return (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
+
+
+def _palette(img: np.ndarray) -> Transformed | None:
+    """Colours in the order of their packed value; None above 256 colours."""
+    sample, _ = _sample(img)
+    if len(np.unique(_colour_keys(sample))) > 256:  # a photo is ruled out on a few rows
+        return None
+    keys, index = np.unique(_colour_keys(img), return_inverse=True)
+    if len(keys) > 256:
+        return None
+    shifts = np.array([0] if img.ndim == 2 else [16, 8, 0], np.uint32)
+    colours = ((keys[:, None] >> shifts) & 255).astype(np.uint8)
+    return bytes([len(keys) - 1]) + colours.tobytes(), index.astype(np.uint8).reshape(1, *img.shape[:2])
+
+
+FORWARD: dict[int, Callable[[np.ndarray], Transformed | None]] = {
+    0: _interleaved, 1: _left, 2: _gradient, 3: _palette}
+PALETTE = 3
+
+
+def _band_rows(h: int) -> np.ndarray | None:
+    """Every eighth band of 8 rows (None: all rows, for an image under 128 rows)."""
+    return None if h < 128 else np.flatnonzero((np.arange(h) // 8) % 8 == 0)
+
+
+def _sample(img: np.ndarray) -> tuple[np.ndarray, float]:
+    rows = _band_rows(img.shape[0])
+    return (img, 1.0) if rows is None else (img[rows], len(rows) / img.shape[0])
+
+
+def candidates(img: np.ndarray) -> dict[int, Transformed]:
+    """Each applicable transform's output, by transform id."""
+    out = {}
+    for t, forward in FORWARD.items():
+        got = forward(img)
+        if got is not None:
+            out[t] = got
+    return out
+
+
+def estimate(img: np.ndarray) -> dict[int, int]:
+    """Transform -> about how many bytes it would take: zlib (level 6) on an eighth of its
+    rows, scaled. 1-6x LZMA's size on the synthetic set, and about 20 ms for a Kodak
+    image: enough to rank the transforms and to rule photos out."""
+    rows = _band_rows(img.shape[0])
+    share = 1.0 if rows is None else len(rows) / img.shape[0]
+    out = {}
+    for t, (prefix, r) in candidates(img).items():
+        data = prefix + (r if rows is None else r[:, rows]).tobytes()
+        out[t] = int(len(zlib.compress(data, 6)) / share)
+    return out
+
+
+def worth_trying(estimates: dict[int, int], lossy_bytes: int) -> bool:
+    """Whether LZMA may beat a lossy file of lossy_bytes (MARGIN, SLACK: zlib's overshoot)."""
+    return min(estimates.values()) <= MARGIN * lossy_bytes + SLACK
+
+
+def encode(img: np.ndarray, transform: int | None = None, estimates: dict[int, int] | None = None,
+           limit: int | None = None) -> tuple[int, bytes] | None:
+    """(transform, LZMA2 stream) of an HxW or HxWx3 uint8 image: the given transform, or
+    the smallest of the two that estimate() ranks first and the palette where it applies;
+    None if none fits in limit bytes."""
+    if transform is not None:
+        tries = [transform]
+    else:
+        est = estimate(img) if estimates is None else estimates
+        tries = sorted(est, key=lambda t: est[t])[:2]
+        if PALETTE in est and PALETTE not in tries:  # zlib ranks it too low (text: 4.2 for 3.8 kB)
+            tries.append(PALETTE)
+    best: tuple[int, bytes] | None = None
+    for t in tries:
+        got = FORWARD[t](img)
+        if got is None:
+            raise ValueError(f"transform {TRANSFORMS[t]} does not apply to this image")
+        stream = lzma2.compress(got[0] + got[1].tobytes(), limit=limit if best is None else len(best[1]) - 1)
+        if stream is not None and (best is None or len(stream) < len(best[1])):
+            best = (t, stream)
+    return best
+
+
+def _inflate(stream: bytes, n: int) -> bytes:
+    return lzma2.decompress(stream, n, "lossless data")
+
+
+def decode(transform: int, stream: bytes, width: int, height: int, channels: int) -> np.ndarray:
+    """The HxW (channels 1) or HxWx3 uint8 image of a version 5 file's data."""
+    if transform not in range(len(TRANSFORMS)):
+        raise FormatError(f"unknown lossless transform {transform}")
+    pixels = width * height * channels
+    if transform == PALETTE:
+        count = _inflate_prefix(stream) + 1
+        table = _inflate(stream, 1 + count * channels + width * height)
+        colours = np.frombuffer(table, np.uint8, count * channels, 1).reshape(count, channels)
+        index = np.frombuffer(table, np.uint8, offset=1 + count * channels)
+        if int(index.max(initial=0)) >= count:
+            raise FormatError(f"lossless data: a palette index at or above the {count} colours")
+        img = colours[index].reshape(height, width, channels)
+    else:
+        data = np.frombuffer(_inflate(stream, pixels), np.uint8)
+        if transform == 0:
+            img = data.reshape(height, width, channels)
+        else:  # uint8 sums wrap around: mod 256, as the residuals were taken
+            acc = np.cumsum(data.reshape(channels, height, width), axis=2, dtype=np.uint8)
+            if transform == 2:
+                acc = np.cumsum(acc, axis=1, dtype=np.uint8)
+            img = acc.transpose(1, 2, 0)
+    return img[:, :, 0].copy() if channels == 1 else np.ascontiguousarray(img)
+
+
+def _inflate_prefix(stream: bytes) -> int:
+    """The first byte of the data (the palette's size - 1), inflating nothing more."""
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=lzma2.chain(1))
+    try:
+        first = d.decompress(stream, max_length=1)
+    except lzma.LZMAError as e:
+        raise FormatError(f"lossless data: corrupt LZMA2 stream ({e})") from None
+    if not first:
+        raise FormatError("lossless data: empty")
+    return first[0]
+
+
+def encode_file(img: np.ndarray, quality_x256: int, below: int | None = None, transform: int | None = None
+                ) -> bytes | None:
+    """A version 5 file of an HxW or HxWx3 uint8 image (quality_x256: the quality asked
+    for, recorded), or None where it would not be smaller than below bytes (a lossy
+    file's size: estimate() first rules out what LZMA cannot bring under it)."""
+    limit = None
+    estimates = None
+    if below is not None:
+        estimates = estimate(img)
+        limit = below - 1 - format.header_size(format.LOSSLESS) - format.TRAILER_SIZE
+        if limit <= 0 or not worth_trying(estimates, below):
+            return None
+    got = encode(img, transform, estimates, limit)
+    if got is None:
+        return None
+    header = format.Header(width=img.shape[1], height=img.shape[0], quality_x256=quality_x256,
+                           weights_sha256=format.NO_WEIGHTS, image_digest=format.image_digest(img.tobytes()),
+                           model_id=0, channels=1 if img.ndim == 2 else 3, version=format.LOSSLESS,
+                           streams=got[0])
+    return format.pack(header, got[1])
