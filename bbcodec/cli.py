@@ -366,7 +366,8 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         r = encode_file(src, dst, opts, progress_for=lambda px: _progress(px, quiet, as_json))
     except Error as e:
         raise _fail(one_line(str(e)), as_json, src) from None
-    coded = "lossless" if r.lossless else f"quality {r.quality:g}"
+    coded = ("lossless" if r.lossless else f"quality {r.quality:g}, reduced to {r.colours} colours" if r.colours
+             else f"quality {r.quality:g}")
     line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, {coded}, "
             f"{r.bytes} bytes, {r.bpp:.4f} bpp, {r.seconds:.2f} s")
     if r.effort != efforts.DEFAULT:
@@ -377,7 +378,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         line += " (target not reachable: nearest quality used)"
     if r.carries:
         line += f", with {', '.join(r.carries)}"
-    if verbose and not r.lossless:
+    if verbose and r.weights:
         line += f", weights {r.weights}"
     _report_single(r, as_json, quiet, line)
 

@@ -178,6 +178,7 @@ class Encoded:
     target_met: bool | None = None  # with a target: whether it was met (else the nearest end was used)
     encodes: int | None = None  # with a target: encodes tried
     extras: Extras = Extras()  # what the file carries besides the pixels
+    colours: int | None = None  # lossless file of the image with its colours reduced to this many
 
 
 def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float | None = None,
@@ -200,9 +201,7 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
     t0 = time.perf_counter()
     if lossless:
         with naming(name):
-            data = _lossless(img, Q.MAX, None)
-            assert data is not None
-            data = _with_chunks(data, extras)
+            data = _with_chunks(_lossless(img, Q.MAX), extras)
         return Encoded(data, img, float(Q.MAX), None, time.perf_counter() - t0, extras=extras)
     w = choose_weights(weights, tune)
     t0 = time.perf_counter()
@@ -218,20 +217,33 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
             q, met, probes = float(Q.DEFAULT if quality is None else quality), None, None
             with _progress(progress_for, img.shape) as update:
                 data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
-        exact = _lossless(img, q, len(data)) if lossless is None else None
-        if exact is not None:
-            data, rec = _with_chunks(exact, extras), img
-            return Encoded(data, rec, q, None, time.perf_counter() - t0, met, probes, extras)
+        smaller = _smaller(img, q, data, rec) if lossless is None else None
+        if smaller is not None:
+            return Encoded(_with_chunks(smaller[0], extras), smaller[1], q, None, time.perf_counter() - t0, met,
+                           probes, extras, smaller[2])
         data = _with_chunks(data, extras)
     return Encoded(data, rec, q, w, time.perf_counter() - t0, met, probes, extras)
 
 
-def _lossless(img: np.ndarray, quality: float, below: int | None) -> bytes | None:
-    """A version 5 file of img (quality recorded as asked), or None when it would not be
-    smaller than below bytes (a lossy file's size; None: no limit)."""
+def _lossless(img: np.ndarray, quality: float) -> bytes:
+    """A version 5 file of img exactly (quality recorded as asked)."""
     from .coding import lossless
 
-    return lossless.encode_file(img, Q.to_x256(quality), below)
+    data = lossless.encode_file(img, Q.to_x256(quality))
+    assert data is not None  # no limit
+    return data
+
+
+def _smaller(img: np.ndarray, quality: float, lossy: bytes, rec: np.ndarray
+             ) -> tuple[bytes, np.ndarray, int | None] | None:
+    """A version 5 file, its image and colours, smaller than the lossy file and closer to
+    img than its reconstruction rec (exact, or with fewer colours: lossless.smaller_file)."""
+    import numpy as np
+
+    from .coding import lossless
+
+    mse = float(np.mean((img.astype(np.float64) - rec) ** 2))
+    return lossless.smaller_file(img, Q.to_x256(quality), len(lossy), mse)
 
 
 def _with_chunks(data: bytes, extras: Extras) -> bytes:

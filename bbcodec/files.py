@@ -327,6 +327,7 @@ class EncodeResult(_Result):
     weights: str | None  # file name of the weights used (None: coded losslessly, without them)
     effort: int = efforts.DEFAULT  # encoder effort
     lossless: bool = False  # whether the file holds the image exactly (format version 5)
+    colours: int | None = None  # format version 5 with the image's colours reduced to this many
     target_met: bool | None = None  # with a rate target: whether it was met
     encodes: int | None = None  # with a rate target: encodes tried
     psnr: float | None = None  # when measured (-v, --json, rate targets)
@@ -387,8 +388,10 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
         input_bytes=input_bytes, bytes=len(r.data), bpp=8 * len(r.data) / (h * wd), seconds=r.seconds,
         carries=tuple(r.extras.names()), alpha_bytes=chunks.get("alpha"), notes=pic.notes,
         weights=None if r.weights is None else r.weights.path.name, effort=opts.effort,
-        lossless=r.weights is None, target_met=r.target_met, encodes=r.encodes,
-        psnr=rd.psnr(arr, r.reconstruction) if (opts.measure_psnr or r.target_met is not None) and r.weights else None,
+        lossless=r.weights is None and r.colours is None, colours=r.colours, target_met=r.target_met,
+        encodes=r.encodes,
+        psnr=None if not (opts.measure_psnr or r.target_met is not None) or (r.weights is None and r.colours is None)
+        else rd.psnr(arr, r.reconstruction),
     )
 
 

@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import random_image, run_cli
+from conftest import KODAK, random_image, run_cli
 from PIL import Image, ImageDraw
 
 import bbcodec
@@ -72,22 +72,43 @@ def test_the_smaller_file_is_chosen_at_every_quality_of_the_synthetic_set():
                  synthetic.colour_wheel):
         img = np.ascontiguousarray(make()[:96, :128])
         for q in (1, 8):
-            auto, lossy = bbcodec.encode(img, q), bbcodec.encode(img, q, lossless=False)
-            assert len(auto) <= len(lossy), make.__name__
-            chosen.add(auto[4] == format.LOSSLESS)
-            if auto[4] == format.LOSSLESS:
-                assert np.array_equal(np.asarray(bbcodec.decode(auto)), img)
-                assert bbcodec.read_info(auto).quality == q  # the quality asked for, recorded
+            auto, lossy = codec.encode(img, q), codec.encode(img, q, lossless=False)
+            assert len(auto.data) <= len(lossy.data), make.__name__
+            chosen.add(auto.data[4] == format.LOSSLESS)
+            if auto.data[4] == format.LOSSLESS:
+                err = [float(np.mean((img.astype(float) - e.reconstruction) ** 2)) for e in (auto, lossy)]
+                assert err[0] <= err[1] and (auto.colours is not None or err[0] == 0)
+                assert np.array_equal(codec.decode(auto.data).image, auto.reconstruction)
+                assert bbcodec.read_info(auto.data).quality == q  # the quality asked for, recorded
     assert chosen == {True, False}
 
 
-def test_a_photo_is_ruled_out_by_the_estimate_without_lzma(monkeypatch, kodak_crop):
+def test_where_even_the_exact_file_is_larger_fewer_colours_may_beat_the_lossy_one():
+    img = synthetic.text_large()
+    lossy = codec.encode(img, 1, lossless=False)
+    got = codec.encode(img, 1)
+    mse = lambda rec: float(np.mean((img.astype(float) - rec) ** 2))  # noqa: E731
+    assert got.weights is None and got.colours in lossless.COLOURS
+    assert len(got.data) < len(lossy.data) and mse(got.reconstruction) < mse(lossy.reconstruction)
+    assert len(np.unique(got.reconstruction.reshape(-1, 3), axis=0)) <= got.colours
+    assert np.array_equal(codec.decode(got.data).image, got.reconstruction)
+    exact = codec.encode(img, lossless=True).data
+    assert exact[4] == format.LOSSLESS and len(exact) > len(lossy.data)
+
+
+@pytest.mark.skipif(not (KODAK / "kodim20.png").exists(), reason="needs Kodak")
+def test_a_photo_is_ruled_out_by_the_estimate_without_lzma(monkeypatch):
     def no_lzma(*a, **k):
         raise AssertionError("LZMA run on a photo")
 
+    reduced = []
+    colours = lossless.reduce_colours
     monkeypatch.setattr(lzma2, "compress", no_lzma)
-    big = np.tile(kodak_crop, (4, 4, 1))
-    assert bbcodec.encode(big, 1)[4] != format.LOSSLESS
+    monkeypatch.setattr(lossless, "reduce_colours", lambda img, n: reduced.append(img.shape) or colours(img, n))
+    photo = np.asarray(Image.open(KODAK / "kodim20.png").convert("RGB"))[:256]
+    for q in (1, 8):
+        assert bbcodec.encode(photo, q, threads=1)[4] != format.LOSSLESS
+    assert all(shape[0] < photo.shape[0] for shape in reduced)  # at most a sample of its rows was reduced
 
 
 def test_forced_lossless_takes_no_lossy_option_and_keeps_alpha_and_metadata():
@@ -127,6 +148,11 @@ def test_the_cli_writes_reads_and_describes_a_lossless_file(tmp_path):
     assert "5, lossless" in text and "transform and LZMA2" in text and "weights sha256" not in text
     lossy = run_cli("encode", str(src), str(tmp_path / "lossy.bbc"), "--no-lossless", "--json")
     assert json.loads(lossy.stdout)["lossless"] is False
+    big = tmp_path / "big.png"
+    Image.fromarray(synthetic.text_large()).save(big)
+    fewer = run_cli("encode", str(big), str(tmp_path / "big.bbc"), "-q", "1", "-v")
+    said = (fewer.stdout + fewer.stderr).decode()
+    assert fewer.returncode == 0 and "quality 1, reduced to 4 colours" in said and "PSNR 32.1" in said, said
     for opt in (["-q", "3"], ["--tune", "psnr"], ["-e", "2"]):
         proc = run_cli("encode", str(src), str(out), "--lossless", *opt)
         err = proc.stderr.decode()
