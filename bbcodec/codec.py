@@ -240,10 +240,11 @@ def _smaller(img: np.ndarray, quality: float, lossy: bytes, rec: np.ndarray
     img than its reconstruction rec (exact, or with fewer colours: lossless.smaller_file)."""
     import numpy as np
 
+    from . import images
     from .coding import lossless
 
     mse = float(np.mean((img.astype(np.float64) - rec) ** 2))
-    return lossless.smaller_file(img, Q.to_x256(quality), len(lossy), mse)
+    return lossless.smaller_file(img, Q.to_x256(quality), len(lossy), mse, images.reduce_colours)
 
 
 def _with_chunks(data: bytes, extras: Extras) -> bytes:

@@ -456,3 +456,11 @@ def image_bytes(img: np.ndarray, fmt: str = "PNG", extras: Extras | None = None)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format=fmt, **params)
     return buf.getvalue(), tuple(notes)
+
+
+def reduce_colours(img: np.ndarray, colours: int) -> np.ndarray:
+    """An HxWx3 uint8 image in at most `colours` colours: Pillow's median cut, without
+    dithering (which would cost a lossless coder more than it gives the eye on text and
+    flat fills). For coding/lossless.smaller_file, which may not import Pillow."""
+    im = Image.fromarray(img).quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    return np.asarray(im.convert("RGB"))

@@ -16,7 +16,7 @@ from conftest import KODAK, random_image, run_cli
 from PIL import Image, ImageDraw
 
 import bbcodec
-from bbcodec import codec, synthetic
+from bbcodec import codec, images, synthetic
 from bbcodec.coding import format, lossless, lzma2
 
 
@@ -102,9 +102,9 @@ def test_a_photo_is_ruled_out_by_the_estimate_without_lzma(monkeypatch):
         raise AssertionError("LZMA run on a photo")
 
     reduced = []
-    colours = lossless.reduce_colours
+    colours = images.reduce_colours
     monkeypatch.setattr(lzma2, "compress", no_lzma)
-    monkeypatch.setattr(lossless, "reduce_colours", lambda img, n: reduced.append(img.shape) or colours(img, n))
+    monkeypatch.setattr(images, "reduce_colours", lambda img, n: reduced.append(img.shape) or colours(img, n))
     photo = np.asarray(Image.open(KODAK / "kodim20.png").convert("RGB"))[:256]
     for q in (1, 8):
         assert bbcodec.encode(photo, q, threads=1)[4] != format.LOSSLESS

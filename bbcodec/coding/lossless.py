@@ -225,25 +225,21 @@ COLOURS = (256, 128, 64, 32, 16, 8, 4)
 REDUCE_MARGIN = 12.0  # tried where estimate() is at most this times the lossy file plus SLACK
 
 
-def reduce_colours(img: np.ndarray, colours: int) -> np.ndarray:
-    """An HxWx3 image with at most `colours` colours: Pillow's median cut, no dithering."""
-    from PIL import Image
-
-    im = Image.fromarray(img).quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    return np.asarray(im.convert("RGB"))
+Reducer = Callable[[np.ndarray, int], np.ndarray]  # (HxWx3 image, colours) -> the image in at most that many
 
 
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a.astype(np.float64) - b) ** 2))
 
 
-def smaller_file(img: np.ndarray, quality_x256: int, lossy_bytes: int, lossy_mse: float
+def smaller_file(img: np.ndarray, quality_x256: int, lossy_bytes: int, lossy_mse: float, reduce_colours: Reducer
                  ) -> tuple[bytes, np.ndarray, int | None] | None:
     """A version 5 file, the image it decodes to and its colours (None: img exactly)
     that beats a lossy file of
     lossy_bytes and lossy_mse: the image exactly if that is smaller; else (RGB) the most
-    colours of COLOURS whose image is closer to img than the lossy one (by MSE) and whose
-    file is smaller, found by halving; else None. Text, user interfaces and charts at
+    colours of COLOURS whose image (by reduce_colours: images.reduce_colours, Pillow's
+    median cut) is closer to img than the lossy one (by MSE) and whose file is smaller,
+    found by halving; else None. Text, user interfaces and charts at
     low qualities: a 512x256 page of large text in 4 colours is 3.4 kB at 32.1 dB (84
     SSIMULACRA2) where quality 1 gives 4.2 kB at 27.5 dB (41)."""
     limit = _limit(lossy_bytes)
