@@ -480,10 +480,11 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
             ("format version", f"{fields['version']}, lossless" if lossless else
              f"{fields['version']}, {fields['streams']} stream{'s' if fields['streams'] > 1 else ''}"),
             ("size", f"{fields['width']}x{fields['height']}, {fields['channels']} channels"),
-            ("quality", f"{fields['quality']:g}" + (" (asked for; the image is exact)" if lossless else "")),
+            ("quality", f"{fields['quality']:g}" + (" (asked for; the file holds its pixels exactly)" if lossless
+                                                    else "")),
         ]
         if lossless:
-            rows += [("coding", f"lossless, {lossless} transform and LZMA2 (no networks, no weights)")]
+            rows += [("coding", f"pixels stored exactly: {lossless} transform and LZMA2 (no networks, no weights)")]
         else:
             rows += [
                 ("model", fields["model"] or f"{fields['family']} family (id {fields['model_id']}), weights not installed"),

@@ -218,9 +218,14 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
             with _progress(progress_for, img.shape) as update:
                 data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
         smaller = _smaller(img, q, data, rec) if lossless is None else None
-        if smaller is not None:
-            return Encoded(_with_chunks(smaller[0], extras), smaller[1], q, None, time.perf_counter() - t0, met,
-                           probes, extras, smaller[2])
+        if smaller is not None:  # smaller and closer: a target the lossy file met, it meets
+            data = _with_chunks(smaller[0], extras)
+            if met is False:
+                from . import rd
+
+                met = (8 * len(data) / (img.shape[0] * img.shape[1]) <= target_bpp if target_bpp is not None
+                       else rd.psnr(img, smaller[1]) >= (target_psnr or 0))
+            return Encoded(data, smaller[1], q, None, time.perf_counter() - t0, met, probes, extras, smaller[2])
         data = _with_chunks(data, extras)
     return Encoded(data, rec, q, w, time.perf_counter() - t0, met, probes, extras)
 

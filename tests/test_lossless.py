@@ -62,6 +62,10 @@ def test_the_default_writes_whichever_file_is_smaller():
         exact, lossy = bbcodec.encode(img, 4), bbcodec.encode(img, 4, lossless=False)
         assert exact[4] == format.LOSSLESS and lossy[4] != format.LOSSLESS and len(exact) < len(lossy)
         assert np.array_equal(np.asarray(bbcodec.decode(exact)), img)
+    exact = bbcodec.encode(page(), lossless=True)
+    aim = 8 * len(exact) / page()[:, :, 0].size * 1.01  # below every quality's lossy file
+    hit = codec.encode(page(), target_bpp=aim)
+    assert hit.weights is None and hit.target_met is True and 8 * len(hit.data) / page()[:, :, 0].size <= aim
     photo = random_image(64, 96, seed=3)  # smooth noise: the exact file is far larger
     assert bbcodec.encode(photo, 4) == bbcodec.encode(photo, 4, lossless=False)
 
