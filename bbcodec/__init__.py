@@ -161,6 +161,7 @@ class Info:
     chunks: dict[str, int] = field(default_factory=dict)  # what the file carries besides the pixels, and its bytes
     flat_blocks: int = 0  # 8x8 blocks of one colour, not coded by the networks (version 4)
     lossless: str | None = None  # version 5: the pixels exactly, by this transform (coding/lossless.py)
+    reduced: bool = False  # version 5: the encoder reduced the image's colours before storing it
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
@@ -195,4 +196,5 @@ def read_info(data: bytes | str | os.PathLike[str], check_crc: bool = True) -> I
         chunks=chunks,
         flat_blocks=0 if header.flat is None else header.flat.modes.count(1),
         lossless=header.transform,
+        reduced=header.reduced,
     )

@@ -366,8 +366,8 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
         r = encode_file(src, dst, opts, progress_for=lambda px: _progress(px, quiet, as_json))
     except Error as e:
         raise _fail(one_line(str(e)), as_json, src) from None
-    coded = ("lossless" if r.lossless else f"quality {r.quality:g}, reduced to {r.colours} colours" if r.colours
-             else f"quality {r.quality:g}")
+    coded = ("lossless" if r.lossless else f"reduced to {r.colours} colours (smaller and closer than quality "
+             f"{r.quality:g})" if r.colours else f"quality {r.quality:g}")
     line = (f"{dst}: {r.width}x{r.height}{' gray' if r.channels == 1 else ''}, {coded}, "
             f"{r.bytes} bytes, {r.bpp:.4f} bpp, {r.seconds:.2f} s")
     if r.effort != efforts.DEFAULT:
@@ -444,6 +444,7 @@ def decode(paths: tuple[str, ...], fmt: str | None, jobs: int, threads: int | No
     line = f"{dst}: {r.width}x{r.height}, decoded in {r.seconds:.2f} s"
     if verbose:
         line += (f", lossless, {r.bpp:.4f} bpp" if r.lossless
+                 else f", lossless of the image in fewer colours, {r.bpp:.4f} bpp" if r.weights is None
                  else f", quality {r.quality:g}, {r.bpp:.4f} bpp, weights {r.weights}")
     _report_single(r, as_json, quiet, line)
 
@@ -477,11 +478,12 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
         rows = [("file", src)] if len(srcs) > 1 else []
         lossless = fields["lossless"]
         rows += [
-            ("format version", f"{fields['version']}, lossless" if lossless else
+            ("format version", f"{fields['version']}, lossless" + (" (of the image in fewer colours)"
+                                                                   if fields["reduced"] else "") if lossless else
              f"{fields['version']}, {fields['streams']} stream{'s' if fields['streams'] > 1 else ''}"),
             ("size", f"{fields['width']}x{fields['height']}, {fields['channels']} channels"),
-            ("quality", f"{fields['quality']:g}" + (" (asked for; the file holds its pixels exactly)" if lossless
-                                                    else "")),
+            ("quality", f"{fields['quality']:g}" + (" (asked for; not used: the pixels are stored exactly)"
+                                                    if lossless else "")),
         ]
         if lossless:
             rows += [("coding", f"pixels stored exactly: {lossless} transform and LZMA2 (no networks, no weights)")]

@@ -100,7 +100,7 @@ def check(quality: object = None, target_bpp: object = None, target_psnr: object
     effort (EffortError), threads (ThreadsError), a tune not of model.tuning.TUNES, or a
     tune beside a weights file (WeightsError); lossless other than None, True or False,
     or True beside an option of the lossy coder (LosslessError). None is the default of each."""
-    if lossless not in (None, True, False):
+    if lossless is not None and type(lossless) is not bool:
         raise LosslessError(f"lossless must be True, False or None (the smaller file), got {lossless!r}")
     if lossless is True:
         lossy = [name for name, v, default in (
@@ -219,12 +219,12 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
                 data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
         smaller = _smaller(img, q, data, rec) if lossless is None else None
         if smaller is not None:  # smaller and closer: a target the lossy file met, it meets
-            data = _with_chunks(smaller[0], extras)
-            if met is False:
+            if met is False:  # measured as rate control measures: without the chunks
                 from . import rd
 
-                met = (8 * len(data) / (img.shape[0] * img.shape[1]) <= target_bpp if target_bpp is not None
+                met = (8 * len(smaller[0]) / (img.shape[0] * img.shape[1]) <= target_bpp if target_bpp is not None
                        else rd.psnr(img, smaller[1]) >= (target_psnr or 0))
+            data = _with_chunks(smaller[0], extras)
             return Encoded(data, smaller[1], q, None, time.perf_counter() - t0, met, probes, extras, smaller[2])
         data = _with_chunks(data, extras)
     return Encoded(data, rec, q, w, time.perf_counter() - t0, met, probes, extras)
@@ -243,13 +243,10 @@ def _smaller(img: np.ndarray, quality: float, lossy: bytes, rec: np.ndarray
              ) -> tuple[bytes, np.ndarray, int | None] | None:
     """A version 5 file, its image and colours, smaller than the lossy file and closer to
     img than its reconstruction rec (exact, or with fewer colours: lossless.smaller_file)."""
-    import numpy as np
-
     from . import images
     from .coding import lossless
 
-    mse = float(np.mean((img.astype(np.float64) - rec) ** 2))
-    return lossless.smaller_file(img, Q.to_x256(quality), len(lossy), mse, images.reduce_colours)
+    return lossless.smaller_file(img, Q.to_x256(quality), len(lossy), rec, images.reduce_colours)
 
 
 def _with_chunks(data: bytes, extras: Extras) -> bytes:
@@ -300,7 +297,7 @@ def decode(data: bytes, *, threads: int | None = None, progress_for: ProgressFor
 
             t0 = time.perf_counter()
             w = None
-            img = lossless.decode(header.streams, payload, header.width, header.height, header.channels)
+            img = lossless.decode(header.streams & 0xFF, payload, header.width, header.height, header.channels)
             if format.image_digest(img.tobytes()) != header.image_digest:
                 raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file")
         else:

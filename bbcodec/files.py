@@ -341,7 +341,7 @@ class DecodeResult(_Result):
     """One .bbc file decoded to an image (bpp is the .bbc file's, bytes the image's)."""
 
     weights: str | None = None  # file name of the weights used (None: a lossless file)
-    lossless: bool = False  # whether the file held the image exactly (format version 5)
+    lossless: bool = False  # whether the file held the source image exactly (format version 5, not reduced)
     carries: tuple[str, ...] = ()  # what the file carries besides the pixels: alpha, icc, exif, xmp
     alpha_bytes: int | None = None  # the size of the coded alpha plane, if any
     notes: tuple[str, ...] = ()  # what a user should hear of (an animation's first frame, 16 bits made 8)
@@ -449,7 +449,8 @@ def decode_file(src: str, dst: str, fmt: str | None = None, progress_for: Progre
         input=src, output=dst, width=header.width, height=header.height, channels=header.channels,
         quality=header.quality_value, input_bytes=len(data), bytes=len(out),
         bpp=8 * len(data) / (header.width * header.height), seconds=r.seconds,
-        weights=None if r.weights is None else r.weights.path.name, lossless=header.lossless, carries=tuple(r.extras.names()), alpha_bytes=chunk_sizes(data).get("alpha"), notes=notes,
+        weights=None if r.weights is None else r.weights.path.name,
+        lossless=header.lossless and not header.reduced, carries=tuple(r.extras.names()), alpha_bytes=chunk_sizes(data).get("alpha"), notes=notes,
     )
 
 

@@ -75,7 +75,7 @@ class BbcImageFile(ImageFile.ImageFile):
         alpha = b"ALPH" in chunks
         self._mode = ("LA" if alpha else "L") if self._header.channels == 1 else ("RGBA" if alpha else "RGB")
         self.info["quality"] = self._header.quality_value
-        if self._header.lossless:
+        if self._header.lossless and not self._header.reduced:
             self.info["lossless"] = True
         if chunks.get(b"ICCP"):
             self.info["icc_profile"] = chunks[b"ICCP"]

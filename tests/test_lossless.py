@@ -96,6 +96,10 @@ def test_where_even_the_exact_file_is_larger_fewer_colours_may_beat_the_lossy_on
     assert len(got.data) < len(lossy.data) and mse(got.reconstruction) < mse(lossy.reconstruction)
     assert len(np.unique(got.reconstruction.reshape(-1, 3), axis=0)) <= got.colours
     assert np.array_equal(codec.decode(got.data).image, got.reconstruction)
+    info = bbcodec.read_info(got.data)
+    assert info.lossless == "palette" and info.reduced
+    with Image.open(io.BytesIO(got.data)) as im:
+        assert "lossless" not in im.info  # not the source's pixels
     exact = codec.encode(img, lossless=True).data
     assert exact[4] == format.LOSSLESS and len(exact) > len(lossy.data)
 
@@ -125,7 +129,8 @@ def test_forced_lossless_takes_no_lossy_option_and_keeps_alpha_and_metadata():
     assert info.version == 5 and info.lossless is not None and info.quality == 8 and "alpha" in info.chunks
     back = bbcodec.decode(data)
     assert back.mode == "RGBA" and np.array_equal(np.asarray(back), img) and back.info["icc_profile"] == icc
-    for bad in ({"quality": 3}, {"target_bpp": 1.0}, {"effort": 2}, {"tune": "psnr"}, {"lossless": "yes"}):
+    for bad in ({"quality": 3}, {"target_bpp": 1.0}, {"effort": 2}, {"tune": "psnr"}, {"lossless": "yes"},
+                {"lossless": 1}, {"lossless": np.True_}):
         with pytest.raises(bbcodec.LosslessError):
             bbcodec.encode(img[:, :, :3], **{"lossless": True, **bad})
 
@@ -156,7 +161,9 @@ def test_the_cli_writes_reads_and_describes_a_lossless_file(tmp_path):
     Image.fromarray(synthetic.text_large()).save(big)
     fewer = run_cli("encode", str(big), str(tmp_path / "big.bbc"), "-q", "1", "-v")
     said = (fewer.stdout + fewer.stderr).decode()
-    assert fewer.returncode == 0 and "quality 1, reduced to 4 colours" in said and "PSNR 32.1" in said, said
+    assert fewer.returncode == 0 and "reduced to 4 colours (smaller and closer than quality 1)" in said, said
+    assert "PSNR 32.1" in said
+    assert "fewer colours" in run_cli("info", str(tmp_path / "big.bbc")).stdout.decode()
     for opt in (["-q", "3"], ["--tune", "psnr"], ["-e", "2"]):
         proc = run_cli("encode", str(src), str(out), "--lossless", *opt)
         err = proc.stderr.decode()
@@ -186,7 +193,8 @@ def with_stream(data: bytes, stream: bytes) -> bytes:
 def test_bad_header_fields_are_refused():
     data = lossless.encode_file(ramp(), 1024)
     for change, why in (({"model_id": 3}, "names no model"), ({"weights": 5}, "names no model"),
-                        ({"transform": 4}, "unknown lossless transform")):
+                        ({"transform": 4}, "unknown lossless transform"),
+                        ({"transform": 0x200}, "unknown lossless transform")):
         with pytest.raises(bbcodec.FormatError, match=why):
             bbcodec.decode(fields(data, **change))
 

@@ -53,6 +53,7 @@ FLAT = 4  # what it writes for one with flat blocks (with or without chunks)
 LOSSLESS = 5  # what it writes for an image coded exactly, without the networks
 VERSIONS = (1, 2, 3, 4, 5)  # what the decoder reads
 TRANSFORMS = ("interleaved", "left", "gradient", "palette")  # version 5's transform field (coding/lossless.py)
+REDUCED = 0x100  # version 5's transform field: the encoder reduced the image's colours first (informative)
 NO_WEIGHTS = bytes(8)  # version 5's weights field
 HEADER = struct.Struct("<4sBBHII8s8sIHH")
 HEADER_SIZE = HEADER.size  # 40
@@ -142,7 +143,12 @@ class Header:
     @property
     def transform(self) -> str | None:
         """Version 5's transform, by name (None in other versions)."""
-        return TRANSFORMS[self.streams] if self.lossless else None
+        return TRANSFORMS[self.streams & 0xFF] if self.lossless else None
+
+    @property
+    def reduced(self) -> bool:
+        """Version 5: whether the encoder reduced the image's colours before storing it."""
+        return self.lossless and bool(self.streams & REDUCED)
 
     @property
     def quality_value(self) -> float:
@@ -235,7 +241,7 @@ def _check_lossless(model_id: int, weights_sha256: bytes, transform: int, n: int
     """Check 6's rules for version 5."""
     if model_id or weights_sha256 != NO_WEIGHTS:
         raise FormatError("a lossless (version 5) file names no model: model_id and weights must be zero")
-    if transform >= len(TRANSFORMS):
+    if transform & 0xFF >= len(TRANSFORMS) or transform & ~(0xFF | REDUCED):
         raise FormatError(f"unknown lossless transform {transform}")
     if n == 0:
         raise FormatError("empty lossless data")

@@ -109,17 +109,31 @@ def candidates(img: np.ndarray) -> dict[int, Transformed]:
     return out
 
 
+def _sampled(img: np.ndarray) -> tuple[dict[int, Transformed], float]:
+    """Each transform's rows for an eighth of the image's rows (all of a small image),
+    computed from those rows and the ones above them only, and the share of rows."""
+    rows = _band_rows(img.shape[0])
+    if rows is None:
+        return candidates(img), 1.0
+    cur = img[rows]
+    above = img[np.maximum(rows - 1, 0)]
+    above[rows == 0] = 0  # the gradient's row above the first is zeros
+    left_cur, left_above = _left(cur)[1], _left(above)[1]
+    out: dict[int, Transformed] = {0: _interleaved(cur), 1: (b"", left_cur),
+                                   2: (b"", (left_cur.astype(np.int16) - left_above).astype(np.uint8))}
+    palette = _palette(cur)
+    if palette is not None:
+        out[PALETTE] = palette
+    return out, len(rows) / img.shape[0]
+
+
 def estimate(img: np.ndarray) -> dict[int, int]:
     """Transform -> about how many bytes it would take: zlib (level 6) on an eighth of its
     rows, scaled. 1-6x LZMA's size on the synthetic set, and about 20 ms for a Kodak
-    image: enough to rank the transforms and to rule photos out."""
-    rows = _band_rows(img.shape[0])
-    share = 1.0 if rows is None else len(rows) / img.shape[0]
-    out = {}
-    for t, (prefix, r) in candidates(img).items():
-        data = prefix + (r if rows is None else r[:, rows]).tobytes()
-        out[t] = int(len(zlib.compress(data, 6)) / share)
-    return out
+    image: enough to rank the transforms and to rule photos out. The palette is listed
+    where those rows have at most 256 colours (the whole image may have more)."""
+    sampled, share = _sampled(img)
+    return {t: int(len(zlib.compress(prefix + r.tobytes(), 6)) / share) for t, (prefix, r) in sampled.items()}
 
 
 def worth_trying(estimates: dict[int, int], lossy_bytes: int) -> bool:
@@ -142,6 +156,8 @@ def encode(img: np.ndarray, transform: int | None = None, estimates: dict[int, i
     best: tuple[int, bytes] | None = None
     for t in tries:
         got = FORWARD[t](img)
+        if got is None and transform is None:
+            continue  # the palette of a sample's colours: the image has more than 256
         if got is None:
             raise ValueError(f"transform {TRANSFORMS[t]} does not apply to this image")
         stream = lzma2.compress(got[0] + got[1].tobytes(), limit=limit if best is None else len(best[1]) - 1)
@@ -191,11 +207,11 @@ def _inflate_prefix(stream: bytes) -> int:
     return first[0]
 
 
-def _file(img: np.ndarray, quality_x256: int, transform: int, stream: bytes) -> bytes:
+def _file(img: np.ndarray, quality_x256: int, transform: int, stream: bytes, reduced: bool = False) -> bytes:
     header = format.Header(width=img.shape[1], height=img.shape[0], quality_x256=quality_x256,
                            weights_sha256=format.NO_WEIGHTS, image_digest=format.image_digest(img.tobytes()),
                            model_id=0, channels=1 if img.ndim == 2 else 3, version=format.LOSSLESS,
-                           streams=transform)
+                           streams=transform | (format.REDUCED if reduced else 0))
     return format.pack(header, stream)
 
 
@@ -229,14 +245,18 @@ Reducer = Callable[[np.ndarray, int], np.ndarray]  # (HxWx3 image, colours) -> t
 
 
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean((a.astype(np.float64) - b) ** 2))
+    """Mean squared difference, a few rows at a time (no image-sized float array)."""
+    step = max(1, (1 << 20) // max(1, a[0].size))
+    total = sum(float(np.sum((a[y : y + step].astype(np.float64) - b[y : y + step]) ** 2))
+                for y in range(0, a.shape[0], step))
+    return total / a.size
 
 
-def smaller_file(img: np.ndarray, quality_x256: int, lossy_bytes: int, lossy_mse: float, reduce_colours: Reducer
-                 ) -> tuple[bytes, np.ndarray, int | None] | None:
+def smaller_file(img: np.ndarray, quality_x256: int, lossy_bytes: int, lossy_rec: np.ndarray,
+                 reduce_colours: Reducer) -> tuple[bytes, np.ndarray, int | None] | None:
     """A version 5 file, the image it decodes to and its colours (None: img exactly)
-    that beats a lossy file of
-    lossy_bytes and lossy_mse: the image exactly if that is smaller; else (RGB) the most
+    that beats a lossy file of lossy_bytes decoding to lossy_rec: the image exactly if
+    that is smaller; else (RGB) the most
     colours of COLOURS whose image (by reduce_colours: images.reduce_colours, Pillow's
     median cut) is closer to img than the lossy one (by MSE) and whose file is smaller,
     found by halving; else None. Text, user interfaces and charts at
@@ -253,6 +273,7 @@ def smaller_file(img: np.ndarray, quality_x256: int, lossy_bytes: int, lossy_mse
     if img.ndim == 2 or min(estimates.values()) > REDUCE_MARGIN * lossy_bytes + SLACK:
         return None
     sample, _ = _sample(img)
+    lossy_mse = _mse(img, lossy_rec)
     if _mse(sample, reduce_colours(sample, COLOURS[0])) > lossy_mse:  # its own colours fit it best
         return None  # a photo at a high quality: ruled out on an eighth of its rows
     closer = []  # (colours, image) closer to img than the lossy file, most colours first
@@ -270,6 +291,7 @@ def smaller_file(img: np.ndarray, quality_x256: int, lossy_bytes: int, lossy_mse
         if got is None:
             lo = mid + 1
         else:
-            best = (_file(reduced, quality_x256, *got), reduced, colours)
+            same = np.array_equal(reduced, img)  # at most 256 colours already: exact after all
+            best = (_file(reduced, quality_x256, *got, reduced=not same), reduced, None if same else colours)
             hi = mid - 1
     return best
