@@ -3,7 +3,7 @@ one reversible transform and LZMA2.
 
 Text, user interfaces, charts, line art, ramps and flat colours cost less exactly than
 the photo-trained networks spend on them lossily (a 512x256 page of small text: 3.9 kB
-exact against 13.6 kB at quality 1), so the encoder writes such an image losslessly
+exact against 12.1 kB at quality 1), so the encoder writes such an image losslessly
 whenever that file is the smaller (`lossless=None`, the default), or always when asked.
 For photos the exact file is several times larger: a cheap estimate (`estimate`) rules
 them out before any LZMA work (about 20 ms for a Kodak image): their files do not change.
@@ -261,7 +261,7 @@ def smaller_file(img: np.ndarray, quality_x256: int, lossy_bytes: int, lossy_rec
     median cut) is closer to img than the lossy one (by MSE) and whose file is smaller,
     found by halving; else None. Text, user interfaces and charts at
     low qualities: a 512x256 page of large text in 4 colours is 3.4 kB at 32.1 dB (84
-    SSIMULACRA2) where quality 1 gives 4.2 kB at 27.5 dB (41)."""
+    SSIMULACRA2) where quality 1 gives 3.8 kB at 26.5 dB (40)."""
     limit = _limit(lossy_bytes)
     if limit <= 0:
         return None
