@@ -21,7 +21,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .coding import effort as efforts
-from .errors import DecodeError, Error, LosslessError, QualityError, WeightsError
+from .errors import Error, LosslessError, QualityError, WeightsError
 from .model import quality as Q
 
 if TYPE_CHECKING:  # annotations only
@@ -234,9 +234,7 @@ def _lossless(img: np.ndarray, quality: float) -> bytes:
     """A version 5 file of img exactly (quality recorded as asked)."""
     from .coding import lossless
 
-    data = lossless.encode_file(img, Q.to_x256(quality))
-    assert data is not None  # no limit
-    return data
+    return lossless.encode_file(img, Q.to_x256(quality))
 
 
 def _smaller(img: np.ndarray, quality: float, lossy: bytes, rec: np.ndarray
@@ -297,9 +295,7 @@ def decode(data: bytes, *, threads: int | None = None, progress_for: ProgressFor
 
             t0 = time.perf_counter()
             w = None
-            img = lossless.decode(header.streams & 0xFF, payload, header.width, header.height, header.channels)
-            if format.image_digest(img.tobytes()) != header.image_digest:
-                raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file")
+            img = lossless.decode(header, payload)
         else:
             w = weights.for_file(header.weights_sha256, header.model_id)
             t0 = time.perf_counter()

@@ -18,13 +18,12 @@ Every inverse is a cumulative sum or a table lookup, so decoding stays in numpy.
 
 from __future__ import annotations
 
-import lzma
 import zlib
 from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import DecodeError, FormatError
 from . import format, lzma2
 from .format import TRANSFORMS
 
@@ -34,8 +33,14 @@ MARGIN, SLACK = 5.0, 2000
 
 
 def _planes(img: np.ndarray) -> np.ndarray:
-    """(C, H, W) int16 planes of an HxW or HxWxC image."""
-    return (img[None] if img.ndim == 2 else img.transpose(2, 0, 1)).astype(np.int16)
+    """(C, H, W) uint8 planes of an HxW or HxWxC image."""
+    return img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+
+
+def _diff(a: np.ndarray, axis: int) -> np.ndarray:
+    """Each byte minus its neighbour before it along axis (0 before the first), mod 256:
+    uint8 arithmetic wraps, as alpha.py's filters do."""
+    return np.diff(a, axis=axis, prepend=np.uint8(0))
 
 
 # A transform gives (prefix bytes, rows): its data is the prefix, then rows (P, H, X) uint8
@@ -48,19 +53,12 @@ def _interleaved(img: np.ndarray) -> Transformed:
 
 
 def _left(img: np.ndarray) -> Transformed:
-    p = _planes(img)
-    r = p.copy()
-    r[:, :, 1:] -= p[:, :, :-1]
-    return b"", (r & 255).astype(np.uint8)
+    return b"", _diff(_planes(img), 2)
 
 
 def _gradient(img: np.ndarray) -> Transformed:
-    p = _planes(img)
-    r = p.copy()
-    r[:, :, 1:] -= p[:, :, :-1]
-    r[:, 1:] -= p[:, :-1]
-    r[:, 1:, 1:] += p[:, :-1, :-1]
-    return b"", (r & 255).astype(np.uint8)
+    """left + up - up-left predicted: the left residuals' difference from the row above."""
+    return b"", _diff(_left(img)[1], 1)
 
 
 def _colour_keys(img: np.ndarray) -> np.ndarray:
@@ -118,9 +116,8 @@ def _sampled(img: np.ndarray) -> tuple[dict[int, Transformed], float]:
     cur = img[rows]
     above = img[np.maximum(rows - 1, 0)]
     above[rows == 0] = 0  # the gradient's row above the first is zeros
-    left_cur, left_above = _left(cur)[1], _left(above)[1]
-    out: dict[int, Transformed] = {0: _interleaved(cur), 1: (b"", left_cur),
-                                   2: (b"", (left_cur.astype(np.int16) - left_above).astype(np.uint8))}
+    left_cur = _left(cur)[1]
+    out: dict[int, Transformed] = {0: _interleaved(cur), 1: (b"", left_cur), 2: (b"", left_cur - _left(above)[1])}
     palette = _palette(cur)
     if palette is not None:
         out[PALETTE] = palette
@@ -170,13 +167,22 @@ def _inflate(stream: bytes, n: int) -> bytes:
     return lzma2.decompress(stream, n, "lossless data")
 
 
-def decode(transform: int, stream: bytes, width: int, height: int, channels: int) -> np.ndarray:
-    """The HxW (channels 1) or HxWx3 uint8 image of a version 5 file's data."""
+def decode(header: format.Header, stream: bytes) -> np.ndarray:
+    """The HxW (channels 1) or HxWx3 uint8 image of a version 5 file (its header and
+    data), once its digest matches (check 10)."""
+    img = _pixels(header.streams & 0xFF, stream, header.width, header.height, header.channels)
+    if format.image_digest(img.tobytes()) != header.image_digest:
+        raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file")
+    return img
+
+
+def _pixels(transform: int, stream: bytes, width: int, height: int, channels: int) -> np.ndarray:
+    """The pixels of a version 5 file's data (check 13)."""
     if transform not in range(len(TRANSFORMS)):
         raise FormatError(f"unknown lossless transform {transform}")
     pixels = width * height * channels
     if transform == PALETTE:
-        count = _inflate_prefix(stream) + 1
+        count = lzma2.first_byte(stream, "lossless data") + 1
         table = _inflate(stream, 1 + count * channels + width * height)
         colours = np.frombuffer(table, np.uint8, count * channels, 1).reshape(count, channels)
         index = np.frombuffer(table, np.uint8, offset=1 + count * channels)
@@ -195,18 +201,6 @@ def decode(transform: int, stream: bytes, width: int, height: int, channels: int
     return img[:, :, 0].copy() if channels == 1 else np.ascontiguousarray(img)
 
 
-def _inflate_prefix(stream: bytes) -> int:
-    """The first byte of the data (the palette's size - 1), inflating nothing more."""
-    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=lzma2.chain(1))
-    try:
-        first = d.decompress(stream, max_length=1)
-    except lzma.LZMAError as e:
-        raise FormatError(f"lossless data: corrupt LZMA2 stream ({e})") from None
-    if not first:
-        raise FormatError("lossless data: empty")
-    return first[0]
-
-
 def _file(img: np.ndarray, quality_x256: int, transform: int, stream: bytes, reduced: bool = False) -> bytes:
     header = format.Header(width=img.shape[1], height=img.shape[0], quality_x256=quality_x256,
                            weights_sha256=format.NO_WEIGHTS, image_digest=format.image_digest(img.tobytes()),
@@ -220,19 +214,12 @@ def _limit(below: int) -> int:
     return below - 1 - format.header_size(format.LOSSLESS) - format.TRAILER_SIZE
 
 
-def encode_file(img: np.ndarray, quality_x256: int, below: int | None = None, transform: int | None = None
-                ) -> bytes | None:
-    """A version 5 file of an HxW or HxWx3 uint8 image (quality_x256: the quality asked
-    for, recorded), or None where it would not be smaller than below bytes (a lossy
-    file's size: estimate() first rules out what LZMA cannot bring under it)."""
-    limit = estimates = None
-    if below is not None:
-        estimates = estimate(img)
-        limit = _limit(below)
-        if limit <= 0 or not worth_trying(estimates, below):
-            return None
-    got = encode(img, transform, estimates, limit)
-    return None if got is None else _file(img, quality_x256, *got)
+def encode_file(img: np.ndarray, quality_x256: int, transform: int | None = None) -> bytes:
+    """A version 5 file of an HxW or HxWx3 uint8 image (quality_x256 recorded), by the
+    given transform or the best of encode()'s; smaller_file() is the default's choice."""
+    got = encode(img, transform)
+    assert got is not None  # no limit
+    return _file(img, quality_x256, *got)
 
 
 # Fewer colours: where even the exact file is larger than the lossy one, the image with

@@ -64,3 +64,16 @@ def decompress(stream: bytes, n: int, what: str) -> bytes:
     if len(out) < n or more or not d.eof or d.unused_data:
         raise FormatError(f"{what}: not exactly {n} bytes in one LZMA2 stream")
     return out
+
+
+def first_byte(stream: bytes, what: str) -> int:
+    """The first byte a raw LZMA2 stream decompresses to, decompressing nothing more (a
+    literal: any dictionary reads it); a FormatError naming what otherwise."""
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=chain(1))
+    try:
+        first = d.decompress(stream, max_length=1)
+    except lzma.LZMAError as e:
+        raise FormatError(f"{what}: corrupt LZMA2 stream ({e})") from None
+    if not first:
+        raise FormatError(f"{what}: empty")
+    return first[0]
