@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="filter.pt likewise, or a family-3 weights file (.npz) whose filter is continued")
     p.add_argument("--context-lr", type=float, default=1e-3)
     p.add_argument("--filter-lr", type=float, default=5e-4)
+    p.add_argument("--filter-perceptual", type=float, default=0.0,
+                   help="share of SSIMULACRA2 in the filter's loss (train --perceptual's; 0: MSE)")
+    p.add_argument("--filter-batch", type=int, default=16)
     p.add_argument("--no-filter", action="store_true", help="family 3 without the post-loop filter")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     a = p.parse_args(argv)
@@ -115,12 +118,20 @@ def main(argv: list[str] | None = None) -> None:
             pf_net = postfilter.load(fck)
         else:
             init_pf = _filter_init(a.filter_init) if a.filter_init else None
-            pf_net = postfilter.train(pairs, postfilter.FilterConfig(), a.filter_steps, lr=a.filter_lr, init=init_pf)
+            pf_net = postfilter.train(pairs, postfilter.FilterConfig(), a.filter_steps, batch=a.filter_batch,
+                                      lr=a.filter_lr, init=init_pf, perceptual=a.filter_perceptual)
             postfilter.save(pf_net, fck)
+        val_pairs = postfilter.load_pairs(a.work / "cache-val", a.data)
         print("post-loop filter on the held-out decodes (PSNR-RGB):")
-        print(postfilter.report(postfilter.evaluate(pf_net, postfilter.load_pairs(a.work / "cache-val", a.data))), flush=True)
+        print(postfilter.report(postfilter.evaluate(pf_net, val_pairs)), flush=True)
+        if a.filter_perceptual > 0:
+            print("post-loop filter on the held-out decodes (SSIMULACRA2, every third decode):")
+            rows = postfilter.evaluate(pf_net, val_pairs[::3], metric=postfilter.ssimulacra2)
+            print(postfilter.report(rows, unit=""), flush=True)
+        del val_pairs
     info = {"family3_base": w.name, "family3_minutes": round((time.time() - t0) / 60, 1),
-            "context_steps": a.context_steps, "filter_steps": 0 if pf_net is None else a.filter_steps}
+            "context_steps": a.context_steps, "filter_steps": 0 if pf_net is None else a.filter_steps,
+            "filter_perceptual": a.filter_perceptual}
     calib = context.Cache(*(t[: 1 << 18] for t in (train_cache.hidden, train_cache.log_scale, train_cache.sym, train_cache.q)))
     model = build(base, ctx_net, pf_net, calib, pairs[:64], a.name, info)
     path = write_weights(model, a.out)
