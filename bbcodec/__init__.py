@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import pillow_plugin
 from .coding import effort as _effort
 from .errors import (
+    AQError,
     ClusterError,
     DecodeError,
     EffortError,
@@ -48,11 +49,13 @@ if TYPE_CHECKING:  # annotations only
     import numpy as np
     from PIL import Image
 
+    from .coding.format import Header
+
 __version__ = "0.1.0"
 __all__ = [
     "encode", "decode", "read_info", "Info", "__version__",
     "Error", "FormatError", "DecodeError", "EntropyError", "ExtraError", "ImageError", "QualityError", "WeightsError",
-    "FileError", "EffortError", "ThreadsError", "WorkerError", "ClusterError", "LosslessError",
+    "FileError", "EffortError", "ThreadsError", "WorkerError", "ClusterError", "LosslessError", "AQError",
 ]
 
 pillow_plugin.register()
@@ -62,7 +65,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
            target_bpp: float | None = None, target_psnr: float | None = None,
            weights: str | os.PathLike[str] | None = None, tune: str | None = None,
            effort: int = _effort.DEFAULT, threads: int | None = None, lossless: bool | None = None,
-           metadata: str = "all", flatten: str | None = None) -> bytes:
+           aq: float | None = None, metadata: str = "all", flatten: str | None = None) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or a uint8 array: HxWx3 (RGB), HxW (grayscale), HxWx4
     (RGBA) or HxWx2 (grayscale and alpha).
@@ -87,6 +90,10 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     whenever that file is smaller than the lossy one, as for text, screenshots, charts
     and ramps; True: always exactly (then without quality, targets, effort, tune or
     weights); False: never.
+    aq: the strength of adaptive quantisation, 0 (off) to 1: smooth areas of the picture
+    get a higher quality than textured ones, where the eye sees errors less (format
+    version 6; bbcodec.coding.aq); None (the default) is the weights' tuning's (visual:
+    model.tuning.AQ_STRENGTH, psnr: 0).
     metadata: what to keep of the image's ICC profile, EXIF and XMP: "all" (default),
     "none", or a comma list of icc, exif, xmp. An alpha plane is kept exactly, unless
     flatten names a colour (a name or #rrggbb) to compose the image over. What reading
@@ -97,7 +104,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
 
     from . import codec, images
 
-    codec.check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless)
+    codec.check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless, aq)
     kinds = codec.parse_metadata(metadata)
     if flatten is not None:
         images.colour(flatten)
@@ -105,7 +112,8 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     for note in pic.notes:
         warnings.warn(f"{name}: {note}", UserWarning, stacklevel=2)
     return codec.encode(pic.pixels, quality, target_bpp=target_bpp, target_psnr=target_psnr, weights=weights,
-                        tune=tune, effort=effort, threads=threads, lossless=lossless, extras=pic.extras.keeping(kinds),
+                        tune=tune, effort=effort, threads=threads, lossless=lossless, aq=aq,
+                        extras=pic.extras.keeping(kinds),
                         name=None if name == "image" else name).data
 
 
@@ -162,6 +170,7 @@ class Info:
     flat_blocks: int = 0  # 8x8 blocks of one colour, not coded by the networks (version 4)
     lossless: str | None = None  # version 5: the pixels exactly, by this transform (coding/lossless.py)
     reduced: bool = False  # version 5: the encoder reduced the image's colours before storing it
+    quality_range: tuple[float, float] | None = None  # version 6: the lowest and highest quality of its coded blocks
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
@@ -197,4 +206,21 @@ def read_info(data: bytes | str | os.PathLike[str], check_crc: bool = True) -> I
         flat_blocks=0 if header.flat is None else header.flat.modes.count(1),
         lossless=header.transform,
         reduced=header.reduced,
+        quality_range=_quality_range(header),
     )
+
+
+def _quality_range(header: Header) -> tuple[float, float] | None:
+    """The lowest and highest quality of a version 6 file's coded blocks (adaptive
+    quantisation), else None."""
+    if not header.adaptive:
+        return None
+    import struct
+
+    from .coding.format import DQ_STEP
+    from .model import quality as q
+
+    assert header.flat is not None
+    dq = [o for o, m in zip(struct.unpack(f"{len(header.flat.dq)}b", header.flat.dq), header.flat.modes, strict=True)
+          if not m]
+    return q.from_x256(header.quality_x256 + DQ_STEP * min(dq)), q.from_x256(header.quality_x256 + DQ_STEP * max(dq))

@@ -120,19 +120,23 @@ def _load(path: Path) -> np.ndarray:
     return to_rgb(open_image(path.read_bytes(), path.name), path.name)
 
 
-def run_one(task: tuple[str, str, float, bool, str | None]) -> dict:
-    """Encode, decode and measure one (codec, image, quality, keep, tune): every codec in
-    one thread, so that the seconds compare; keep: also return the file's bytes ("data");
-    tune: bbcodec's weights (model/tuning.py; None: the default ones)."""
+Task = tuple[str, str, float, bool, str | None, float | None]  # codec, image, quality, keep, tune, aq
+
+
+def run_one(task: Task) -> dict:
+    """Encode, decode and measure one (codec, image, quality, keep, tune, aq): every codec
+    in one thread, so that the seconds compare; keep: also return the file's bytes
+    ("data"); tune: bbcodec's weights (model/tuning.py; None: the default ones); aq: its
+    adaptive-quantisation strength (None: the weights' tuning's)."""
     from . import metrics
 
-    codec_name, path, quality, keep, tune = task
+    codec_name, path, quality, keep, tune, aq = task
     img = _load(Path(path))
     if codec_name == "bbcodec":
         from . import codec
 
         t0 = time.perf_counter()
-        enc = codec.encode(img, quality, tune=tune, threads=1)  # as `bbcodec encode`: exact where smaller
+        enc = codec.encode(img, quality, tune=tune, threads=1, aq=aq)  # as `bbcodec encode`: exact where smaller
         t1 = time.perf_counter()
         out = codec.decode(enc.data, threads=1).image
         t2 = time.perf_counter()
@@ -194,9 +198,9 @@ def decode_baseline(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def curves(rows: list[dict], tune: str | None = None) -> dict[str, dict]:
+def curves(rows: list[dict], tune: str | None = None, aq: float | None = None) -> dict[str, dict]:
     """Per codec: CompressAI-layout results averaged over images per quality (bbcodec's
-    with the weights of tune, None: the default ones)."""
+    with the weights of tune, None: the default ones; aq as run_one's)."""
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["codec"] for r in rows):
         qs = sorted({r["quality"] for r in rows if r["codec"] == name})
@@ -216,6 +220,8 @@ def curves(rows: list[dict], tune: str | None = None) -> dict[str, dict]:
             from .model import weights
 
             desc = f"bbcodec, weights {weights.default(tune).path.name}, one thread"
+            if aq is not None:
+                desc += f", aq {aq:g}"
         else:
             desc = BASELINES[name].description
         out[name] = {"name": name, "description": desc, "results": res}
@@ -288,19 +294,20 @@ def bd_table(cur: dict[str, dict], stored: dict[str, dict] | None = None) -> lis
 
 @dataclass
 class Plan:
-    """What a bench run will do: the images, the (codec, image, quality, keep, tune) tasks,
-    notes, stored curves to compare with, and the images and bbcodec quality of the
-    side-by-side view (keep: the task returns its file for that view); tune: bbcodec's
-    weights (None: the default ones)."""
+    """What a bench run will do: the images, the tasks (run_one's), notes, stored curves to
+    compare with, and the images and bbcodec quality of the side-by-side view (keep: the
+    task returns its file for that view); tune: bbcodec's weights (None: the default
+    ones); aq: its adaptive-quantisation strength (None: the weights' tuning's)."""
 
     folder: Path
     paths: list[Path]
-    tasks: list[tuple[str, str, float, bool, str | None]]
+    tasks: list[Task]
     notes: list[str]
     stored: dict[str, dict]
     side_images: list[Path]
     side_quality: float | None
     tune: str | None = None
+    aq: float | None = None
 
 
 SIDE_BY_SIDE_IMAGES = 3  # the first images of the folder, shown codec beside codec
@@ -308,12 +315,13 @@ SIDE_BY_SIDE_QUALITY = 2.0  # bbcodec's quality there (the nearest the run has);
 
 
 def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None,
-         anchors: Path | None = None, tune: str | None = None) -> Plan:
-    """Check the folder, the codecs, the tuning and the stored curves once, and list
+         anchors: Path | None = None, tune: str | None = None, aq: float | None = None) -> Plan:
+    """Check the folder, the codecs, the tuning, aq and the stored curves once, and list
     every task."""
-    from .model.tuning import check_tune
+    from .model.tuning import check_aq, check_tune
 
     check_tune(tune)
+    check_aq(aq)
     if bad := [q for q in qualities if not Q.MIN <= q <= Q.MAX]:
         raise BenchError(f"qualities must be within {Q.MIN}..{Q.MAX}, got {', '.join(f'{q:g}' for q in bad)}")
     stored, anchor_notes = load_anchors(anchors) if anchors is not None else ({}, [])
@@ -325,8 +333,8 @@ def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | N
     for name in usable:
         qs = qualities if name == "bbcodec" else BASELINES[name].qualities
         tasks += [(name, str(p), float(q), p in side and (name != "bbcodec" or q == side_q),
-                   tune if name == "bbcodec" else None) for q in qs for p in paths]
-    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored, side, side_q, tune)
+                   tune if name == "bbcodec" else None, aq if name == "bbcodec" else None) for q in qs for p in paths]
+    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored, side, side_q, tune, aq)
 
 
 def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None,
@@ -340,7 +348,7 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
     rows = list(map_jobs(run_one, p.tasks, jobs, progress))
     files = {(r["codec"], r["image"], r["quality"]): r.pop("data") for r in rows if "data" in r}
     notes = list(p.notes)
-    cur = curves(rows, p.tune)
+    cur = curves(rows, p.tune, p.aq)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, c in cur.items():
         (out_dir / f"{name}.json").write_text(json.dumps(c, indent=1) + "\n")

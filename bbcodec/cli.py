@@ -27,7 +27,7 @@ from .coding import effort as efforts
 from .errors import Error
 from .files import FORMATS, display_name
 from .model import quality as Q
-from .model.tuning import TUNES
+from .model.tuning import AQ_STRENGTH, MAX_AQ, TUNES
 
 EXIT_CODES = """\b
 Exit codes: 0 success, 1 bad input or failed operation, 2 usage error,
@@ -309,9 +309,13 @@ Examples:
 @click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
               help="Encode with this weights file (.npz) instead of the default (not with --tune); decoding "
                    "finds it by its hash in $BBCODEC_WEIGHTS or the shipped weights.")
+@click.option("--aq", type=FiniteFloatRange(0, MAX_AQ), default=None, metavar="STRENGTH",
+              help=f"Adaptive quantisation, 0 (off) .. {MAX_AQ:g}: smooth areas get a higher quality than "
+                   f"texture, where the eye sees errors less (format version 6).  [default: the weights' "
+                   f"tuning's: visual {AQ_STRENGTH['visual']:g}, psnr {AQ_STRENGTH['psnr']:g}]")
 @click.option("--lossless/--no-lossless", default=None,
               help="Write the image exactly (format version 5, no networks; not with -q, targets, --effort, "
-                   "--tune, --weights), or never so.  [default: exactly when that file is the smaller, as for "
+                   "--tune, --weights, --aq), or never so.  [default: exactly when that file is the smaller, as for "
                    "text, screenshots, charts and ramps]")
 @click.option("--metadata", default="all", show_default=True, callback=_metadata,
               help="What to keep of the input's metadata: all, none, or a comma list of icc, exif, xmp "
@@ -325,7 +329,7 @@ Examples:
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           effort: int, tune: str | None, weights_file: str | None, lossless: bool | None,
+           effort: int, tune: str | None, weights_file: str | None, aq: float | None, lossless: bool | None,
            metadata: frozenset[str], flatten: str | None, jobs: int,
            threads: int | None, cluster_address: str | None, manifest: str | None, recursive: bool, force: bool,
            as_json: bool, quiet: bool, verbose: bool) -> None:
@@ -337,7 +341,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
 
     try:
         check(quality, target_bpp, target_psnr, effort, tune=tune, weights=weights_file,
-              lossless=lossless)  # usage errors
+              lossless=lossless, aq=aq)  # usage errors
     except Error as e:
         raise click.UsageError(str(e)) from None
     dst = paths[-1]
@@ -352,7 +356,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
             raise click.BadParameter(f"unknown colour {flatten!r} (a name such as white, or #rrggbb)",
                                      param_hint="--flatten") from None
     opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, tune, threads,
-                         effort, metadata, flatten, lossless)
+                         effort, metadata, flatten, lossless, aq)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc",
                  _cluster(cluster_address, manifest, jobs, threads)):
         return
@@ -500,6 +504,9 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
         ]
         if not lossless:
             rows += [("flat blocks", f"{fields['flat_blocks']} (of one colour, not coded by the networks)")]
+            if fields["quality_range"]:
+                low, high = fields["quality_range"]
+                rows += [("block quality", f"{low:g} .. {high:g} (adaptive quantisation: smooth areas higher)")]
         rows += [("crc32", "ok" if ok else "BAD: the file is damaged and will not decode")]
         for k, v in rows:
             click.echo(f"{k + ':':<16}{v}")
@@ -539,8 +546,10 @@ def _csv(kind: type, allowed: tuple | None = None):
 @click.option("--tune", type=click.Choice(TUNES), default=None,
               help="bbcodec's weights: those tuned for the eye (visual) or for PSNR (psnr).  [default: the default "
                    "weights]")
+@click.option("--aq", type=FiniteFloatRange(0, MAX_AQ), default=None, metavar="STRENGTH",
+              help="bbcodec's adaptive quantisation, as encode's --aq.  [default: the weights' tuning's]")
 def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int | None,
-          limit: int | None, anchors: Path | None, tune: str | None) -> None:
+          limit: int | None, anchors: Path | None, tune: str | None, aq: float | None) -> None:
     """Rate-distortion and speed of bbcodec against JPEG, WebP, AVIF, JPEG XL on FOLDER:
     PSNR, MS-SSIM and SSIMULACRA2, BD-rates, the codecs side by side at the same file
     size, written as a page, OUT/index.html (needs: pip install 'bbcodec[bench]').
@@ -559,7 +568,7 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
         raise click.BadParameter(f"qualities must be within {Q.MIN}..{Q.MAX}", param_hint="--qualities")
     try:
         b.check_dependencies()  # before any work: one line naming the extra to install
-        todo = b.plan(folder, qualities, codecs, limit, anchors, tune)
+        todo = b.plan(folder, qualities, codecs, limit, anchors, tune, aq)
         with click.progressbar(length=len(todo.tasks), label="bench", show_eta=True, file=sys.stderr,
                                hidden=not sys.stderr.isatty()) as bar:
             result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update,

@@ -93,19 +93,21 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 def check(quality: object = None, target_bpp: object = None, target_psnr: object = None,
           effort: object = efforts.DEFAULT, threads: object = None, tune: object = None,
-          weights: object = None, lossless: object = None) -> None:
+          weights: object = None, lossless: object = None, aq: object = None) -> None:
     """Refuse bad encoding options with a one-line bbcodec.Error, before any work: more than
     one of quality / target_bpp / target_psnr, a quality that is not a number within
     quality.MIN..MAX, a target that is not a finite number above 0 (QualityError), a bad
     effort (EffortError), threads (ThreadsError), a tune not of model.tuning.TUNES, or a
-    tune beside a weights file (WeightsError); lossless other than None, True or False,
-    or True beside an option of the lossy coder (LosslessError). None is the default of each."""
+    tune beside a weights file (WeightsError); an adaptive-quantisation strength aq not
+    in 0..tuning.MAX_AQ (AQError); lossless other than None, True or False, or True
+    beside an option of the lossy coder (LosslessError). None is the default of each."""
     if lossless is not None and type(lossless) is not bool:
         raise LosslessError(f"lossless must be True, False or None (the smaller file), got {lossless!r}")
     if lossless is True:
         lossy = [name for name, v, default in (
             ("quality", quality, None), ("target_bpp", target_bpp, None), ("target_psnr", target_psnr, None),
-            ("effort", effort, efforts.DEFAULT), ("tune", tune, None), ("weights", weights, None)) if v != default]
+            ("effort", effort, efforts.DEFAULT), ("tune", tune, None), ("weights", weights, None), ("aq", aq, None))
+            if v != default]
         if lossy:
             raise LosslessError(f"lossless coding has no {' or '.join(lossy)} (those are the lossy coder's options)")
     given = [name for name, v in (("quality", quality), ("target_bpp", target_bpp), ("target_psnr", target_psnr))
@@ -121,9 +123,10 @@ def check(quality: object = None, target_bpp: object = None, target_psnr: object
             raise QualityError(f"{name} must be a finite number above 0, got {target!r}")
     efforts.check(effort)
     from .coding.workers import check_threads
-    from .model.tuning import check_tune
+    from .model.tuning import check_aq, check_tune
 
     check_tune(tune)
+    check_aq(aq)
     if weights is not None and tune is not None:
         raise WeightsError("give weights or tune, not both (a weights file has its own tuning)")
     check_threads(threads)
@@ -166,6 +169,16 @@ def choose_weights(path: str | os.PathLike[str] | None = None, tune: str | None 
     return weights.default(tune) if path is None else weights.from_file(path)
 
 
+def aq_strength(w: Weights, aq: float | None) -> float:
+    """The adaptive-quantisation strength to code with: aq, or the weights' tuning's."""
+    if aq is not None:
+        return float(aq)
+    from .model.tuning import AQ_STRENGTH
+    from .model.weights import tune_of
+
+    return AQ_STRENGTH[tune_of(w.path)]
+
+
 @dataclass(frozen=True)
 class Encoded:
     """An encoded image and what the callers report of it."""
@@ -184,18 +197,19 @@ class Encoded:
 def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float | None = None,
            target_psnr: float | None = None, weights: str | os.PathLike[str] | None = None,
            tune: str | None = None, effort: int = efforts.DEFAULT, threads: int | None = None,
-           lossless: bool | None = None, extras: Extras = Extras(),
+           lossless: bool | None = None, aq: float | None = None, extras: Extras = Extras(),
            progress_for: ProgressFor | None = None, name: str | None = None) -> Encoded:
     """Encode an HxWx3 (RGB) or HxW (grayscale) uint8 array: at quality (None:
     quality.DEFAULT), or at the quality that best meets target_bpp or target_psnr
     (ratecontrol.py); with the weights of a file, of a tuning, or the default ones
     (choose_weights). lossless: None (the default) writes the image exactly instead
     whenever that file is smaller (text, UIs, line art, ramps: coding/lossless.py), True
-    always, False never.
+    always, False never. aq: the strength of adaptive quantisation (coding/aq.py; None:
+    the weights' tuning's, tuning.AQ_STRENGTH).
     Options as bbcodec.encode's (checked by check); progress_for (a bar for an image
     coded at a quality) as the coding loop's progress; name, if given, leads the message
     of an error about the image (naming)."""
-    check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless)
+    check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless, aq)
     if extras.alpha is not None and extras.alpha.shape != img.shape[:2]:
         raise ValueError("the alpha plane must have the image's height and width")
     t0 = time.perf_counter()
@@ -204,19 +218,21 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
             data = _with_chunks(_lossless(img, Q.MAX), extras)
         return Encoded(data, img, float(Q.MAX), None, time.perf_counter() - t0, extras=extras)
     w = choose_weights(weights, tune)
+    strength = aq_strength(w, aq)
     t0 = time.perf_counter()
     with naming(name):
         if target_bpp is not None or target_psnr is not None:
             from . import ratecontrol
 
-            r = ratecontrol.encode_to_target(img, w, target_bpp, target_psnr, effort, threads=threads)
+            r = ratecontrol.encode_to_target(img, w, target_bpp, target_psnr, effort, threads=threads, aq=strength)
             data, rec, q, met, probes = r.data, r.reconstruction, float(r.quality), r.met, r.probes
         else:
             from .coding import loop
 
             q, met, probes = float(Q.DEFAULT if quality is None else quality), None, None
             with _progress(progress_for, img.shape) as update:
-                data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads)
+                data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads,
+                                        aq=strength)
         smaller = _smaller(img, q, data, rec) if lossless is None else None
         if smaller is not None:  # smaller and closer: a target the lossy file met, it meets
             if met is False:  # measured as rate control measures: without the chunks

@@ -39,6 +39,10 @@ class EffortError(Error, ValueError):
     """An effort outside MIN..MAX (or not an integer)."""
 
 
+class AQError(Error, ValueError):
+    """A bad adaptive-quantisation strength."""
+
+
 class LosslessError(Error, ValueError):
     """lossless given as other than True, False or None, or True beside a lossy coder's option."""
 

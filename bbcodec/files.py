@@ -291,6 +291,7 @@ class EncodeOptions:
     metadata: frozenset[str] = frozenset(METADATA)  # of codec.METADATA: what to keep (--metadata)
     flatten: str | None = None  # a colour to compose transparent images over (--flatten), else alpha is kept
     lossless: bool | None = None  # None: exact where that is smaller; True: always; False: never
+    aq: float | None = None  # adaptive-quantisation strength (--aq); None: the weights' tuning's
 
 
 @dataclass(frozen=True)
@@ -379,7 +380,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     arr = pic.pixels
     r = codec.encode(arr, opts.quality, target_bpp=opts.target_bpp, target_psnr=opts.target_psnr,
                      weights=opts.weights, tune=opts.tune, effort=opts.effort, threads=opts.threads,
-                     lossless=opts.lossless, extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
+                     lossless=opts.lossless, aq=opts.aq, extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
     write_output(dst, r.data, src)
     h, wd = arr.shape[:2]
     chunks = chunk_sizes(r.data)

@@ -17,7 +17,7 @@ Saving takes `quality` (a number within quality.MIN..quality.MAX, default
 quality.DEFAULT) or `target_bpp` / `target_psnr`, `tune` (as bbcodec.encode's), `effort`
 (effort.MIN..effort.MAX, default 1: encoder time for size), `threads`
 (1..workers.MAX_THREADS, default 1; None: the cores the process may use, as
-bbcodec.encode's default), `lossless`, `metadata` and `flatten` (as bbcodec.encode's), and
+bbcodec.encode's default), `lossless`, `aq`, `metadata` and `flatten` (as bbcodec.encode's), and
 `icc_profile`, `exif`, `xmp` (bytes: what to store instead of the image's own, as
 Pillow's PNG and WebP writers take them). Any other option is refused (ValueError): an
 option silently ignored would be a surprise. An image with alpha is stored with it
@@ -33,8 +33,8 @@ A bbcodec.Error becomes what Pillow's callers expect: while opening, SyntaxError
 bytes that are not a .bbc file (so Image.open tries other formats) and, for a damaged
 .bbc file, UnidentifiedImageError saying what is wrong with it; OSError while
 loading pixels or saving (a failed worker process too: WorkerError), and
-ValueError for a bad quality, tune, effort, threads or lossless option (QualityError,
-WeightsError, EffortError, ThreadsError, LosslessError, which are). A lossless file
+ValueError for a bad quality, tune, effort, threads, lossless or aq option (QualityError,
+WeightsError, EffortError, ThreadsError, LosslessError, AQError, which are). A lossless file
 (format version 5) has `info["lossless"]` True.
 """
 
@@ -110,8 +110,8 @@ class BbcImageFile(ImageFile.ImageFile):
         return super().load()
 
 
-OPTIONS = {"quality", "target_bpp", "target_psnr", "tune", "effort", "threads", "lossless", "metadata", "flatten",
-           "icc_profile", "exif", "xmp"}
+OPTIONS = {"quality", "target_bpp", "target_psnr", "tune", "effort", "threads", "lossless", "aq", "metadata",
+           "flatten", "icc_profile", "exif", "xmp"}
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
@@ -124,8 +124,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
                          f"{', '.join(unknown)} (it takes {', '.join(sorted(OPTIONS))})")
     quality, bpp, psnr = info.get("quality"), info.get("target_bpp"), info.get("target_psnr")
     effort = info.get("effort", efforts.DEFAULT)
-    threads, tune, lossless = info.get("threads", THREADS), info.get("tune"), info.get("lossless")
-    codec.check(quality, bpp, psnr, effort, threads, tune, lossless=lossless)  # ValueErrors before any work
+    threads, tune, lossless, aq = info.get("threads", THREADS), info.get("tune"), info.get("lossless"), info.get("aq")
+    codec.check(quality, bpp, psnr, effort, threads, tune, lossless=lossless, aq=aq)  # ValueErrors before any work
     kinds = codec.parse_metadata(info.get("metadata", "all"))
     flatten = info.get("flatten")
     if flatten is not None:
@@ -138,7 +138,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
                               _exif_body(info["exif"]) if info.get("exif") else kept.exif,
                               _bytes(info["xmp"]) if info.get("xmp") else kept.xmp)
         data = codec.encode(pic.pixels, quality, target_bpp=bpp, target_psnr=psnr, tune=tune,
-                            effort=effort, threads=threads, lossless=lossless, extras=extras).data
+                            effort=effort, threads=threads, lossless=lossless, aq=aq, extras=extras).data
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)

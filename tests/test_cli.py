@@ -50,9 +50,10 @@ def test_info_prints_the_header_fields(bbc):
         assert field in text
     data = json.loads(run_cli("info", str(bbc), "--json").stdout)
     assert list(data) == ["version", "width", "height", "channels", "quality", "model_id", "weights_sha256",
-                          "image_digest", "payload_bytes", "file_bytes", "bpp", "streams", "chunks", "flat_blocks", "lossless", "reduced", "weights",
-                          "model", "family", "crc32"]
-    assert data["version"] == 2 and data["streams"] == 1 and "format version: 2, 1 stream\n" in text
+                          "image_digest", "payload_bytes", "file_bytes", "bpp", "streams", "chunks", "flat_blocks", "lossless", "reduced",
+                          "quality_range", "weights", "model", "family", "crc32"]
+    version = bbc.read_bytes()[4]
+    assert data["version"] == version and data["streams"] == 1 and f"format version: {version}, 1 stream\n" in text
     assert data["crc32"] == "ok" and data["weights"].endswith(".npz") and data["model"].startswith("bb8")
     assert data["width"] == 30 and data["height"] == 21 and data["quality"] == 3.0
     assert data["file_bytes"] == bbc.stat().st_size

@@ -28,7 +28,8 @@ def invoke(*args: str):  # noqa: ANN201 - click's Result
 
 
 def test_every_entry_gives_the_coding_loops_bytes(tmp_path, kodak_crop, weights):
-    direct, rec = loop.encode(kodak_crop, 5, weights.model, weights.prefix, threads=1)
+    direct, rec = loop.encode(kodak_crop, 5, weights.model, weights.prefix, threads=1,
+                              aq=codec.aq_strength(weights, None))  # the default tuning's adaptive quantisation
     assert bbcodec.encode(kodak_crop, 5) == direct
     assert codec.encode(kodak_crop, 5).data == direct
     Image.fromarray(kodak_crop).save(tmp_path / "in.png")
@@ -50,8 +51,9 @@ def test_every_entry_gives_the_coding_loops_bytes(tmp_path, kodak_crop, weights)
 
 def test_the_default_quality_and_a_target_through_every_entry(tmp_path, weights):
     img = random_image(24, 40, seed=4)
-    assert bbcodec.encode(img) == loop.encode(img, bbcodec.model.quality.DEFAULT, weights.model, weights.prefix)[0]
-    r = ratecontrol.encode_to_target(img, weights, target_bpp=1.5)
+    aq = codec.aq_strength(weights, None)
+    assert bbcodec.encode(img) == loop.encode(img, bbcodec.model.quality.DEFAULT, weights.model, weights.prefix, aq=aq)[0]
+    r = ratecontrol.encode_to_target(img, weights, target_bpp=1.5, aq=aq)
     assert bbcodec.encode(img, target_bpp=1.5) == r.data
     Image.fromarray(img).save(tmp_path / "in.png")
     res = invoke("encode", str(tmp_path / "in.png"), str(tmp_path / "t.bbc"), "--target-bpp", "1.5", "--json")

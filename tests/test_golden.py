@@ -1,7 +1,7 @@
 """Committed .bbc files must keep decoding to their committed checksums: one per shipped
 weights file and format version (version 1 files were made before version 2 existed;
-versions 3 and 4, chunks and flat blocks, one each, of the default weights; version 5,
-lossless, one per transform and no weights), so files written with earlier default
+versions 3, 4 and 6, chunks, flat blocks and quality offsets, one each, of the default
+weights; version 5, lossless, one per transform and no weights), so files written with earlier default
 weights or versions stay readable; a file of the current version must also be what the
 encoder writes today, byte for byte.
 
@@ -59,7 +59,7 @@ def regenerate(golden: Path, expected_path: Path, name: str, data: bytes, pixels
 
 SHIPPED = list(weights.registered(WEIGHTS_DIR))
 CASES = [(n, v) for n in SHIPPED for v in format.VERSIONS
-         if v not in (format.CHUNKED, format.FLAT, format.LOSSLESS)
+         if v not in (format.CHUNKED, format.FLAT, format.LOSSLESS, format.ADAPTIVE)
          and (v == format.VERSION or golden_paths(n, v)[0].exists())]  # 3, 4, 5: below
 
 
@@ -198,3 +198,29 @@ def test_the_version_5_golden_files_decode_exactly_and_re_encode_identically(cas
     assert hashlib.sha256(r.image.tobytes()).hexdigest() == expected["pixels_sha256"]
     assert np.array_equal(r.image, make())
     assert lossless.encode_file(make(), 1024, transform=transform) == data
+
+
+GOLDEN_AQ = 0.5  # the version 6 golden file's adaptive-quantisation strength
+
+
+@pytest.mark.parametrize("name", with_golden(format.ADAPTIVE))
+def test_the_version_6_golden_file_decodes_with_its_block_qualities_and_re_encodes_identically(name):
+    golden, expected_path = golden_paths(name, format.ADAPTIVE)
+    w = weights.load(WEIGHTS_DIR / name)
+    if os.environ.get("BBCODEC_REGEN") and not golden.exists():
+        data, rec = codec.encode(golden_flat_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)
+        regenerate(golden, expected_path, name, data, rec, dq_sha256=hashlib.sha256(format.unpack(data)[0].flat.dq)
+                   .hexdigest(), zlib=zlib.ZLIB_RUNTIME_VERSION)
+    expected = json.loads(expected_path.read_text())
+    data = golden.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == expected["file_sha256"] and data[4] == format.ADAPTIVE
+    header, payload = format.unpack(data)
+    assert header.adaptive and header.flat.modes.count(1) > 0
+    assert hashlib.sha256(header.flat.dq).hexdigest() == expected["dq_sha256"] and len(set(header.flat.dq)) > 1
+    found = weights.for_file(header.weights_sha256, header.model_id)
+    assert found.path.name == name == expected["weights"]
+    img = codec.decode(header, payload, found.model)
+    assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
+    again = codec.encode(golden_flat_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)[0]
+    assert format.unpack(again) == (header, payload)
+    assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]

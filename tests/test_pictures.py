@@ -113,7 +113,7 @@ def _jpeg_with_metadata(path: Path, pixels: np.ndarray, orientation: int = 6) ->
 def test_exif_and_xmp_are_kept_the_orientation_applied_and_reset(photo, tmp_path):
     src = tmp_path / "camera.jpg"
     xmp, tags = _jpeg_with_metadata(src, photo[:, :100])
-    proc = run_cli("encode", str(src), str(tmp_path / "c.bbc"), "--json")
+    proc = run_cli("encode", str(src), str(tmp_path / "c.bbc"), "--json", "--aq", "0")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["carries"] == ["exif", "xmp"] and (report["width"], report["height"]) == (96, 100)  # upright
@@ -139,11 +139,15 @@ def test_metadata_chooses_what_to_keep_like_cwebp(keep, carries, photo, tmp_path
     with Image.open(src) as im:
         im.save(tmp_path / "tagged.jpg", exif=im.info["exif"], xmp=im.info["xmp"], icc_profile=icc_profile(),
                 quality=95)
-    proc = run_cli("encode", str(tmp_path / "tagged.jpg"), str(tmp_path / "t.bbc"), "--metadata", keep, "--json")
+    proc = run_cli("encode", str(tmp_path / "tagged.jpg"), str(tmp_path / "t.bbc"), "--metadata", keep, "--json",
+                   "--aq", "0")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout).get("carries", []) == carries
     data = (tmp_path / "t.bbc").read_bytes()
-    assert data[4] == (3 if carries else 2)  # without chunks: version 2, as before
+    assert data[4] == (3 if carries else 2)  # without chunks: version 2, as before (no quality offsets: --aq 0)
+    adaptive = run_cli("encode", str(tmp_path / "tagged.jpg"), str(tmp_path / "a.bbc"), "--metadata", keep)
+    assert adaptive.returncode == 0 and format.unpack((tmp_path / "a.bbc").read_bytes())[0].adaptive
+    assert set(format.read_chunks((tmp_path / "a.bbc").read_bytes())) == set(format.read_chunks(data))
     bad = run_cli("encode", str(src), str(tmp_path / "x.bbc"), "--metadata", "gps")
     assert bad.returncode == 2 and "metadata must be" in bad.stderr.decode()
 

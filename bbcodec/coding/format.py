@@ -1,4 +1,4 @@
-"""The .bbc container, versions 1 to 4 (specified in docs/format.md). No torch, no numpy.
+"""The .bbc container, versions 1 to 6 (specified in docs/format.md). No torch, no numpy.
 
     offset size field
     0      4    magic            8B 42 42 43 ("\\x8bBBC")
@@ -30,6 +30,11 @@ Version 5 is a lossless image (coding/lossless.py): no networks (model_id 0, wei
 field zero), the streams field holds the transform, a u32 chunks_length at offset 40,
 then payload_length bytes of LZMA2 (any length), the chunks and the CRC.
 
+Version 6 is version 4 whose block modes also give every block a quality offset
+(adaptive quantisation, coding/aq.py): after the modes and colours, one signed byte per
+block, in 1/16 of a quality. Only an image with a block off the header's quality is
+written as version 6; it need not have a flat block.
+
 All integers little-endian. A reader checks the size and CRC before trusting any field,
 and reads a stream no further than the header says (read_from).
 """
@@ -51,7 +56,9 @@ VERSION = 2  # what the encoder writes for an image without chunks
 CHUNKED = 3  # what it writes for one with chunks
 FLAT = 4  # what it writes for one with flat blocks (with or without chunks)
 LOSSLESS = 5  # what it writes for an image coded exactly, without the networks
-VERSIONS = (1, 2, 3, 4, 5)  # what the decoder reads
+ADAPTIVE = 6  # what it writes for an image whose blocks have qualities of their own
+VERSIONS = (1, 2, 3, 4, 5, 6)  # what the decoder reads
+DQ_STEP = 16  # a version 6 quality offset's unit, in quality_x256 (1/16 of a quality)
 TRANSFORMS = ("interleaved", "left", "gradient", "palette")  # version 5's transform field (coding/lossless.py)
 REDUCED = 0x100  # version 5's transform field: the encoder reduced the image's colours first (informative)
 NO_WEIGHTS = bytes(8)  # version 5's weights field
@@ -70,36 +77,48 @@ CHUNK_HEAD = struct.Struct("<4sI")  # type, length
 
 
 def header_size(version: int) -> int:
-    """Bytes before the payload (version 4: before the block modes): 40, 44 in versions 3
-    and 5 (their chunks_length), 48 in version 4 (chunks_length, modes_length)."""
-    return HEADER_SIZE + {CHUNKED: 4, FLAT: 8, LOSSLESS: 4}.get(version, 0)
+    """Bytes before the payload (versions 4 and 6: before the block modes): 40, 44 in
+    versions 3 and 5 (their chunks_length), 48 in versions 4 and 6 (chunks_length,
+    modes_length)."""
+    return HEADER_SIZE + {CHUNKED: 4, FLAT: 8, LOSSLESS: 4, ADAPTIVE: 8}.get(version, 0)
 
 
 def has_chunks_length(version: int) -> bool:
     """Whether a version's header holds chunks_length (at offset 40)."""
-    return version in (CHUNKED, FLAT, LOSSLESS)
+    return version in (CHUNKED, FLAT, LOSSLESS, ADAPTIVE)
+
+
+def has_modes(version: int) -> bool:
+    """Whether a version's files have the block-mode section (modes_length at offset 44)."""
+    return version in (FLAT, ADAPTIVE)
 
 
 @dataclass(frozen=True)
 class BlockModes:
-    """Version 4's block modes, inflated: one byte per 8x8 block in raster order (0:
-    coded, 1: flat), then the colour of each flat block in raster order (R, G, B, or
-    one grey byte)."""
+    """The block modes of versions 4 and 6, inflated: one byte per 8x8 block in raster
+    order (0: coded, 1: flat), then the colour of each flat block in raster order (R, G,
+    B, or one grey byte); in version 6 then one signed byte per block, its quality offset
+    in units of DQ_STEP (0 for a flat block; dq empty in version 4)."""
 
     modes: bytes
     colours: bytes
+    dq: bytes = b""
 
     def deflated(self) -> bytes:
         """The section as the encoder writes it: raw deflate (zlib, level 9)."""
         z = zlib.compressobj(9, zlib.DEFLATED, -15)
-        return z.compress(self.modes + self.colours) + z.flush()
+        return z.compress(self.modes + self.colours + self.dq) + z.flush()
 
     @classmethod
-    def inflate(cls, section: bytes, blocks: int, channels: int) -> BlockModes:
+    def inflate(cls, section: bytes, blocks: int, channels: int, quality_x256: int | None = None) -> BlockModes:
         """The section of a file of `blocks` blocks, checked (check 12 of docs/format.md
-        2): it must inflate to exactly `blocks` mode bytes, each 0 or 1 and at least one 1,
-        then `channels` colour bytes per 1, and end there. Never inflates more than that."""
+        2): it must inflate to exactly `blocks` mode bytes, each 0 or 1, then `channels`
+        colour bytes per 1, then (version 6: quality_x256 given) `blocks` quality offsets,
+        and end there. In version 4 a block must be flat; in version 6 an offset must be
+        0 for a flat block, keep its block's quality within the range, and not all be 0.
+        Never inflates more than that."""
         d = zlib.decompressobj(-15)
+        adaptive = quality_x256 is not None
         try:
             modes = d.decompress(section, blocks)
             if len(modes) < blocks:
@@ -107,11 +126,14 @@ class BlockModes:
             if modes.translate(None, b"\x00\x01"):
                 raise FormatError("block modes: a mode byte other than 0 (coded) or 1 (flat)")
             need = channels * modes.count(1)
-            if not need:
+            if not need and not adaptive:
                 raise FormatError("block modes: no flat block (such an image is written as version 2 or 3)")
-            colours = d.decompress(d.unconsumed_tail, need)
+            colours = d.decompress(d.unconsumed_tail, need) if need else b""
             if len(colours) < need:
                 raise FormatError(f"block modes: {len(colours)} colour bytes where {need} are needed")
+            dq = d.decompress(d.unconsumed_tail, blocks) if adaptive else b""
+            if adaptive and len(dq) < blocks:
+                raise FormatError(f"block modes: {len(dq)} quality offsets where {blocks} (one per block) are needed")
             more = d.decompress(d.unconsumed_tail, 1)
         except zlib.error as e:
             raise FormatError(f"block modes: invalid deflate data ({e})") from None
@@ -119,7 +141,20 @@ class BlockModes:
             raise FormatError("block modes: more data than its blocks need, or no end of the deflate stream")
         if d.unused_data or d.unconsumed_tail:
             raise FormatError("block modes: bytes after the end of the deflate stream")
-        return cls(modes, colours)
+        if quality_x256 is not None:
+            check_offsets(modes, dq, quality_x256)
+        return cls(modes, colours, dq)
+
+
+def check_offsets(modes: bytes, dq: bytes, quality_x256: int) -> None:
+    """Version 6's rules on the quality offsets (check 12)."""
+    if dq.count(0) == len(dq):
+        raise FormatError("quality offsets: all 0 (such an image is written as version 2, 3 or 4)")
+    offsets = struct.unpack(f"{len(dq)}b", dq)
+    if any(o and m for o, m in zip(offsets, modes, strict=True)):
+        raise FormatError("quality offsets: a flat block has an offset other than 0")
+    if not (Q.valid_x256(quality_x256 + DQ_STEP * min(offsets)) and Q.valid_x256(quality_x256 + DQ_STEP * max(offsets))):
+        raise FormatError(f"quality offsets: a block's quality is outside {Q.MIN}..{Q.MAX}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +168,12 @@ class Header:
     channels: int = 3
     version: int = VERSION
     streams: int = 1  # payload substreams (version 2; version 1 has one); version 5: the transform
-    flat: BlockModes | None = None  # version 4: the flat blocks and their colours
+    flat: BlockModes | None = None  # versions 4 and 6: the flat blocks, their colours (and quality offsets)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether blocks have quality offsets (version 6)."""
+        return self.flat is not None and bool(self.flat.dq)
 
     @property
     def lossless(self) -> bool:
@@ -192,18 +232,22 @@ def _check_payload_length(n: int, version: int, streams: int) -> None:
 
 
 def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = None) -> bytes:
-    """Header (+ block modes, in version 4) + payload (+ chunks, in versions 3 and 4) +
-    CRC-32 -> file bytes. With header.flat the file is written as version 4, else with
-    chunks as version 3 (whatever header.version says), else as header.version."""
+    """Header (+ block modes, in versions 4 and 6) + payload (+ chunks, in versions 3, 4
+    and 6) + CRC-32 -> file bytes. With header.flat the file is written as version 6
+    when it has quality offsets, else version 4; else with chunks as version 3 (whatever
+    header.version says), else as header.version."""
     if header.lossless:
         _check_lossless(header.model_id, header.weights_sha256, header.streams, len(payload))
     elif header.flat is not None:
-        header = dataclass_replace(header, version=FLAT)
+        given = header.flat
+        header = dataclass_replace(header, version=ADAPTIVE if given.dq else FLAT)
+        if given.dq:
+            check_offsets(given.modes, given.dq, header.quality_x256)
     elif chunks:
         header = dataclass_replace(header, version=CHUNKED)
-    elif header.version in (CHUNKED, FLAT):
-        raise FormatError(f"a version {header.version} file has at least one "
-                          f"{'chunk' if header.version == CHUNKED else 'flat block'} (without, write version 2)")
+    elif header.version in (CHUNKED, FLAT, ADAPTIVE):
+        what = {CHUNKED: "chunk", FLAT: "flat block", ADAPTIVE: "quality offset"}[header.version]
+        raise FormatError(f"a version {header.version} file has at least one {what} (without, write version 2)")
     check_dimensions(header.width, header.height)
     if not Q.valid_x256(header.quality_x256):
         raise FormatError(f"quality {header.quality_value} outside {Q.MIN}..{Q.MAX}")
@@ -232,7 +276,7 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
     if len(payload) + len(tail) + len(modes) >= MAX_PAYLOAD:
         raise FormatError("payload, block modes and chunks must be below 2 GiB")
     lengths = {CHUNKED: struct.pack("<I", len(tail)), FLAT: struct.pack("<II", len(tail), len(modes)),
-               LOSSLESS: struct.pack("<I", len(tail))}
+               LOSSLESS: struct.pack("<I", len(tail)), ADAPTIVE: struct.pack("<II", len(tail), len(modes))}
     body = head + lengths.get(header.version, b"") + modes + payload + tail
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -256,7 +300,7 @@ def _pack_chunks(chunks: dict[bytes, bytes]) -> bytes:
 
 
 def add_chunks(data: bytes, chunks: dict[bytes, bytes]) -> bytes:
-    """A file with chunks added (version 3, or 4 with flat blocks), or as it is when
+    """A file with chunks added (version 3, or its own version 4 or 6), or as it is when
     chunks is empty."""
     if not chunks:
         return data
@@ -265,8 +309,8 @@ def add_chunks(data: bytes, chunks: dict[bytes, bytes]) -> bytes:
 
 
 def file_size(data: bytes) -> int:
-    """The size a .bbc file must have, from its first 44 bytes (48 in version 3, 52 in
-    version 4) or more (checks 1-3 and the payload limit of docs/format.md, section 2)."""
+    """The size a .bbc file must have, from its first 44 bytes (48 in versions 3 and 5, 52
+    in versions 4 and 6) or more (checks 1-3 and the payload limit of docs/format.md, section 2)."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not a .bbc file (bad magic bytes)")
     if len(data) < HEADER_SIZE + TRAILER_SIZE:
@@ -354,9 +398,10 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
     if version == CHUNKED or m:
         _parse_chunks(data[start + k + n : expected - TRAILER_SIZE])
     flat = None
-    if version == FLAT:
+    if has_modes(version):
         rows, cols = -(-height // 8), -(-width // 8)
-        flat = BlockModes.inflate(data[start : start + k], rows * cols, channels)
+        flat = BlockModes.inflate(data[start : start + k], rows * cols, channels,
+                                  q256 if version == ADAPTIVE else None)
     header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams, flat)
     return header, data[start + k : start + k + n]
 
@@ -367,7 +412,7 @@ def _sections(data: bytes) -> tuple[int, int, int]:
     version = data[4]
     start = header_size(version)
     m = struct.unpack_from("<I", data, HEADER_SIZE)[0] if has_chunks_length(version) else 0
-    k = struct.unpack_from("<I", data, HEADER_SIZE + 4)[0] if version == FLAT else 0
+    k = struct.unpack_from("<I", data, HEADER_SIZE + 4)[0] if has_modes(version) else 0
     return start, k, m
 
 
@@ -401,8 +446,8 @@ def chunk_sizes(data: bytes) -> dict[str, int]:
 
 
 def read_chunks(data: bytes) -> dict[bytes, bytes]:
-    """The chunks of a .bbc file by type (none before version 3, maybe none in version
-    4); unpack checks them."""
+    """The chunks of a .bbc file by type (none before version 3, maybe none in versions
+    4 to 6); unpack checks them."""
     if not has_chunks_length(data[4]):
         return {}
     (n,) = struct.unpack_from("<I", data, 32)

@@ -46,6 +46,7 @@ from ..model.frozen import FrozenModel, Groups, Neighbours, Scales
 from ..model.groups import Read
 from . import effort as efforts
 from . import format, lockstep, rdoq, streams
+from .aq import offsets as aq_offsets
 from .workers import Forked, can_fork, check_threads, default_threads, reply, shared_zeros
 
 
@@ -82,8 +83,9 @@ class CodingModel(Protocol):
 # coded, in the process that coded them (the encoder's symbols as written; the training
 # cache keeps them, effort 3 keeps the reconstructions as a proxy).
 Observe = Callable[[np.ndarray, np.ndarray, np.ndarray, Scales, np.ndarray], None]
-# choose(r, c, nb, mean, scales, y) -> (symbols, their reconstruction): rdoq.Chooser.
-Choose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scales, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# choose(r, c, nb, mean, scales, y, qp) -> (symbols, their reconstruction): rdoq.Chooser.
+Choose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scales, np.ndarray, Any],
+                  tuple[np.ndarray, np.ndarray]]
 
 UNNAMED = bytes(8)  # the weights id of files made only to be measured (training's validation, caches)
 
@@ -124,13 +126,14 @@ def processes(threads: int | None, rows: int, cols: int, model: CodingModel, n_s
 
 
 class _Blocks:
-    """What both directions share in every process: the model at one quality, the canvas
-    of reconstructed blocks (two block rows), the feature canvases of kernel-3 layers
-    and the output image; in shared memory for n > 1 processes, made before the fork."""
+    """What both directions share in every process: the model at one quality (or each
+    block's: quality, the (rows, cols) quality_x256 of format version 6), the canvas of
+    reconstructed blocks (two block rows), the feature canvases of kernel-3 layers and
+    the output image; in shared memory for n > 1 processes, made before the fork."""
 
     def __init__(self, model: CodingModel, qp: Any, rows: int, cols: int, height: int, width: int, n: int,
-                 flat: blocks.Flat | None = None) -> None:
-        self.model, self.qp, self.flat = model, qp, flat
+                 flat: blocks.Flat | None = None, quality: np.ndarray | None = None) -> None:
+        self.model, self.qp, self.flat, self.quality = model, qp, flat, quality
         zeros = shared_zeros if n > 1 else np.zeros
         self.canvas = Canvas(rows, cols, zeros=zeros)
         self.ctx = BlockContext(rows, cols, rolling=True)
@@ -142,13 +145,20 @@ class _Blocks:
                         self.ctx.add_features((id(st), i), layer.W.shape[1] // 5, np.int16, zeros=zeros)
         self.image = zeros((height, width, 3), np.uint8)
 
-    def start(self, r: np.ndarray, c: np.ndarray, given: Neighbours | None) -> tuple[BlockContext, Any, np.ndarray, Scales]:
-        """(block context, neighbours, means, scales) of blocks (r, c) of one wavefront
-        (given: their first layers' products, lockstep.FirstLayers)."""
+    def start(self, r: np.ndarray, c: np.ndarray, given: Neighbours | None
+              ) -> tuple[BlockContext, Any, Any, np.ndarray, Scales]:
+        """(block context, parameters, neighbours, means, scales) of blocks (r, c) of one
+        wavefront (given: their first layers' products at the image's quality,
+        lockstep.FirstLayers; each block's bias then comes with the parameters)."""
         at = self.ctx.chunk(r, c)
-        nb = given if given is not None else self.model.neighbours(self.canvas.neighbours(r, c, ones=True), self.qp)
-        mean, scales = self.model.entropy_params(nb, self.qp, at)
-        return at, nb, mean, scales
+        qp = self.qp
+        nb = given if given is not None else self.model.neighbours(self.canvas.neighbours(r, c, ones=True), qp)
+        if self.quality is not None:
+            assert isinstance(self.model, FrozenModel)
+            qp = self.model.block_params(self.qp, self.quality[r, c])
+            nb = nb.at(qp)
+        mean, scales = self.model.entropy_params(nb, qp, at)
+        return at, qp, nb, mean, scales
 
     def put(self, r: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
         """Reconstructed blocks into the canvas and the output image."""
@@ -171,15 +181,15 @@ class _Encoder:
         self.groups = at.model.group_columns()
 
     def blocks(self, r: np.ndarray, c: np.ndarray, given: Neighbours | None) -> bytes:
-        model, qp, L = self.b.model, self.b.qp, self.b.model.max_symbol
-        at, nb, mean, scales = self.b.start(r, c, given)
+        model, L = self.b.model, self.b.model.max_symbol
+        at, qp, nb, mean, scales = self.b.start(r, c, given)
         y = model.analyse(blocks.gather_pixels(self.img, r, c), nb, qp, at)
         if self.choose is None:
             sym = np.clip(np.rint(y - mean), -L, L)
             idx = _indices(model, scales, sym, qp)
             out = model.synthesise(sym, mean, nb, qp, at)
         else:  # in this process alone: nb was computed here
-            chosen, out = self.choose(r, c, nb.plain, mean, scales, y)
+            chosen, out = self.choose(r, c, nb.plain, mean, scales, y, qp)
             sym = np.array(chosen, dtype=np.float64)
             idx = _indices(model, scales, sym, qp)
             if not np.array_equal(sym, chosen):  # a symbol the payload leaves out (rare): 0, as decoded
@@ -215,8 +225,8 @@ class _Decoder:
         self.b, self.reader, self.S = at, reader, n_streams
 
     def blocks(self, r: np.ndarray, c: np.ndarray, given: Neighbours | None) -> bytes:
-        model, qp, rd = self.b.model, self.b.qp, self.reader
-        at, nb, mean, scales = self.b.start(r, c, given)
+        model, rd = self.b.model, self.reader
+        at, qp, nb, mean, scales = self.b.start(r, c, given)
         spans = streams.runs(r, self.S, rd.owned)
         sym = model.decode_symbols(scales, qp, lambda idx, out: rd.read(spans, idx, out))
         rd.check()  # check 9, once per wavefront (docs/format.md 2)
@@ -299,12 +309,13 @@ def _indices(model: CodingModel, scales: Scales, sym: np.ndarray, qp: Any) -> np
 def _encode_payload(model: CodingModel, qp: Any, img: np.ndarray, n_streams: int, n: int,
                     choose: Choose | None = None, progress: Callable[[int], None] | None = None,
                     observe: Observe | None = None, filtered: bool = True,
-                    flat: blocks.Flat | None = None) -> tuple[bytes, np.ndarray]:
+                    flat: blocks.Flat | None = None, quality: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
     """An HxWx3 image -> (payload of n_streams streams, the decoder's image), by n
-    processes (1 with choose), its flat blocks (if any) not coded."""
+    processes (1 with choose), its flat blocks (if any) not coded, each block at its
+    quality (quality_x256, (rows, cols)) if given."""
     height, width = img.shape[:2]
     rows, cols = blocks.grid_shape(height, width)
-    at = _Blocks(model, qp, rows, cols, height, width, n, flat)
+    at = _Blocks(model, qp, rows, cols, height, width, n, flat, quality)
 
     def side(i: int) -> _Encoder:
         writer = streams.Writer(streams.owned(n_streams, n, i), n_streams, model.scale_table, model.max_symbol)
@@ -319,7 +330,7 @@ def _encode_payload(model: CodingModel, qp: Any, img: np.ndarray, n_streams: int
 def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: bytes, *,
            effort: int = efforts.DEFAULT, threads: int | None = None, n_streams: int | None = None,
            progress: Callable[[int], None] | None = None, observe: Observe | None = None,
-           flat: bool = True) -> tuple[bytes, np.ndarray]:
+           flat: bool = True, aq: float = 0.0) -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     weights_id: the first 8 bytes of the weights file's SHA-256, for the header (how a
@@ -332,7 +343,8 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
     number of pixels of each wavefront's blocks; observe (Observe) with each
     wavefront's symbols (of its coded blocks). flat: whether blocks of one colour are
     left to the block modes of format version 4 (blocks.Flat; the file is version 4
-    only if the image has one).
+    only if the image has one). aq: the strength of adaptive quantisation (aq.py; 0:
+    none), the file version 6 when it gives a block an offset.
 
     effort > 1 (effort.py) codes the image more than once: at effort 1 for a proxy of
     the blocks not yet coded (level.needs_proxy; this pass uses the workers as above),
@@ -357,6 +369,8 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
     qp = model.params_at(quality_x256)
     n = processes(threads, rows, cols, model, n_streams)
     found = blocks.Flat.find(img) if flat else None
+    dq = aq_offsets(img, quality_x256, aq, None if found is None else found.mask)
+    per_block = None if dq is None else quality_x256 + format.DQ_STEP * dq.astype(np.int64)
     choose = None
     if level is not None:
         frozen = rdoq.check_model(model)
@@ -367,35 +381,51 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
             def keep(r: np.ndarray, c: np.ndarray, sym: np.ndarray, scales: Scales, out: np.ndarray) -> None:
                 proxy[r + 1, c + 1] = out
 
-            _encode_payload(model, qp, img, n_streams, n, observe=keep, filtered=False, flat=found)
-        choose = rdoq.Chooser(frozen, qp, blocks.block_grid(blocks.pad_to_blocks(img)), proxy, level, found)
+            _encode_payload(model, qp, img, n_streams, n, observe=keep, filtered=False, flat=found, quality=per_block)
+        choose = rdoq.Chooser(frozen, qp, blocks.block_grid(blocks.pad_to_blocks(img)), proxy, level, found, per_block)
         del proxy
         n = 1
-    payload, rec = _encode_payload(model, qp, img, n_streams, n, choose, progress, observe, flat=found)
+    payload, rec = _encode_payload(model, qp, img, n_streams, n, choose, progress, observe, flat=found,
+                                   quality=per_block)
     del choose
     if gray:
         rec = to_gray(rec)
     header = format.Header(width=width, height=height, quality_x256=quality_x256, weights_sha256=weights_id,
                            image_digest=digest(rec), model_id=model.family, channels=1 if gray else 3,
-                           streams=n_streams, flat=None if found is None else _modes(found, gray))
+                           streams=n_streams, flat=_modes(found, dq, gray, rows, cols))
     return format.pack(header, payload), rec
 
 
-def _modes(flat: blocks.Flat, gray: bool) -> format.BlockModes:
-    """The block modes a file carries: a byte per block (1: flat), each flat block's colour."""
-    colours = flat.colour[flat.mask][:, :1 if gray else 3]
-    return format.BlockModes(flat.mask.astype(np.uint8).tobytes(), colours.tobytes())
+def _modes(flat: blocks.Flat | None, dq: np.ndarray | None, gray: bool, rows: int, cols: int
+           ) -> format.BlockModes | None:
+    """The block modes a file carries (None: none, version 2 or 3): a byte per block (1:
+    flat), each flat block's colour, and (version 6) each block's quality offset."""
+    if flat is None and dq is None:
+        return None
+    mask = np.zeros((rows, cols), dtype=bool) if flat is None else flat.mask
+    colours = b"" if flat is None else flat.colour[flat.mask][:, :1 if gray else 3].tobytes()
+    return format.BlockModes(mask.astype(np.uint8).tobytes(), colours, b"" if dq is None else dq.tobytes())
 
 
 def _flat(header: format.Header) -> blocks.Flat | None:
-    """The flat blocks of a file (version 4), from its block modes."""
-    if header.flat is None:
+    """The flat blocks of a file (versions 4 and 6), from its block modes (None: none)."""
+    if header.flat is None or not header.flat.colours:
         return None
     rows, cols = blocks.grid_shape(header.height, header.width)
     mask = np.frombuffer(header.flat.modes, dtype=np.uint8).reshape(rows, cols).astype(bool)
     colour = np.zeros((rows, cols, 3), dtype=np.uint8)
     colour[mask] = np.frombuffer(header.flat.colours, dtype=np.uint8).reshape(-1, header.channels)
     return blocks.Flat(mask, colour)
+
+
+def _quality(header: format.Header) -> np.ndarray | None:
+    """Each block's quality_x256 (rows, cols) of a version 6 file, else None."""
+    if not header.adaptive:
+        return None
+    assert header.flat is not None
+    rows, cols = blocks.grid_shape(header.height, header.width)
+    dq = np.frombuffer(header.flat.dq, dtype=np.int8).reshape(rows, cols).astype(np.int64)
+    return header.quality_x256 + format.DQ_STEP * dq
 
 
 @_one_blas_thread
@@ -422,7 +452,7 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
     try:
         parts = streams.split(payload, S)
         n = processes(threads, rows, cols, model, S)
-        at = _Blocks(model, qp, rows, cols, header.height, header.width, n, _flat(header))
+        at = _Blocks(model, qp, rows, cols, header.height, header.width, n, _flat(header), _quality(header))
 
         def side(i: int) -> _Decoder:
             reader = streams.Reader(parts, streams.owned(S, n, i), model.scale_table, model.max_symbol,

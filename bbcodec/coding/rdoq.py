@@ -68,38 +68,55 @@ class Chooser:
     canvas holds the coded blocks and, beyond them, the proxy (the effort-1 canvas, which
     it takes over and overwrites; needed only when level.needs_proxy). Flat blocks
     (blocks.Flat) are on it from the start, as they are decoded, and cost nothing: the
-    look-ahead leaves them out."""
+    look-ahead leaves them out. With blocks of several qualities (quality: each block's
+    quality_x256, format version 6), each block is judged at its own quality's lambda and
+    parameters (qp: the wavefront's, per block; rows(...) of it for subsets)."""
 
     def __init__(self, model: FrozenModel, qp: QualityParams, grid: np.ndarray, proxy: np.ndarray | None,
-                 level: Level, flat: blocks.Flat | None = None) -> None:
-        self.model, self.qp, self.grid, self.level = model, qp, grid, level
+                 level: Level, flat: blocks.Flat | None = None, quality: np.ndarray | None = None) -> None:
+        self.model, self.qp, self.grid, self.level, self.quality = model, qp, grid, level, quality
         self.rows, self.cols = grid.shape[0], grid.shape[2]
         self.canvas = blocks.new_canvas(self.rows, self.cols) if proxy is None else proxy
         self.flat = None if flat is None else flat.mask
         if flat is not None:
             r, c = np.nonzero(flat.mask)
             self.canvas[r + 1, c + 1] = flat.values(r, c)
-        self.lam = level.lam * rd_lambda(qp.quality_x256)
+        self.lambdas: dict[int, float] = {}
         self.bits = bits_table(model.scale_table)
         self.L = model.max_symbol
 
-    def _given(self, name: str, product: np.ndarray) -> Neighbours:
-        """Neighbours of one stack from its unscaled neighbour product (shared by candidates)."""
-        return self.model.from_products({name: product}, self.qp)
+    def params(self, r: np.ndarray, c: np.ndarray) -> QualityParams:
+        """The parameters of blocks (r, c): the image's quality, or each block's."""
+        return self.qp if self.quality is None else self.model.block_params(self.qp, self.quality[r, c])
 
-    def cost_bits(self, scales: Scales, sym: np.ndarray) -> np.ndarray:
+    def lam(self, qp: QualityParams) -> float | np.ndarray:
+        """level.lam x the training lambda of the quality (per block: a column)."""
+        if qp.shift is None:
+            return self.level.lam * rd_lambda(int(qp.quality_x256))
+        qx = np.asarray(qp.quality_x256)
+        for q in np.unique(qx).tolist():
+            if q not in self.lambdas:
+                self.lambdas[q] = self.level.lam * rd_lambda(q)
+        return np.array([self.lambdas[q] for q in qx.tolist()])
+
+    def _given(self, name: str, product: np.ndarray, qp: QualityParams) -> Neighbours:
+        """Neighbours of one stack from its unscaled neighbour product (shared by candidates)."""
+        return self.model.from_products({name: product}, qp)
+
+    def cost_bits(self, scales: Scales, sym: np.ndarray, qp: QualityParams) -> np.ndarray:
         """Bits of each row of symbols (the coder's grouped scales)."""
         total = np.zeros(len(sym))
         mag = np.minimum(np.abs(sym), MAX_BITS_SYMBOL).astype(np.int64)
-        for cols, idx in self.model.scale_groups(scales, sym, self.qp):
+        for cols, idx in self.model.scale_groups(scales, sym, qp):
             total += self.bits[idx, mag[:, cols]].sum(axis=1)
         return total
 
-    def cost(self, scales: Scales, sym: np.ndarray, rec: np.ndarray, blk: np.ndarray) -> np.ndarray:
-        return self.cost_bits(scales, sym) + self.lam * ((rec - blk) ** 2).sum(axis=1) / 3.0
+    def cost(self, scales: Scales, sym: np.ndarray, rec: np.ndarray, blk: np.ndarray, qp: QualityParams
+             ) -> np.ndarray:
+        return self.cost_bits(scales, sym, qp) + self.lam(qp) * ((rec - blk) ** 2).sum(axis=1) / 3.0
 
     def rdoq(self, res: np.ndarray, s0: np.ndarray, rec0: np.ndarray, mean: np.ndarray, p_gs: np.ndarray,
-             scales: Scales, blk: np.ndarray) -> list[np.ndarray]:
+             scales: Scales, blk: np.ndarray, qp: QualityParams) -> list[np.ndarray]:
         """One RDOQ candidate per multiplier m: s0 with every single-symbol change kept that
         lowers the block's own bits + m x lambda x SSE (then again from there, `passes`);
         p_gs: the blocks' neighbour product of the synthesis' first layer."""
@@ -109,42 +126,43 @@ class Chooser:
             return [s0] * len(self.level.rdoq)
         # The other rounding of each candidate symbol (toward the latent's side).
         alt = np.clip(s0[b, ch] + np.where(res[b, ch] > s0[b, ch], 1.0, -1.0), -self.L, self.L)
-        first = self._changes(s0, rec0, b, ch, alt, mean, p_gs, scales, blk)  # shared by every m
+        first = self._changes(s0, rec0, b, ch, alt, mean, p_gs, scales, blk, qp)  # shared by every m
+        lam = self.lam(qp.rows(b))
         out = []
         for m in self.level.rdoq:
             s, rec, (new, d_bits, d_sse) = s0, rec0, first
             for round_ in range(self.level.passes):
                 if round_:
                     new, d_bits, d_sse = self._changes(s, rec, b, ch, np.where(s[b, ch] == alt, s0[b, ch], alt),
-                                                       mean, p_gs, scales, blk)
-                keep = d_bits + m * self.lam * d_sse < 0
+                                                       mean, p_gs, scales, blk, qp)
+                keep = d_bits + m * lam * d_sse < 0
                 if not keep.any():
                     break
                 s = s.copy()
                 s[b[keep], ch[keep]] = new[keep]
                 if round_ + 1 < self.level.passes:
-                    rec = self.model.synthesise(s, mean, self._given("gs", p_gs), self.qp)
+                    rec = self.model.synthesise(s, mean, self._given("gs", p_gs, qp), qp)
             out.append(s)
         return out
 
     def _changes(self, s: np.ndarray, rec: np.ndarray, b: np.ndarray, ch: np.ndarray, new: np.ndarray,
-                 mean: np.ndarray, p_gs: np.ndarray, scales: Scales, blk: np.ndarray
+                 mean: np.ndarray, p_gs: np.ndarray, scales: Scales, blk: np.ndarray, qp: QualityParams
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(new, change of bits, change of SSE / 3) of each single change s[b, ch] -> new
         against s, whose reconstruction is rec."""
         trial = s[b]
         trial[np.arange(len(b)), ch] = new
-        sub = scales.rows(b)
-        trial_rec = self.model.synthesise(trial, mean[b], self._given("gs", p_gs[b]), self.qp)
-        d_bits = self.cost_bits(sub, trial) - self.cost_bits(scales, s)[b]
+        sub, qb = scales.rows(b), qp.rows(b)
+        trial_rec = self.model.synthesise(trial, mean[b], self._given("gs", p_gs[b], qb), qb)
+        d_bits = self.cost_bits(sub, trial, qb) - self.cost_bits(scales, s, qp)[b]
         d_sse = (((trial_rec - blk[b]) ** 2).sum(axis=1) - ((rec - blk) ** 2).sum(axis=1)[b]) / 3.0
         return new, d_bits, d_sse
 
     def __call__(self, r: np.ndarray, c: np.ndarray, nb: np.ndarray, mean: np.ndarray, scales: Scales,
-                 y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 y: np.ndarray, qp: QualityParams) -> tuple[np.ndarray, np.ndarray]:
         """(symbols, their reconstruction) of the wavefront's blocks (r, c), whose plain
-        latents are y."""
-        model, qp = self.model, self.qp
+        latents are y, at qp (params(r, c))."""
+        model = self.model
         n = len(r)
         blk = blocks.block_rows(self.grid, r, c)
         res = y - mean
@@ -152,8 +170,8 @@ class Chooser:
         if model.groups is not None and scales.hidden is not None:  # the heads' products, once
             scales = Scales(scales.log_scale, scales.hidden, model.groups.products(scales.hidden))
         p_gs = nb @ model.gs.W_nb.T  # the synthesis' first-layer product, shared by every candidate
-        rec0 = model.synthesise(s0, mean, self._given("gs", p_gs), qp)
-        cands = [s0, *self.rdoq(res, s0, rec0, mean, p_gs, scales, blk)]
+        rec0 = model.synthesise(s0, mean, self._given("gs", p_gs, qp), qp)
+        cands = [s0, *self.rdoq(res, s0, rec0, mean, p_gs, scales, blk, qp)]
         differs = np.zeros(n, dtype=bool)
         for s in cands[1:]:
             differs |= (s != s0).any(axis=1)
@@ -164,10 +182,12 @@ class Chooser:
         i = np.nonzero(differs)[0]
         K, m = len(cands), len(i)
         sym = np.concatenate([s[i] for s in cands])
+        tiled = qp.rows(np.tile(i, K - 1))
         rec = np.concatenate([rec0[i], model.synthesise(sym[m:], np.tile(mean[i], (K - 1, 1)),
-                                                          self._given("gs", np.tile(p_gs[i], (K - 1, 1))), qp)])
+                                                          self._given("gs", np.tile(p_gs[i], (K - 1, 1)), tiled),
+                                                          tiled)])
         sc = scales.rows(np.tile(i, K))
-        J = self.cost(sc, sym, rec, np.tile(blk[i], (K, 1))).reshape(K, m)
+        J = self.cost(sc, sym, rec, np.tile(blk[i], (K, 1)), qp.rows(np.tile(i, K))).reshape(K, m)
         for dr, dc, slot in DEPENDENTS[: self.level.lookahead]:
             rr, cc = r[i] + dr, c[i] + dc
             ok = (rr < self.rows) & (cc >= 0) & (cc < self.cols)
@@ -196,8 +216,9 @@ class Chooser:
         p = {name: np.tile(nb @ st.W_nb.T, (K, 1)) + flat @ st.W_nb[:, cols].T
              for name, st in self.model.stacks().items()}
         blk = np.tile(blocks.block_rows(self.grid, rr, cc), (K, 1))
-        given = self.model.from_products(p, self.qp)
-        mean, scales = self.model.entropy_params(given, self.qp)
-        s = np.clip(np.rint(self.model.analyse(blk, given, self.qp) - mean), -self.L, self.L)
-        rec = self.model.synthesise(s, mean, given, self.qp)
-        return self.cost(scales, s, rec, blk)
+        qp = self.params(np.tile(rr, K), np.tile(cc, K))
+        given = self.model.from_products(p, qp)
+        mean, scales = self.model.entropy_params(given, qp)
+        s = np.clip(np.rint(self.model.analyse(blk, given, qp) - mean), -self.L, self.L)
+        rec = self.model.synthesise(s, mean, given, qp)
+        return self.cost(scales, s, rec, blk, qp)

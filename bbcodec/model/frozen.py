@@ -35,14 +35,30 @@ Groups = list[np.ndarray | slice]  # the channels of each coding group, in bitst
 
 @dataclass
 class QualityParams:
-    """Everything that depends on the (possibly fractional) quality, derived exactly."""
+    """Everything that depends on the (possibly fractional) quality, derived exactly.
 
-    quality_x256: int
+    One quality for a batch of blocks (vectors), or one per block (FrozenModel.block_params:
+    a row per block of every vector, which the networks' arithmetic broadcasts alike;
+    quality_x256 then (B,), first_layers the base quality's and shift the rescaled
+    difference of each block's first-layer biases from the base's, which
+    Neighbours.first adds)."""
+
+    quality_x256: int | np.ndarray
     gain: np.ndarray  # (M,) latent gain
     inv_gain: np.ndarray  # (M,) gain before synthesis
     log_gain: np.ndarray  # (M,) added to the predicted log-scale
     bias: dict[str, np.ndarray]  # first-layer bias of each stack (and of each group head, filter)
     first_layers: dict[str, np.ndarray]  # per stack, [W_nb, bias] rescaled (FirstLayerWeights)
+    shift: dict[str, np.ndarray] | None = None  # per block: per stack, (B, C0)
+
+    def rows(self, idx: np.ndarray) -> QualityParams:
+        """The parameters of blocks idx (repeats allowed) of a per-block batch; itself
+        for one quality."""
+        if self.shift is None:
+            return self
+        return QualityParams(np.asarray(self.quality_x256)[idx], self.gain[idx], self.inv_gain[idx], self.log_gain[idx],
+                             {k: b[idx] for k, b in self.bias.items()}, self.first_layers,
+                             {k: v[idx] for k, v in self.shift.items()})
 
 
 class FirstLayerWeights(dict):
@@ -72,14 +88,24 @@ class Neighbours:
     pixels: np.ndarray | None  # (B, 769): [UL, U, UR, L] centred pixels and a column of ones
     weights: dict[str, np.ndarray]  # per stack, (C0, 769): QualityParams.first_layers
     given: dict[str, np.ndarray] | None = None  # per stack, first()'s result
+    shift: dict[str, np.ndarray] | None = None  # per stack, (B, C0): QualityParams.shift, added
 
     def first(self, name: str) -> np.ndarray:
         """The first layer's neighbour term and bias of one stack, rescaled (B, C0); a
-        given one is used once (the entropy network overwrites it)."""
+        given one is used once (the entropy network overwrites it). With blocks of
+        several qualities, each block's bias (an exact integer sum in any order)."""
         if self.given is not None:
-            return self.given[name]
-        assert self.pixels is not None
-        return mm(self.pixels, self.weights[name])
+            out = self.given[name]
+        else:
+            assert self.pixels is not None
+            out = mm(self.pixels, self.weights[name])
+        return out if self.shift is None else out + self.shift[name]
+
+    def at(self, qp: QualityParams) -> Neighbours:
+        """These neighbours for blocks at qp's qualities (the same object for one quality)."""
+        if qp.shift is None:
+            return self
+        return Neighbours(self.pixels, self.weights, self.given, qp.shift)
 
     @property
     def plain(self) -> np.ndarray:
@@ -199,6 +225,22 @@ class FrozenModel:
             bias["pf"] = np.rint(lerp(self.postfilter.qbias))
         return QualityParams(quality_x256, lerp(self.gain), lerp(self.inv_gain), lerp(self.log_gain), bias,
                              FirstLayerWeights(self.stacks(), bias))
+
+    def block_params(self, base: QualityParams, quality_x256: np.ndarray) -> QualityParams:
+        """The parameters of a batch of blocks at qualities quality_x256 (B,) (format
+        version 6's quality offsets), one row each: every block's the same integers as
+        params_at its quality gives; the first layers' bias differences from base's as
+        shift (Neighbours.at)."""
+        qs, inverse = np.unique(quality_x256, return_inverse=True)
+        ps = [self.params_at(int(q)) for q in qs]
+
+        def stacked(get) -> np.ndarray:
+            return np.stack([get(p) for p in ps])[inverse]
+
+        bias = {k: stacked(lambda p, k=k: p.bias[k]) for k in base.bias if k != "pf"}  # the filter: the image's
+        shift = {k: (bias[k] - base.bias[k]) * st.fast.s0 for k, st in self.stacks().items()}
+        return QualityParams(np.asarray(quality_x256), stacked(lambda p: p.gain), stacked(lambda p: p.inv_gain),
+                             stacked(lambda p: p.log_gain), bias, base.first_layers, shift)
 
     def stacks(self) -> dict[str, Stack]:
         return {"ga": self.ga, "gs": self.gs, "he": self.he}

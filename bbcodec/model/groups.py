@@ -151,7 +151,7 @@ class GroupedScales:
         key = [biases[k] for k in self._bias_keys]
         last = self.__dict__.get("_biases")
         if last is None or any(a is not b for a, b in zip(last[0], key, strict=True)):
-            vector = np.concatenate([f.scaled_bias(b) for f, b in zip(self._fast, key, strict=True)])
+            vector = np.concatenate([f.scaled_bias(b) for f, b in zip(self._fast, key, strict=True)], axis=-1)
             last = self.__dict__["_biases"] = (key, vector)
         x = self.products(hidden)
         x += last[1]

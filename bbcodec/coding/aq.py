@@ -1,0 +1,66 @@
+"""Adaptive quantisation: the encoder's choice of a quality offset per block (format version 6).
+
+The eye sees an error in a smooth area, and hardly the same error in texture, which
+masks it (x264's and libaom's AQ rest on the same fact). So the encoder raises the
+quality of regions whose blocks are smooth and lowers that of textured ones: each
+REGION x REGION pixels get the offset
+
+    -strength x (log2(1 + mean of its 8x8 blocks' luma variances) - the image's mean of that)
+
+in qualities, clipped to +-MAX_OFFSET, rounded to STEP and kept within 1..8 for every block;
+flat blocks (coded by their colour) get 0. The file stores each block's offset (format
+version 6, coding/format.py) and the decoder follows it, so the rule is the encoder's
+to change. Measured on 8 held-out photos at qualities 2, 4, 6 with the visual weights
+(ae8be89c), against no offsets: strength 0.3 over 32x32 regions -5.2 % of the bits at equal
+SSIMULACRA2, -3.0 % at equal MS-SSIM, +5.6 % at equal PSNR (strength 0.15: -2.5 / -1.9 / +2.5 %;
+the opposite sign, +6.9 % at equal SSIMULACRA2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import blocks
+from ..model import quality as Q
+from .format import DQ_STEP
+
+REGION = 32  # pixels a side of a region of one offset (a multiple of 8)
+MAX_OFFSET = 1.5  # qualities
+STEP = 4  # offsets in multiples of 4 DQ_STEPs: a quarter of a quality (few distinct qualities per image)
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def activity(img: np.ndarray, region: int = REGION) -> np.ndarray:
+    """log2(1 + mean luma variance of the 8x8 blocks) of each region of the image's block
+    grid, broadcast to its blocks: (rows, cols) floats. The picture's edge is repeated
+    to whole blocks, as the coder pads it."""
+    h, w = img.shape[:2]
+    rows, cols = blocks.grid_shape(h, w)
+    luma = np.pad(img.astype(np.float64) @ LUMA, ((0, rows * 8 - h), (0, cols * 8 - w)), mode="edge")
+    var = luma.reshape(rows, 8, cols, 8).var(axis=(1, 3))
+    k = region // 8
+    rr, cc = -(-rows // k), -(-cols // k)
+    sums = np.zeros((rr, cc))
+    counts = np.zeros((rr, cc))
+    np.add.at(sums, (np.arange(rows)[:, None] // k, np.arange(cols)[None, :] // k), var)
+    np.add.at(counts, (np.arange(rows)[:, None] // k, np.arange(cols)[None, :] // k), 1)
+    per_region = np.log2(1 + sums / counts)
+    return per_region[np.arange(rows)[:, None] // k, np.arange(cols)[None, :] // k]
+
+
+def offsets(img: np.ndarray, quality_x256: int, strength: float, flat: np.ndarray | None = None,
+            region: int = REGION) -> np.ndarray | None:
+    """Each block's quality offset in DQ_STEPs (rows, cols) int8, or None where every one
+    is 0 (strength 0, or an image of one activity). flat: the flat blocks' mask."""
+    if strength == 0:
+        return None
+    a = activity(img, region)
+    k = region // 8
+    off = np.clip(-strength * (a - a[::k, ::k].mean()), -MAX_OFFSET, MAX_OFFSET)
+    unit = STEP * DQ_STEP
+    dq = np.rint(off * Q.STEP / unit).astype(np.int64) * STEP
+    low, high = -((quality_x256 - Q.MIN_X256) // unit) * STEP, ((Q.MAX_X256 - quality_x256) // unit) * STEP
+    dq = np.clip(dq, low, high)
+    if flat is not None:
+        dq[flat] = 0
+    return dq.astype(np.int8) if dq.any() else None
