@@ -203,12 +203,22 @@ def test_the_version_5_golden_files_decode_exactly_and_re_encode_identically(cas
 GOLDEN_AQ = 0.5  # the version 6 golden file's adaptive-quantisation strength
 
 
+def golden_aq_image() -> np.ndarray:
+    """74x106: golden_image() (texture) and golden_flat_image() (flat blocks) beside each
+    other, over a smooth ramp and the flat image again: regions of several activities,
+    so that the encoder's offsets differ (coding/aq.py), with flat blocks among them."""
+    y, x = np.mgrid[0:37, 0:53]
+    ramp = np.stack([x * 4, y * 6, 255 - x * 3], axis=2).astype(np.uint8)
+    return np.concatenate([np.concatenate([golden_image(), golden_flat_image()], axis=1),
+                           np.concatenate([ramp, golden_flat_image()], axis=1)], axis=0)
+
+
 @pytest.mark.parametrize("name", with_golden(format.ADAPTIVE))
 def test_the_version_6_golden_file_decodes_with_its_block_qualities_and_re_encodes_identically(name):
     golden, expected_path = golden_paths(name, format.ADAPTIVE)
     w = weights.load(WEIGHTS_DIR / name)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
-        data, rec = codec.encode(golden_flat_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)
+        data, rec = codec.encode(golden_aq_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)
         regenerate(golden, expected_path, name, data, rec, dq_sha256=hashlib.sha256(format.unpack(data)[0].flat.dq)
                    .hexdigest(), zlib=zlib.ZLIB_RUNTIME_VERSION)
     expected = json.loads(expected_path.read_text())
@@ -221,6 +231,6 @@ def test_the_version_6_golden_file_decodes_with_its_block_qualities_and_re_encod
     assert found.path.name == name == expected["weights"]
     img = codec.decode(header, payload, found.model)
     assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
-    again = codec.encode(golden_flat_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)[0]
+    again = codec.encode(golden_aq_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)[0]
     assert format.unpack(again) == (header, payload)
     assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]

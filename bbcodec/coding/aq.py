@@ -10,10 +10,14 @@ REGION x REGION pixels get the offset
 in qualities, clipped to +-MAX_OFFSET, rounded to STEP and kept within 1..8 for every block;
 flat blocks (coded by their colour) get 0. The file stores each block's offset (format
 version 6, coding/format.py) and the decoder follows it, so the rule is the encoder's
-to change. Measured on 8 held-out photos at qualities 2, 4, 6 with the visual weights
-(ae8be89c), against no offsets: strength 0.3 over 32x32 regions -5.2 % of the bits at equal
-SSIMULACRA2, -3.0 % at equal MS-SSIM, +5.6 % at equal PSNR (strength 0.15: -2.5 / -1.9 / +2.5 %;
-the opposite sign, +6.9 % at equal SSIMULACRA2).
+to change. Measured on 8 held-out photos at qualities 2, 4, 6, real files, against no
+offsets (BD-rate at equal SSIMULACRA2 / MS-SSIM / PSNR): with the weights f231cf7c,
+strength 0.25 over 64x64 regions -3.2 / -1.1 / +3.6 %, 0.35 -4.1 / -1.5 / +5.2 %, 0.3 over
+32x32 regions -3.8 / -2.1 / +6.6 %; with ae8be89c (whose post-loop filter was fitted to MSE
+alone), 0.3 over 32x32 -5.2 / -3.0 / +5.6 %, over 16x16 -5.3 % at +8.6 % PSNR, per 8x8
+block +0.8 / - / +16.8 %, and the opposite sign +6.9 % at equal SSIMULACRA2. The default
+strength (model/tuning.AQ_STRENGTH) is the most the PSNR goal of the visual tuning (within
+10 % of AVIF 4:4:4) leaves room for.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from ..model import blocks
 from ..model import quality as Q
 from .format import DQ_STEP
 
-REGION = 32  # pixels a side of a region of one offset (a multiple of 8)
+REGION = 64  # pixels a side of a region of one offset (a multiple of 8)
 MAX_OFFSET = 1.5  # qualities
 STEP = 4  # offsets in multiples of 4 DQ_STEPs: a quarter of a quality (few distinct qualities per image)
 LUMA = np.array([0.299, 0.587, 0.114])

@@ -13,7 +13,7 @@ UNTUNED = "psnr"
 # The strength of adaptive quantisation (coding/aq.py) each tuning's weights are used with
 # unless told (--aq): the eye's weights move bits from texture to smooth areas, PSNR's
 # do not (an offset costs PSNR).
-AQ_STRENGTH = {"visual": 0.3, "psnr": 0.0}
+AQ_STRENGTH = {"visual": 0.25, "psnr": 0.0}
 MAX_AQ = 1.0
 
 
