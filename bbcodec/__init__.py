@@ -90,10 +90,10 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     whenever that file is smaller than the lossy one, as for text, screenshots, charts
     and ramps; True: always exactly (then without quality, targets, effort, tune or
     weights); False: never.
-    aq: the strength of adaptive quantisation, 0 (off) to 1: smooth areas of the picture
-    get a higher quality than textured ones, where the eye sees errors less (format
-    version 6; bbcodec.coding.aq); None (the default) is the weights' tuning's (visual:
-    model.tuning.AQ_STRENGTH, psnr: 0).
+    aq: the strength of adaptive quantisation, 0 (off) to 1: areas of the picture
+    smoother than its average get a higher quality, since the eye sees errors there
+    (format version 6; bbcodec.coding.aq); None (the default) is the weights' tuning's
+    (model.tuning.AQ_STRENGTH: visual 0.4, psnr 0).
     metadata: what to keep of the image's ICC profile, EXIF and XMP: "all" (default),
     "none", or a comma list of icc, exif, xmp. An alpha plane is kept exactly, unless
     flatten names a colour (a name or #rrggbb) to compose the image over. What reading

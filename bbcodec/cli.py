@@ -310,8 +310,8 @@ Examples:
               help="Encode with this weights file (.npz) instead of the default (not with --tune); decoding "
                    "finds it by its hash in $BBCODEC_WEIGHTS or the shipped weights.")
 @click.option("--aq", type=FiniteFloatRange(0, MAX_AQ), default=None, metavar="STRENGTH",
-              help=f"Adaptive quantisation, 0 (off) .. {MAX_AQ:g}: smooth areas get a higher quality than "
-                   f"texture, where the eye sees errors less (format version 6).  [default: the weights' "
+              help=f"Adaptive quantisation, 0 (off) .. {MAX_AQ:g}: areas smoother than the picture's average "
+                   f"get a higher quality, since the eye sees errors there (format version 6).  [default: the weights' "
                    f"tuning's: visual {AQ_STRENGTH['visual']:g}, psnr {AQ_STRENGTH['psnr']:g}]")
 @click.option("--lossless/--no-lossless", default=None,
               help="Write the image exactly (format version 5, no networks; not with -q, targets, --effort, "

@@ -51,20 +51,20 @@ def block_qualities(data: bytes) -> np.ndarray:
     return header.quality_x256 + format.DQ_STEP * dq.astype(int)
 
 
-def test_offsets_raise_smooth_areas_and_lower_texture(kodak_crop):
+def test_offsets_raise_smooth_areas_and_leave_texture(kodak_crop):
     img = textured_and_smooth(kodak_crop)
     dq = aq.offsets(img, 4 * 256, 0.3)
     assert dq is not None and dq.dtype == np.int8 and dq.shape == blocks.grid_shape(96, 128)
-    assert dq[:4, :8].mean() < 0 < dq[:4, 8:].mean()  # texture lower, the ramp higher
-    assert (dq % aq.STEP == 0).all() and np.abs(dq).max() * format.DQ_STEP <= aq.MAX_OFFSET * 256
+    assert (dq[:8, :8] == 0).all() and (dq[:8, 8:] > 0).all()  # texture as it is, the ramp higher
+    assert (dq % aq.STEP == 0).all() and dq.min() >= 0 and dq.max() * format.DQ_STEP <= aq.MAX_OFFSET * 256
     stronger = aq.offsets(img, 4 * 256, 0.6)
     assert np.abs(stronger).sum() > np.abs(dq).sum()
     flat = np.zeros(dq.shape, bool)
     flat[10:, 14:] = True
     assert not aq.offsets(img, 4 * 256, 0.3, flat)[flat].any()
-    for q in (1, 8):  # every block's quality stays within 1..8
-        qx = q * 256 + format.DQ_STEP * aq.offsets(img, q * 256, 1.0).astype(int)
-        assert qx.min() >= 256 and qx.max() <= 2048 and (qx != q * 256).any()
+    qx = 7.5 * 256 + format.DQ_STEP * aq.offsets(img, 7.5 * 256, 1.0).astype(int)  # within 1..8
+    assert qx.max() == 2048 and (qx == 7.5 * 256).any()
+    assert aq.offsets(img, 8 * 256, 1.0) is None  # nothing above 8
     assert aq.offsets(img, 1024, 0.0) is None
     assert aq.offsets(np.full((64, 64, 3), 9, np.uint8), 1024, 0.5) is None  # one activity: no offset
 
@@ -77,7 +77,7 @@ def test_files_and_images_are_the_same_for_any_threads(weights, kodak_crop, ever
         assert np.array_equal(rec, dec)
         files.add(data)
     assert len(files) == 1 and data[4] == format.ADAPTIVE
-    assert len(np.unique(block_qualities(data))) > 2
+    assert len(np.unique(block_qualities(data))) > 1
 
 
 def test_a_block_at_an_offset_is_coded_as_at_that_quality(weights, kodak_crop, monkeypatch, every_wavefront_split):
@@ -120,8 +120,9 @@ def test_without_aq_files_keep_their_versions_and_bytes(weights, psnr_weights, k
     assert visual.data == codec.encode(img, 4, weights.model, weights.prefix, aq=entry.aq_strength(weights, None))[0]
 
 
-def test_a_photo_keeps_more_detail_where_smooth_at_about_the_same_size(weights, kodak_crop):
-    """What the offsets are for: the smooth side gains PSNR, the textured side loses it."""
+def test_smooth_areas_come_back_closer_and_texture_as_it_was(weights, kodak_crop):
+    """What the offsets are for: the smooth side gains PSNR; the textured side keeps the
+    file's quality and so about its error."""
     img = textured_and_smooth(kodak_crop)
     _, base = codec.encode(img, 4, weights.model, weights.prefix)
     _, rec = codec.encode(img, 4, weights.model, weights.prefix, aq=0.5)
@@ -130,7 +131,8 @@ def test_a_photo_keeps_more_detail_where_smooth_at_about_the_same_size(weights, 
         return float(np.mean((a[part].astype(float) - img[part]) ** 2))
 
     smooth, texture = np.s_[:40, 72:], np.s_[:40, :56]
-    assert err(rec, smooth) < err(base, smooth) and err(rec, texture) > err(base, texture)
+    assert err(rec, smooth) < 0.9 * err(base, smooth)
+    assert abs(err(rec, texture) / err(base, texture) - 1) < 0.1
 
 
 def small_v6(dq: bytes = b"\x04\x00\x00\xfc\x00\x00", modes: bytes = b"\x00" * 6, colours: bytes = b"") -> bytes:
@@ -219,7 +221,7 @@ def test_the_cli_and_the_plugin_take_aq_and_info_shows_the_block_qualities(kodak
     Image.fromarray(img).save(buf, "BBC", aq=0.5, lossless=False)
     assert buf.getvalue() == on
     low, high = bbcodec.read_info(on).quality_range
-    assert low < 4 < high
+    assert low == 4 < high
     info = run_cli("info", str(tmp_path / "a0.5.bbc")).stdout.decode()
     assert f"block quality:  {low:g} .. {high:g}" in info
     proc = run_cli("decode", str(tmp_path / "a0.5.bbc"), str(tmp_path / "o.png"))

@@ -2,22 +2,23 @@
 
 The eye sees an error in a smooth area, and hardly the same error in texture, which
 masks it (x264's and libaom's AQ rest on the same fact). So the encoder raises the
-quality of regions whose blocks are smooth and lowers that of textured ones: each
-REGION x REGION pixels get the offset
+quality of regions whose blocks are smoother than the image's average: each REGION x
+REGION pixels get the offset
 
-    -strength x (log2(1 + mean of its 8x8 blocks' luma variances) - the image's mean of that)
+    strength x max(0, the image's mean of A - A),  A = log2(1 + mean of its 8x8 blocks' luma variances)
 
-in qualities, clipped to +-MAX_OFFSET, rounded to STEP and kept within 1..8 for every block;
-flat blocks (coded by their colour) get 0. The file stores each block's offset (format
-version 6, coding/format.py) and the decoder follows it, so the rule is the encoder's
-to change. Measured on 8 held-out photos at qualities 2, 4, 6, real files, against no
-offsets (BD-rate at equal SSIMULACRA2 / MS-SSIM / PSNR): with the weights f231cf7c,
-strength 0.25 over 64x64 regions -3.2 / -1.1 / +3.6 %, 0.35 -4.1 / -1.5 / +5.2 %, 0.3 over
-32x32 regions -3.8 / -2.1 / +6.6 %; with ae8be89c (whose post-loop filter was fitted to MSE
-alone), 0.3 over 32x32 -5.2 / -3.0 / +5.6 %, over 16x16 -5.3 % at +8.6 % PSNR, per 8x8
-block +0.8 / - / +16.8 %, and the opposite sign +6.9 % at equal SSIMULACRA2. The default
-strength (model/tuning.AQ_STRENGTH) is the most the PSNR goal of the visual tuning (within
-10 % of AVIF 4:4:4) leaves room for.
+in qualities, clipped to MAX_OFFSET, rounded to STEP and kept within 1..8 for every block;
+flat blocks (coded by their colour) get 0. Textured regions keep the file's quality:
+lowering it saves bits the eye would not miss but costs PSNR for little SSIMULACRA2. The
+file stores each block's offset (format version 6, coding/format.py) and the decoder
+follows it, so the rule is the encoder's to change.
+
+Measured on 8 held-out photos at qualities 2, 4, 6, real files, with the weights f231cf7c,
+against no offsets (BD-rate at equal SSIMULACRA2 / MS-SSIM / PSNR): this rule at strength
+0.4 over 64x64 regions -3.3 / -1.2 / +1.2 % (0.55: -3.3 / -1.2 / +1.5 %; 0.75: -3.4 / -1.4 /
++2.0 %); both ways (smooth up, texture down, as x264's mode 1) at 0.25 -3.2 / -1.1 / +3.6 %,
+and on Kodak -1.5 % SSIMULACRA2 for +5.3 % PSNR; texture down only -0.4 / -0.8 / +2.7 %;
+over 32x32 regions at 0.3, both ways, -3.8 / -2.1 / +6.6 %; per 8x8 block, worse than none.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..model import quality as Q
 from .format import DQ_STEP
 
 REGION = 64  # pixels a side of a region of one offset (a multiple of 8)
-MAX_OFFSET = 1.5  # qualities
+MAX_OFFSET = 1.5  # qualities, the most a region is raised
 STEP = 4  # offsets in multiples of 4 DQ_STEPs: a quarter of a quality (few distinct qualities per image)
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -54,13 +55,14 @@ def activity(img: np.ndarray, region: int = REGION) -> np.ndarray:
 
 def offsets(img: np.ndarray, quality_x256: int, strength: float, flat: np.ndarray | None = None,
             region: int = REGION) -> np.ndarray | None:
-    """Each block's quality offset in DQ_STEPs (rows, cols) int8, or None where every one
-    is 0 (strength 0, or an image of one activity). flat: the flat blocks' mask."""
+    """Each block's quality offset in DQ_STEPs (rows, cols) int8, 0 or above, or None
+    where every one is 0 (strength 0, or an image of one activity). flat: the flat
+    blocks' mask."""
     if strength == 0:
         return None
     a = activity(img, region)
     k = region // 8
-    off = np.clip(-strength * (a - a[::k, ::k].mean()), -MAX_OFFSET, MAX_OFFSET)
+    off = np.clip(strength * (a[::k, ::k].mean() - a), 0, MAX_OFFSET)
     unit = STEP * DQ_STEP
     dq = np.rint(off * Q.STEP / unit).astype(np.int64) * STEP
     low, high = -((quality_x256 - Q.MIN_X256) // unit) * STEP, ((Q.MAX_X256 - quality_x256) // unit) * STEP

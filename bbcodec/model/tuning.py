@@ -11,9 +11,9 @@ from ..errors import AQError, WeightsError
 TUNES = ("visual", "psnr")
 UNTUNED = "psnr"
 # The strength of adaptive quantisation (coding/aq.py) each tuning's weights are used with
-# unless told (--aq): the eye's weights move bits from texture to smooth areas, PSNR's
-# do not (an offset costs PSNR).
-AQ_STRENGTH = {"visual": 0.25, "psnr": 0.0}
+# unless told (--aq): the eye's weights spend more bits on smooth areas, PSNR's do not
+# (an offset costs PSNR).
+AQ_STRENGTH = {"visual": 0.4, "psnr": 0.0}
 MAX_AQ = 1.0
 
 
