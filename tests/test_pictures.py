@@ -146,7 +146,7 @@ def test_metadata_chooses_what_to_keep_like_cwebp(keep, carries, photo, tmp_path
     data = (tmp_path / "t.bbc").read_bytes()
     assert data[4] == (3 if carries else 2)  # without chunks: version 2, as before (no quality offsets: --aq 0)
     adaptive = run_cli("encode", str(tmp_path / "tagged.jpg"), str(tmp_path / "a.bbc"), "--metadata", keep)
-    assert adaptive.returncode == 0 and format.unpack((tmp_path / "a.bbc").read_bytes())[0].adaptive
+    assert adaptive.returncode == 0  # with the default offsets (where the picture gets any), the same chunks
     assert set(format.read_chunks((tmp_path / "a.bbc").read_bytes())) == set(format.read_chunks(data))
     bad = run_cli("encode", str(src), str(tmp_path / "x.bbc"), "--metadata", "gps")
     assert bad.returncode == 2 and "metadata must be" in bad.stderr.decode()
