@@ -215,12 +215,9 @@ def _quality_range(header: Header) -> tuple[float, float] | None:
     quantisation), else None."""
     if not header.adaptive:
         return None
-    import struct
-
     from .coding.format import DQ_STEP
     from .model import quality as q
 
     assert header.flat is not None
-    dq = [o for o, m in zip(struct.unpack(f"{len(header.flat.dq)}b", header.flat.dq), header.flat.modes, strict=True)
-          if not m]
+    dq = [o for o, m in zip(header.flat.offsets(), header.flat.modes, strict=True) if not m]
     return q.from_x256(header.quality_x256 + DQ_STEP * min(dq)), q.from_x256(header.quality_x256 + DQ_STEP * max(dq))

@@ -42,15 +42,11 @@ def activity(img: np.ndarray, region: int = REGION) -> np.ndarray:
     h, w = img.shape[:2]
     rows, cols = blocks.grid_shape(h, w)
     luma = np.pad(img.astype(np.float64) @ LUMA, ((0, rows * 8 - h), (0, cols * 8 - w)), mode="edge")
-    var = luma.reshape(rows, 8, cols, 8).var(axis=(1, 3))
     k = region // 8
-    rr, cc = -(-rows // k), -(-cols // k)
-    sums = np.zeros((rr, cc))
-    counts = np.zeros((rr, cc))
-    np.add.at(sums, (np.arange(rows)[:, None] // k, np.arange(cols)[None, :] // k), var)
-    np.add.at(counts, (np.arange(rows)[:, None] // k, np.arange(cols)[None, :] // k), 1)
-    per_region = np.log2(1 + sums / counts)
-    return per_region[np.arange(rows)[:, None] // k, np.arange(cols)[None, :] // k]
+    var = np.full((-(-rows // k) * k, -(-cols // k) * k), np.nan)  # whole regions; NaN: no block there
+    var[:rows, :cols] = luma.reshape(rows, 8, cols, 8).var(axis=(1, 3))
+    per_region = np.log2(1 + np.nanmean(var.reshape(var.shape[0] // k, k, var.shape[1] // k, k), axis=(1, 3)))
+    return np.repeat(np.repeat(per_region, k, axis=0), k, axis=1)[:rows, :cols]
 
 
 def offsets(img: np.ndarray, quality_x256: int, strength: float, flat: np.ndarray | None = None,

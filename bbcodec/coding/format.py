@@ -109,6 +109,10 @@ class BlockModes:
         z = zlib.compressobj(9, zlib.DEFLATED, -15)
         return z.compress(self.modes + self.colours + self.dq) + z.flush()
 
+    def offsets(self) -> tuple[int, ...]:
+        """The quality offsets as integers, one per block (empty in version 4)."""
+        return struct.unpack(f"{len(self.dq)}b", self.dq)
+
     @classmethod
     def inflate(cls, section: bytes, blocks: int, channels: int, quality_x256: int | None = None) -> BlockModes:
         """The section of a file of `blocks` blocks, checked (check 12 of docs/format.md
@@ -141,17 +145,18 @@ class BlockModes:
             raise FormatError("block modes: more data than its blocks need, or no end of the deflate stream")
         if d.unused_data or d.unconsumed_tail:
             raise FormatError("block modes: bytes after the end of the deflate stream")
+        found = cls(modes, colours, dq)
         if quality_x256 is not None:
-            check_offsets(modes, dq, quality_x256)
-        return cls(modes, colours, dq)
+            check_offsets(found, quality_x256)
+        return found
 
 
-def check_offsets(modes: bytes, dq: bytes, quality_x256: int) -> None:
+def check_offsets(section: BlockModes, quality_x256: int) -> None:
     """Version 6's rules on the quality offsets (check 12)."""
-    if dq.count(0) == len(dq):
+    if section.dq.count(0) == len(section.dq):
         raise FormatError("quality offsets: all 0 (such an image is written as version 2, 3 or 4)")
-    offsets = struct.unpack(f"{len(dq)}b", dq)
-    if any(o and m for o, m in zip(offsets, modes, strict=True)):
+    offsets = section.offsets()
+    if any(o and m for o, m in zip(offsets, section.modes, strict=True)):
         raise FormatError("quality offsets: a flat block has an offset other than 0")
     if not (Q.valid_x256(quality_x256 + DQ_STEP * min(offsets)) and Q.valid_x256(quality_x256 + DQ_STEP * max(offsets))):
         raise FormatError(f"quality offsets: a block's quality is outside {Q.MIN}..{Q.MAX}")
@@ -242,7 +247,7 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
         given = header.flat
         header = dataclass_replace(header, version=ADAPTIVE if given.dq else FLAT)
         if given.dq:
-            check_offsets(given.modes, given.dq, header.quality_x256)
+            check_offsets(given, header.quality_x256)
     elif chunks:
         header = dataclass_replace(header, version=CHUNKED)
     elif header.version in (CHUNKED, FLAT, ADAPTIVE):
