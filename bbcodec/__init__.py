@@ -36,6 +36,7 @@ from .errors import (
     Error,
     ExtraError,
     FileError,
+    FilterError,
     FormatError,
     ImageError,
     LosslessError,
@@ -56,6 +57,7 @@ __all__ = [
     "encode", "decode", "read_info", "Info", "__version__",
     "Error", "FormatError", "DecodeError", "EntropyError", "ExtraError", "ImageError", "QualityError", "WeightsError",
     "FileError", "EffortError", "ThreadsError", "WorkerError", "ClusterError", "LosslessError", "AQError",
+    "FilterError",
 ]
 
 pillow_plugin.register()
@@ -65,7 +67,8 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
            target_bpp: float | None = None, target_psnr: float | None = None,
            weights: str | os.PathLike[str] | None = None, tune: str | None = None,
            effort: int = _effort.DEFAULT, threads: int | None = None, lossless: bool | None = None,
-           aq: float | None = None, metadata: str = "all", flatten: str | None = None) -> bytes:
+           aq: float | None = None, linear_filter: bool = True, metadata: str = "all",
+           flatten: str | None = None) -> bytes:
     """Compress an image to .bbc bytes. The image is a Pillow image, a path of an image
     file (anything Pillow reads), or a uint8 array: HxWx3 (RGB), HxW (grayscale), HxWx4
     (RGBA) or HxWx2 (grayscale and alpha).
@@ -94,6 +97,10 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
     smoother than its average get a higher quality, since the eye sees errors there
     (format version 6; bbcodec.coding.aq); None (the default) is the weights' tuning's
     (model.tuning.AQ_STRENGTH: visual 0.4, psnr 0).
+    linear_filter: whether the encoder may fit a small linear filter to the decoded
+    picture and send it (format version 7; bbcodec.coding.linear), written only where
+    its bytes buy more quality than they cost; False keeps files readable by decoders
+    of format versions 1 to 6.
     metadata: what to keep of the image's ICC profile, EXIF and XMP: "all" (default),
     "none", or a comma list of icc, exif, xmp. An alpha plane is kept exactly, unless
     flatten names a colour (a name or #rrggbb) to compose the image over. What reading
@@ -104,7 +111,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
 
     from . import codec, images
 
-    codec.check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless, aq)
+    codec.check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless, aq, linear_filter)
     kinds = codec.parse_metadata(metadata)
     if flatten is not None:
         images.colour(flatten)
@@ -113,7 +120,7 @@ def encode(image: Image.Image | np.ndarray | str | os.PathLike[str], quality: fl
         warnings.warn(f"{name}: {note}", UserWarning, stacklevel=2)
     return codec.encode(pic.pixels, quality, target_bpp=target_bpp, target_psnr=target_psnr, weights=weights,
                         tune=tune, effort=effort, threads=threads, lossless=lossless, aq=aq,
-                        extras=pic.extras.keeping(kinds),
+                        linear_filter=linear_filter, extras=pic.extras.keeping(kinds),
                         name=None if name == "image" else name).data
 
 
@@ -170,7 +177,9 @@ class Info:
     flat_blocks: int = 0  # 8x8 blocks of one colour, not coded by the networks (version 4)
     lossless: str | None = None  # version 5: the pixels exactly, by this transform (coding/lossless.py)
     reduced: bool = False  # version 5: the encoder reduced the image's colours before storing it
-    quality_range: tuple[float, float] | None = None  # version 6: the lowest and highest quality of its coded blocks
+    quality_range: tuple[float, float] | None = None  # versions 6, 7: the lowest and highest quality of its coded blocks
+    linear_filter: str | None = None  # version 7: the fitted linear filter's shape (coding/linear.py)
+    linear_filter_bytes: int = 0  # and its section's bytes
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (the keys of `bbcodec info --json`)."""
@@ -207,11 +216,19 @@ def read_info(data: bytes | str | os.PathLike[str], check_crc: bool = True) -> I
         lossless=header.transform,
         reduced=header.reduced,
         quality_range=_quality_range(header),
+        linear_filter=None if header.linear is None else _linear_shape(header.linear),
+        linear_filter_bytes=len(header.linear or b""),
     )
 
 
+def _linear_shape(section: bytes) -> str:
+    from .coding.linear import SHAPES
+
+    return SHAPES[section[0]]
+
+
 def _quality_range(header: Header) -> tuple[float, float] | None:
-    """The lowest and highest quality of a version 6 file's coded blocks (adaptive
+    """The lowest and highest quality of a version 6 or 7 file's coded blocks (adaptive
     quantisation), else None."""
     if not header.adaptive:
         return None

@@ -313,6 +313,10 @@ Examples:
               help=f"Adaptive quantisation, 0 (off) .. {MAX_AQ:g}: areas smoother than the picture's average "
                    f"get a higher quality, since the eye sees errors there (format version 6).  [default: the weights' "
                    f"tuning's: visual {AQ_STRENGTH['visual']:g}, psnr {AQ_STRENGTH['psnr']:g}]")
+@click.option("--linear-filter/--no-linear-filter", default=True,
+              help="Let the encoder send a small linear filter fitted to the decoded picture, where its bytes "
+                   "buy more than they cost (format version 7); --no-linear-filter keeps files readable by "
+                   "decoders of versions 1 to 6.  [default: --linear-filter]")
 @click.option("--lossless/--no-lossless", default=None,
               help="Write the image exactly (format version 5, no networks; not with -q, targets, --effort, "
                    "--tune, --weights, --aq), or never so.  [default: exactly when that file is the smaller, as for "
@@ -329,8 +333,8 @@ Examples:
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print PSNR of the decoded image and the weights used.")
 def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | None, target_psnr: float | None,
-           effort: int, tune: str | None, weights_file: str | None, aq: float | None, lossless: bool | None,
-           metadata: frozenset[str], flatten: str | None, jobs: int,
+           effort: int, tune: str | None, weights_file: str | None, aq: float | None, linear_filter: bool,
+           lossless: bool | None, metadata: frozenset[str], flatten: str | None, jobs: int,
            threads: int | None, cluster_address: str | None, manifest: str | None, recursive: bool, force: bool,
            as_json: bool, quiet: bool, verbose: bool) -> None:
     """Compress image IN (PNG, JPEG, ...; '-' = stdin) to OUT.bbc ('-' = stdout). A folder
@@ -356,7 +360,7 @@ def encode(paths: tuple[str, ...], quality: float | None, target_bpp: float | No
             raise click.BadParameter(f"unknown colour {flatten!r} (a name such as white, or #rrggbb)",
                                      param_hint="--flatten") from None
     opts = EncodeOptions(quality, target_bpp, target_psnr, verbose or as_json, weights_file, tune, threads,
-                         effort, metadata, flatten, lossless, aq)
+                         effort, metadata, flatten, lossless, aq, linear_filter)
     if _run_many("encode", paths, opts, jobs, as_json, quiet, recursive, ".bbc",
                  _cluster(cluster_address, manifest, jobs, threads)):
         return
@@ -507,6 +511,9 @@ def info(srcs: tuple[str, ...], as_json: bool) -> None:
             if fields["quality_range"]:
                 low, high = fields["quality_range"]
                 rows += [("block quality", f"{low:g} .. {high:g} (adaptive quantisation: smooth areas higher)")]
+            if fields["linear_filter"]:
+                rows += [("linear filter", f"{fields['linear_filter']}, {fields['linear_filter_bytes']} bytes "
+                                           "(fitted by the encoder to this picture)")]
         rows += [("crc32", "ok" if ok else "BAD: the file is damaged and will not decode")]
         for k, v in rows:
             click.echo(f"{k + ':':<16}{v}")

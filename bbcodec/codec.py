@@ -21,7 +21,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .coding import effort as efforts
-from .errors import Error, LosslessError, QualityError, WeightsError
+from .errors import Error, FilterError, LosslessError, QualityError, WeightsError
 from .model import quality as Q
 
 if TYPE_CHECKING:  # annotations only
@@ -93,14 +93,17 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 def check(quality: object = None, target_bpp: object = None, target_psnr: object = None,
           effort: object = efforts.DEFAULT, threads: object = None, tune: object = None,
-          weights: object = None, lossless: object = None, aq: object = None) -> None:
+          weights: object = None, lossless: object = None, aq: object = None, linear_filter: object = True) -> None:
     """Refuse bad encoding options with a one-line bbcodec.Error, before any work: more than
     one of quality / target_bpp / target_psnr, a quality that is not a number within
     quality.MIN..MAX, a target that is not a finite number above 0 (QualityError), a bad
     effort (EffortError), threads (ThreadsError), a tune not of model.tuning.TUNES, or a
     tune beside a weights file (WeightsError); an adaptive-quantisation strength aq not
-    in 0..tuning.MAX_AQ (AQError); lossless other than None, True or False, or True
+    in 0..tuning.MAX_AQ (AQError); linear_filter other than True or False
+    (FilterError); lossless other than None, True or False, or True
     beside an option of the lossy coder (LosslessError). None is the default of each."""
+    if type(linear_filter) is not bool:
+        raise FilterError(f"linear_filter must be True or False, got {linear_filter!r}")
     if lossless is not None and type(lossless) is not bool:
         raise LosslessError(f"lossless must be True, False or None (the smaller file), got {lossless!r}")
     if lossless is True:
@@ -197,7 +200,8 @@ class Encoded:
 def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float | None = None,
            target_psnr: float | None = None, weights: str | os.PathLike[str] | None = None,
            tune: str | None = None, effort: int = efforts.DEFAULT, threads: int | None = None,
-           lossless: bool | None = None, aq: float | None = None, extras: Extras = Extras(),
+           lossless: bool | None = None, aq: float | None = None, linear_filter: bool = True,
+           extras: Extras = Extras(),
            progress_for: ProgressFor | None = None, name: str | None = None) -> Encoded:
     """Encode an HxWx3 (RGB) or HxW (grayscale) uint8 array: at quality (None:
     quality.DEFAULT), or at the quality that best meets target_bpp or target_psnr
@@ -205,11 +209,12 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
     (choose_weights). lossless: None (the default) writes the image exactly instead
     whenever that file is smaller (text, UIs, line art, ramps: coding/lossless.py), True
     always, False never. aq: the strength of adaptive quantisation (coding/aq.py; None:
-    the weights' tuning's, tuning.AQ_STRENGTH).
+    the weights' tuning's, tuning.AQ_STRENGTH). linear_filter: whether the encoder may
+    send a linear filter fitted to the picture (coding/linear.py, format version 7).
     Options as bbcodec.encode's (checked by check); progress_for (a bar for an image
     coded at a quality) as the coding loop's progress; name, if given, leads the message
     of an error about the image (naming)."""
-    check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless, aq)
+    check(quality, target_bpp, target_psnr, effort, threads, tune, weights, lossless, aq, linear_filter)
     if extras.alpha is not None and extras.alpha.shape != img.shape[:2]:
         raise ValueError("the alpha plane must have the image's height and width")
     t0 = time.perf_counter()
@@ -224,7 +229,8 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
         if target_bpp is not None or target_psnr is not None:
             from . import ratecontrol
 
-            r = ratecontrol.encode_to_target(img, w, target_bpp, target_psnr, effort, threads=threads, aq=strength)
+            r = ratecontrol.encode_to_target(img, w, target_bpp, target_psnr, effort, threads=threads, aq=strength,
+                                                linear=linear_filter)
             data, rec, q, met, probes = r.data, r.reconstruction, float(r.quality), r.met, r.probes
         else:
             from .coding import loop
@@ -232,7 +238,7 @@ def encode(img: np.ndarray, quality: float | None = None, *, target_bpp: float |
             q, met, probes = float(Q.DEFAULT if quality is None else quality), None, None
             with _progress(progress_for, img.shape) as update:
                 data, rec = loop.encode(img, q, w.model, w.prefix, progress=update, effort=effort, threads=threads,
-                                        aq=strength)
+                                        aq=strength, linear=linear_filter)
         smaller = _smaller(img, q, data, rec) if lossless is None else None
         if smaller is not None:  # smaller and closer: a target the lossy file met, it meets
             if met is False:  # measured as rate control measures: without the chunks

@@ -43,6 +43,10 @@ class AQError(Error, ValueError):
     """A bad adaptive-quantisation strength."""
 
 
+class FilterError(Error, ValueError):
+    """linear_filter given as other than True or False."""
+
+
 class LosslessError(Error, ValueError):
     """lossless given as other than True, False or None, or True beside a lossy coder's option."""
 

@@ -292,6 +292,7 @@ class EncodeOptions:
     flatten: str | None = None  # a colour to compose transparent images over (--flatten), else alpha is kept
     lossless: bool | None = None  # None: exact where that is smaller; True: always; False: never
     aq: float | None = None  # adaptive-quantisation strength (--aq); None: the weights' tuning's
+    linear_filter: bool = True  # whether the encoder may send a fitted linear filter (--no-linear-filter)
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ def encode_file(src: str, dst: str, opts: EncodeOptions, progress_for: ProgressF
     arr = pic.pixels
     r = codec.encode(arr, opts.quality, target_bpp=opts.target_bpp, target_psnr=opts.target_psnr,
                      weights=opts.weights, tune=opts.tune, effort=opts.effort, threads=opts.threads,
-                     lossless=opts.lossless, aq=opts.aq, extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
+                     lossless=opts.lossless, aq=opts.aq, linear_filter=opts.linear_filter, extras=pic.extras.keeping(opts.metadata), progress_for=progress_for, name=display_name(src))
     write_output(dst, r.data, src)
     h, wd = arr.shape[:2]
     chunks = chunk_sizes(r.data)

@@ -17,8 +17,8 @@ Saving takes `quality` (a number within quality.MIN..quality.MAX, default
 quality.DEFAULT) or `target_bpp` / `target_psnr`, `tune` (as bbcodec.encode's), `effort`
 (effort.MIN..effort.MAX, default 1: encoder time for size), `threads`
 (1..workers.MAX_THREADS, default 1; None: the cores the process may use, as
-bbcodec.encode's default), `lossless`, `aq`, `metadata` and `flatten` (as bbcodec.encode's), and
-`icc_profile`, `exif`, `xmp` (bytes: what to store instead of the image's own, as
+bbcodec.encode's default), `lossless`, `aq`, `linear_filter`, `metadata` and `flatten`
+(as bbcodec.encode's), and `icc_profile`, `exif`, `xmp` (bytes: what to store instead of the image's own, as
 Pillow's PNG and WebP writers take them). Any other option is refused (ValueError): an
 option silently ignored would be a surprise. An image with alpha is stored with it
 (mode RGBA / LA when opened), its metadata in `im.info` as Pillow's readers put it.
@@ -110,7 +110,7 @@ class BbcImageFile(ImageFile.ImageFile):
         return super().load()
 
 
-OPTIONS = {"quality", "target_bpp", "target_psnr", "tune", "effort", "threads", "lossless", "aq", "metadata",
+OPTIONS = {"quality", "target_bpp", "target_psnr", "tune", "effort", "threads", "lossless", "aq", "linear_filter", "metadata",
            "flatten", "icc_profile", "exif", "xmp"}
 
 
@@ -125,7 +125,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     quality, bpp, psnr = info.get("quality"), info.get("target_bpp"), info.get("target_psnr")
     effort = info.get("effort", efforts.DEFAULT)
     threads, tune, lossless, aq = info.get("threads", THREADS), info.get("tune"), info.get("lossless"), info.get("aq")
-    codec.check(quality, bpp, psnr, effort, threads, tune, lossless=lossless, aq=aq)  # ValueErrors before any work
+    linear_filter = info.get("linear_filter", True)
+    codec.check(quality, bpp, psnr, effort, threads, tune, lossless=lossless, aq=aq,
+                linear_filter=linear_filter)  # ValueErrors before any work
     kinds = codec.parse_metadata(info.get("metadata", "all"))
     flatten = info.get("flatten")
     if flatten is not None:
@@ -138,7 +140,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
                               _exif_body(info["exif"]) if info.get("exif") else kept.exif,
                               _bytes(info["xmp"]) if info.get("xmp") else kept.xmp)
         data = codec.encode(pic.pixels, quality, target_bpp=bpp, target_psnr=psnr, tune=tune,
-                            effort=effort, threads=threads, lossless=lossless, aq=aq, extras=extras).data
+                            effort=effort, threads=threads, lossless=lossless, aq=aq,
+                            linear_filter=linear_filter, extras=extras).data
     except Error as e:
         raise OSError(f"cannot write .bbc image: {e}") from e
     fp.write(data)

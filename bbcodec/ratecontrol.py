@@ -40,9 +40,9 @@ class RateResult:
 
 def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None = None,
                      target_psnr: float | None = None, effort: int = efforts.DEFAULT,
-                     threads: int | None = None, aq: float = 0.0) -> RateResult:
+                     threads: int | None = None, aq: float = 0.0, linear: bool = False) -> RateResult:
     """Encode img at the quality (and effort) that best meets exactly one of the two
-    targets (threads and aq, the adaptive-quantisation strength, as loop.encode's)."""
+    targets (threads, aq, the adaptive-quantisation strength, and linear as loop.encode's)."""
     if (target_bpp is None) == (target_psnr is None):
         raise ValueError("give exactly one of target_bpp and target_psnr")
     effort = efforts.check(effort)
@@ -57,7 +57,8 @@ def encode_to_target(img: np.ndarray, weights: Weights, target_bpp: float | None
             nonlocal probes
             if q256 not in cache:
                 q = Q.from_x256(q256)
-                data, rec = codec.encode(img, q, weights.model, weights.prefix, effort=e, threads=threads, aq=aq)
+                data, rec = codec.encode(img, q, weights.model, weights.prefix, effort=e, threads=threads, aq=aq,
+                                         linear=linear)
                 cache[q256] = RateResult(data, rec, q, 8 * len(data) / pixels, psnr(img, rec), False, 0)
                 probes += 1
             return cache[q256]

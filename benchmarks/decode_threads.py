@@ -1,7 +1,12 @@
-"""Decode seconds for 1 and 2 (or more) threads, default weights, q4 (figures, not a test).
+"""Decode seconds for 1 and 2 (or more) threads, q4, files as `bbcodec encode` writes
+them by default (figures, not a test).
 
     python benchmarks/decode_threads.py kodak [--rounds 3] [--threads 1,2] [--images 4]
     python benchmarks/decode_threads.py 12mp [--rounds 2]
+    python benchmarks/decode_threads.py kodak --tune psnr --aq 0 --no-linear-filter
+
+The default weights (or --tune's), their tuning's adaptive quantisation (or --aq's) and
+the encoder's linear filter where it pays (not with --no-linear-filter).
 
 kodak: the first --images Kodak images (kodim01-04 by default; 24: all, 6 of them
 portrait 512x768, which decode ~6 % slower: more, smaller wavefronts); 12mp: kodim01
@@ -21,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bbcodec import codec as entry
 from bbcodec.coding import format
 from bbcodec.coding import loop as codec
-from bbcodec.model import weights as W
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 
@@ -34,16 +39,22 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", default="1,2")
     p.add_argument("--images", type=int, default=4, help="kodak: how many (1..24)")
+    p.add_argument("--tune", choices=["visual", "psnr"], default=None, help="weights (default: the default ones)")
+    p.add_argument("--aq", type=float, default=None, help="adaptive quantisation (default: the tuning's)")
+    p.add_argument("--no-linear-filter", dest="linear", action="store_false")
     args = p.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    w = W.default()
+    w = entry.choose_weights(None, args.tune)
     if args.what == "kodak":
         imgs = [np.asarray(Image.open(path).convert("RGB")) for path in sorted(KODAK.glob("*.png"))[: args.images]]
     else:
         k = np.asarray(Image.open(KODAK / "kodim01.png").convert("RGB"))
         imgs = [np.ascontiguousarray(np.tile(k, (6, 6, 1))[:3000, :4000])]
-    print(f"load average at start {os.getloadavg()[0]:.2f}; weights {w.name}", flush=True)
-    files = [codec.encode(img, 4, w.model, w.prefix)[0] for img in imgs]
+    files = [entry.encode(img, 4, tune=args.tune, aq=args.aq, linear_filter=args.linear, lossless=False).data
+             for img in imgs]
+    versions = sorted({data[4] for data in files})
+    print(f"load average at start {os.getloadavg()[0]:.2f}; weights {w.name}, aq {entry.aq_strength(w, args.aq):g}, "
+          f"format versions {versions}", flush=True)
     codec.decode(*format.unpack(files[0]), w.model, threads=max(threads))  # warm: weights, fast networks
     seconds: dict[int, list[list[float]]] = {n: [] for n in threads}
     for r in range(args.rounds):

@@ -37,7 +37,8 @@ def test_read_info_returns_a_frozen_info_with_the_keys_of_before_and_then_stream
     info = bbcodec.read_info(data)
     assert list(info.to_dict()) == ["version", "width", "height", "channels", "quality", "model_id",
                                     "weights_sha256", "image_digest", "payload_bytes", "file_bytes", "bpp",
-                                    "streams", "chunks", "flat_blocks", "lossless", "reduced", "quality_range"]
+                                    "streams", "chunks", "flat_blocks", "lossless", "reduced", "quality_range",
+                                    "linear_filter", "linear_filter_bytes"]
     assert info.version == 2 and info.streams == 1 and info.chunks == {}  # 2 block rows: one stream
     assert info.flat_blocks == 0 and info.lossless is None
     assert info.to_dict()["width"] == info.width == 13 and info.quality == bbcodec.model.quality.DEFAULT

@@ -112,10 +112,10 @@ def test_without_aq_files_keep_their_versions_and_bytes(weights, psnr_weights, k
     img = textured_and_smooth(kodak_crop)
     old = codec.encode(img, 4, weights.model, weights.prefix)[0]  # the coding loop's default: no offsets
     assert old[4] == format.FLAT
-    assert entry.encode(img, 4, aq=0, lossless=False).data == old
-    assert entry.encode(img, 4, weights=psnr_weights.path, lossless=False).data == codec.encode(
+    assert entry.encode(img, 4, aq=0, lossless=False, linear_filter=False).data == old
+    assert entry.encode(img, 4, weights=psnr_weights.path, lossless=False, linear_filter=False).data == codec.encode(
         img, 4, psnr_weights.model, psnr_weights.prefix)[0]  # the psnr tuning: no offsets by default
-    visual = entry.encode(img, 4, lossless=False)  # the visual tuning's default strength
+    visual = entry.encode(img, 4, lossless=False, linear_filter=False)  # the visual tuning's default strength
     assert visual.data[4] == format.ADAPTIVE
     assert visual.data == codec.encode(img, 4, weights.model, weights.prefix, aq=entry.aq_strength(weights, None))[0]
 
@@ -212,13 +212,14 @@ def test_the_cli_and_the_plugin_take_aq_and_info_shows_the_block_qualities(kodak
     src = tmp_path / "in.png"
     Image.fromarray(img).save(src)
     for strength in ("0", "0.5"):
-        proc = run_cli("encode", str(src), str(tmp_path / f"a{strength}.bbc"), "--aq", strength, "--no-lossless")
+        proc = run_cli("encode", str(src), str(tmp_path / f"a{strength}.bbc"), "--aq", strength, "--no-lossless",
+                       "--no-linear-filter")
         assert proc.returncode == 0, proc.stderr
     off, on = (tmp_path / "a0.bbc").read_bytes(), (tmp_path / "a0.5.bbc").read_bytes()
     assert off[4] == format.FLAT and on[4] == format.ADAPTIVE
-    assert on == bbcodec.encode(img, aq=0.5, lossless=False)
+    assert on == bbcodec.encode(img, aq=0.5, lossless=False, linear_filter=False)
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "BBC", aq=0.5, lossless=False)
+    Image.fromarray(img).save(buf, "BBC", aq=0.5, lossless=False, linear_filter=False)
     assert buf.getvalue() == on
     low, high = bbcodec.read_info(on).quality_range
     assert low == 4 < high
@@ -239,5 +240,5 @@ def test_the_cli_refuses_a_corrupt_version_6_file_with_one_line(weights, kodak_c
 
 def test_rate_control_meets_a_target_with_offsets(kodak_crop):
     img = textured_and_smooth(kodak_crop)
-    r = entry.encode(img, target_bpp=1.0, aq=0.5, lossless=False)
+    r = entry.encode(img, target_bpp=1.0, aq=0.5, lossless=False, linear_filter=False)
     assert r.target_met and 8 * len(r.data) / img[:, :, 0].size <= 1.0 and r.data[4] == format.ADAPTIVE

@@ -51,7 +51,7 @@ def test_info_prints_the_header_fields(bbc):
     data = json.loads(run_cli("info", str(bbc), "--json").stdout)
     assert list(data) == ["version", "width", "height", "channels", "quality", "model_id", "weights_sha256",
                           "image_digest", "payload_bytes", "file_bytes", "bpp", "streams", "chunks", "flat_blocks", "lossless", "reduced",
-                          "quality_range", "weights", "model", "family", "crc32"]
+                          "quality_range", "linear_filter", "linear_filter_bytes", "weights", "model", "family", "crc32"]
     version = bbc.read_bytes()[4]
     assert data["version"] == version and data["streams"] == 1 and f"format version: {version}, 1 stream\n" in text
     assert data["crc32"] == "ok" and data["weights"].endswith(".npz") and data["model"].startswith("bb8")

@@ -52,8 +52,9 @@ def test_every_entry_gives_the_coding_loops_bytes(tmp_path, kodak_crop, weights)
 def test_the_default_quality_and_a_target_through_every_entry(tmp_path, weights):
     img = random_image(24, 40, seed=4)
     aq = codec.aq_strength(weights, None)
-    assert bbcodec.encode(img) == loop.encode(img, bbcodec.model.quality.DEFAULT, weights.model, weights.prefix, aq=aq)[0]
-    r = ratecontrol.encode_to_target(img, weights, target_bpp=1.5, aq=aq)
+    assert bbcodec.encode(img) == loop.encode(img, bbcodec.model.quality.DEFAULT, weights.model, weights.prefix, aq=aq,
+                                        linear=True)[0]
+    r = ratecontrol.encode_to_target(img, weights, target_bpp=1.5, aq=aq, linear=True)
     assert bbcodec.encode(img, target_bpp=1.5) == r.data
     Image.fromarray(img).save(tmp_path / "in.png")
     res = invoke("encode", str(tmp_path / "in.png"), str(tmp_path / "t.bbc"), "--target-bpp", "1.5", "--json")

@@ -66,7 +66,7 @@ def test_trailing_bytes_are_refused():
     ("offset", "fmt_char", "value", "message"),
     [
         (4, "B", 0, "version"),
-        (4, "B", 7, "version"),
+        (4, "B", 8, "version"),
         (38, "H", 0, "stream count 0"),
         (38, "H", 65, "stream count 65"),
         (5, "B", 4, "channel"),

@@ -1,7 +1,7 @@
 """Committed .bbc files must keep decoding to their committed checksums: one per shipped
 weights file and format version (version 1 files were made before version 2 existed;
-versions 3, 4 and 6, chunks, flat blocks and quality offsets, one each, of the default
-weights; version 5, lossless, one per transform and no weights), so files written with earlier default
+versions 3, 4, 6 and 7, chunks, flat blocks, quality offsets and a linear filter, one
+each, of the default weights; version 5, lossless, one per transform and no weights), so files written with earlier default
 weights or versions stay readable; a file of the current version must also be what the
 encoder writes today, byte for byte.
 
@@ -59,7 +59,7 @@ def regenerate(golden: Path, expected_path: Path, name: str, data: bytes, pixels
 
 SHIPPED = list(weights.registered(WEIGHTS_DIR))
 CASES = [(n, v) for n in SHIPPED for v in format.VERSIONS
-         if v not in (format.CHUNKED, format.FLAT, format.LOSSLESS, format.ADAPTIVE)
+         if v not in (format.CHUNKED, format.FLAT, format.LOSSLESS, format.ADAPTIVE, format.LINEAR)
          and (v == format.VERSION or golden_paths(n, v)[0].exists())]  # 3, 4, 5: below
 
 
@@ -118,7 +118,8 @@ def test_the_version_3_golden_file_decodes_with_its_alpha_and_metadata_and_re_en
     golden, expected_path = golden_paths(name, format.CHUNKED)
     w = weights.load(WEIGHTS_DIR / name)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
-        data = entry.encode(golden_image(), 4, weights=WEIGHTS_DIR / name, lossless=False, extras=golden_extras()).data
+        data = entry.encode(golden_image(), 4, weights=WEIGHTS_DIR / name, lossless=False, linear_filter=False,
+                            extras=golden_extras()).data
         regenerate(golden, expected_path, name, data, entry.decode(data).pixels)
     expected = json.loads(expected_path.read_text())
     data = golden.read_bytes()
@@ -129,7 +130,7 @@ def test_the_version_3_golden_file_decodes_with_its_alpha_and_metadata_and_re_en
     want = golden_extras()
     assert np.array_equal(r.extras.alpha, want.alpha)
     assert (r.extras.icc, r.extras.exif, r.extras.xmp) == (want.icc, want.exif, want.xmp)
-    assert entry.encode(golden_image(), 4, weights=w.path, lossless=False, extras=want).data == data
+    assert entry.encode(golden_image(), 4, weights=w.path, lossless=False, linear_filter=False, extras=want).data == data
 
 
 def golden_flat_image() -> np.ndarray:
@@ -232,5 +233,35 @@ def test_the_version_6_golden_file_decodes_with_its_block_qualities_and_re_encod
     img = codec.decode(header, payload, found.model)
     assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
     again = codec.encode(golden_aq_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)[0]
+    assert format.unpack(again) == (header, payload)
+    assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]
+
+
+@pytest.mark.parametrize("name", with_golden(format.LINEAR))
+def test_the_version_7_golden_file_decodes_with_its_linear_filter_and_re_encodes_identically(name):
+    """golden_aq_image() with offsets, flat blocks and a linear filter: every section of
+    version 7 at once."""
+    golden, expected_path = golden_paths(name, format.LINEAR)
+    w = weights.load(WEIGHTS_DIR / name)
+
+    def encode() -> tuple[bytes, np.ndarray]:
+        return codec.encode(golden_aq_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ,
+                            linear=True)
+
+    if os.environ.get("BBCODEC_REGEN") and not golden.exists():
+        data, rec = encode()
+        regenerate(golden, expected_path, name, data, rec,
+                   linear_sha256=hashlib.sha256(format.unpack(data)[0].linear).hexdigest(), zlib=zlib.ZLIB_RUNTIME_VERSION)
+    expected = json.loads(expected_path.read_text())
+    data = golden.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == expected["file_sha256"] and data[4] == format.LINEAR
+    header, payload = format.unpack(data)
+    assert header.adaptive and header.flat.modes.count(1) > 0
+    assert hashlib.sha256(header.linear).hexdigest() == expected["linear_sha256"]
+    found = weights.for_file(header.weights_sha256, header.model_id)
+    assert found.path.name == name == expected["weights"]
+    img = codec.decode(header, payload, found.model)
+    assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
+    again = encode()[0]
     assert format.unpack(again) == (header, payload)
     assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]

@@ -1,4 +1,4 @@
-"""The .bbc container, versions 1 to 6 (specified in docs/format.md). No torch, no numpy.
+"""The .bbc container, versions 1 to 7 (specified in docs/format.md). No torch, no numpy.
 
     offset size field
     0      4    magic            8B 42 42 43 ("\\x8bBBC")
@@ -35,6 +35,10 @@ Version 6 is version 4 whose block modes also give every block a quality offset
 block, in 1/16 of a quality. Only an image with a block off the header's quality is
 written as version 6; it need not have a flat block.
 
+Version 7 is version 6 with an encoder-fitted linear filter (coding/linear.py): a u32
+filter_length after modes_length (offset 48), the filter's section after the block
+modes, whose section may be empty (modes_length 0: no flat block, no offset).
+
 All integers little-endian. A reader checks the size and CRC before trusting any field,
 and reads a stream no further than the header says (read_from).
 """
@@ -57,7 +61,8 @@ CHUNKED = 3  # what it writes for one with chunks
 FLAT = 4  # what it writes for one with flat blocks (with or without chunks)
 LOSSLESS = 5  # what it writes for an image coded exactly, without the networks
 ADAPTIVE = 6  # what it writes for an image whose blocks have qualities of their own
-VERSIONS = (1, 2, 3, 4, 5, 6)  # what the decoder reads
+LINEAR = 7  # what it writes for an image with an encoder-fitted linear filter (linear.py)
+VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # what the decoder reads
 DQ_STEP = 16  # a version 6 quality offset's unit, in quality_x256 (1/16 of a quality)
 TRANSFORMS = ("interleaved", "left", "gradient", "palette")  # version 5's transform field (coding/lossless.py)
 REDUCED = 0x100  # version 5's transform field: the encoder reduced the image's colours first (informative)
@@ -77,20 +82,20 @@ CHUNK_HEAD = struct.Struct("<4sI")  # type, length
 
 
 def header_size(version: int) -> int:
-    """Bytes before the payload (versions 4 and 6: before the block modes): 40, 44 in
+    """Bytes before the payload (versions 4, 6 and 7: before the block modes): 40, 44 in
     versions 3 and 5 (their chunks_length), 48 in versions 4 and 6 (chunks_length,
-    modes_length)."""
-    return HEADER_SIZE + {CHUNKED: 4, FLAT: 8, LOSSLESS: 4, ADAPTIVE: 8}.get(version, 0)
+    modes_length), 52 in version 7 (and filter_length)."""
+    return HEADER_SIZE + {CHUNKED: 4, FLAT: 8, LOSSLESS: 4, ADAPTIVE: 8, LINEAR: 12}.get(version, 0)
 
 
 def has_chunks_length(version: int) -> bool:
     """Whether a version's header holds chunks_length (at offset 40)."""
-    return version in (CHUNKED, FLAT, LOSSLESS, ADAPTIVE)
+    return version in (CHUNKED, FLAT, LOSSLESS, ADAPTIVE, LINEAR)
 
 
 def has_modes(version: int) -> bool:
     """Whether a version's files have the block-mode section (modes_length at offset 44)."""
-    return version in (FLAT, ADAPTIVE)
+    return version in (FLAT, ADAPTIVE, LINEAR)
 
 
 @dataclass(frozen=True)
@@ -114,13 +119,14 @@ class BlockModes:
         return struct.unpack(f"{len(self.dq)}b", self.dq)
 
     @classmethod
-    def inflate(cls, section: bytes, blocks: int, channels: int, quality_x256: int | None = None) -> BlockModes:
+    def inflate(cls, section: bytes, blocks: int, channels: int, quality_x256: int | None = None,
+                linear: bool = False) -> BlockModes:
         """The section of a file of `blocks` blocks, checked (check 12 of docs/format.md
         2): it must inflate to exactly `blocks` mode bytes, each 0 or 1, then `channels`
         colour bytes per 1, then (version 6: quality_x256 given) `blocks` quality offsets,
         and end there. In version 4 a block must be flat; in version 6 an offset must be
-        0 for a flat block, keep its block's quality within the range, and not all be 0.
-        Never inflates more than that."""
+        0 for a flat block, keep its block's quality within the range, and not all be 0
+        (version 7, linear: unless a block is flat). Never inflates more than that."""
         d = zlib.decompressobj(-15)
         adaptive = quality_x256 is not None
         try:
@@ -147,14 +153,16 @@ class BlockModes:
             raise FormatError("block modes: bytes after the end of the deflate stream")
         found = cls(modes, colours, dq)
         if quality_x256 is not None:
-            check_offsets(found, quality_x256)
+            check_offsets(found, quality_x256, linear)
         return found
 
 
-def check_offsets(section: BlockModes, quality_x256: int) -> None:
-    """Version 6's rules on the quality offsets (check 12)."""
-    if section.dq.count(0) == len(section.dq):
-        raise FormatError("quality offsets: all 0 (such an image is written as version 2, 3 or 4)")
+def check_offsets(section: BlockModes, quality_x256: int, linear: bool = False) -> None:
+    """Version 6's rules on the quality offsets (check 12); in version 7 (linear) they
+    may all be 0 where a block is flat."""
+    if section.dq.count(0) == len(section.dq) and not (linear and section.colours):
+        raise FormatError("quality offsets: all 0 (such an image is written as version 2, 3 or 4)" if not linear
+                          else "block modes: no flat block and no quality offset (write modes_length 0)")
     offsets = section.offsets()
     if any(o and m for o, m in zip(offsets, section.modes, strict=True)):
         raise FormatError("quality offsets: a flat block has an offset other than 0")
@@ -173,12 +181,13 @@ class Header:
     channels: int = 3
     version: int = VERSION
     streams: int = 1  # payload substreams (version 2; version 1 has one); version 5: the transform
-    flat: BlockModes | None = None  # versions 4 and 6: the flat blocks, their colours (and quality offsets)
+    flat: BlockModes | None = None  # versions 4, 6 and 7: the flat blocks, their colours (and quality offsets)
+    linear: bytes | None = None  # version 7: the linear filter's section (coding/linear.py parses it)
 
     @property
     def adaptive(self) -> bool:
-        """Whether blocks have quality offsets (version 6)."""
-        return self.flat is not None and bool(self.flat.dq)
+        """Whether blocks have quality offsets (versions 6 and 7)."""
+        return self.flat is not None and self.flat.dq.count(0) != len(self.flat.dq)
 
     @property
     def lossless(self) -> bool:
@@ -243,6 +252,14 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
     header.version says), else as header.version."""
     if header.lossless:
         _check_lossless(header.model_id, header.weights_sha256, header.streams, len(payload))
+    elif header.linear is not None:
+        parse_linear(header.linear)
+        header = dataclass_replace(header, version=LINEAR)
+        given = header.flat
+        if given is not None:
+            if not given.dq:  # version 7's block modes always hold the offsets
+                header = dataclass_replace(header, flat=BlockModes(given.modes, given.colours, bytes(len(given.modes))))
+            check_offsets(header.flat, header.quality_x256, linear=True)  # type: ignore[arg-type]
     elif header.flat is not None:
         given = header.flat
         header = dataclass_replace(header, version=ADAPTIVE if given.dq else FLAT)
@@ -250,8 +267,8 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
             check_offsets(given, header.quality_x256)
     elif chunks:
         header = dataclass_replace(header, version=CHUNKED)
-    elif header.version in (CHUNKED, FLAT, ADAPTIVE):
-        what = {CHUNKED: "chunk", FLAT: "flat block", ADAPTIVE: "quality offset"}[header.version]
+    elif header.version in (CHUNKED, FLAT, ADAPTIVE, LINEAR):
+        what = {CHUNKED: "chunk", FLAT: "flat block", ADAPTIVE: "quality offset", LINEAR: "linear filter"}[header.version]
         raise FormatError(f"a version {header.version} file has at least one {what} (without, write version 2)")
     check_dimensions(header.width, header.height)
     if not Q.valid_x256(header.quality_x256):
@@ -278,11 +295,13 @@ def pack(header: Header, payload: bytes, chunks: dict[bytes, bytes] | None = Non
     )
     tail = _pack_chunks(chunks) if chunks else b""
     modes = header.flat.deflated() if header.flat is not None else b""
-    if len(payload) + len(tail) + len(modes) >= MAX_PAYLOAD:
-        raise FormatError("payload, block modes and chunks must be below 2 GiB")
+    linear = header.linear or b""
+    if len(payload) + len(tail) + len(modes) + len(linear) >= MAX_PAYLOAD:
+        raise FormatError("payload, block modes, linear filter and chunks must be below 2 GiB")
     lengths = {CHUNKED: struct.pack("<I", len(tail)), FLAT: struct.pack("<II", len(tail), len(modes)),
-               LOSSLESS: struct.pack("<I", len(tail)), ADAPTIVE: struct.pack("<II", len(tail), len(modes))}
-    body = head + lengths.get(header.version, b"") + modes + payload + tail
+               LOSSLESS: struct.pack("<I", len(tail)), ADAPTIVE: struct.pack("<II", len(tail), len(modes)),
+               LINEAR: struct.pack("<III", len(tail), len(modes), len(linear))}
+    body = head + lengths.get(header.version, b"") + modes + linear + payload + tail
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -335,8 +354,8 @@ def file_size(data: bytes) -> int:
                           f"{start + TRAILER_SIZE})")
     _, k, m = _sections(data)
     if n + m + k >= MAX_PAYLOAD:
-        raise FormatError(f"payload, block modes and chunks of {n + m + k} bytes are not below the limit of "
-                          f"{MAX_PAYLOAD} bytes (2 GiB)")
+        raise FormatError(f"payload, block modes, linear filter and chunks of {n + m + k} bytes are not below the "
+                          f"limit of {MAX_PAYLOAD} bytes (2 GiB)")
     return start + k + n + m + TRAILER_SIZE
 
 
@@ -402,22 +421,40 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
     start, k, m = _sections(data)
     if version == CHUNKED or m:
         _parse_chunks(data[start + k + n : expected - TRAILER_SIZE])
-    flat = None
-    if has_modes(version):
+    flat, linear = None, None
+    if version == LINEAR:
+        f = struct.unpack_from("<I", data, HEADER_SIZE + 8)[0]
+        k -= f
+        linear = data[start + k : start + k + f]
+        parse_linear(linear)
+    if has_modes(version) and (k or version != LINEAR):
         rows, cols = -(-height // 8), -(-width // 8)
         flat = BlockModes.inflate(data[start : start + k], rows * cols, channels,
-                                  q256 if version == ADAPTIVE else None)
-    header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams, flat)
+                                  q256 if version in (ADAPTIVE, LINEAR) else None, version == LINEAR)
+        k += len(linear or b"")
+    elif linear is not None:
+        k += len(linear)
+    header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams, flat, linear)
     return header, data[start + k : start + k + n]
 
 
+def parse_linear(section: bytes) -> None:
+    """Check 14 on a version 7 file's linear filter section (coding/linear.py)."""
+    from .linear import LinearFilter  # numpy: only for version 7 files
+
+    LinearFilter.parse(section)
+
+
 def _sections(data: bytes) -> tuple[int, int, int]:
-    """(offset of what follows the header fields, modes_length, chunks_length) of a file
-    with all its header fields (file_size checks that first)."""
+    """(offset of what follows the header fields, bytes of the block modes and the
+    linear filter (version 7) together, chunks_length) of a file with all its header
+    fields (file_size checks that first)."""
     version = data[4]
     start = header_size(version)
     m = struct.unpack_from("<I", data, HEADER_SIZE)[0] if has_chunks_length(version) else 0
     k = struct.unpack_from("<I", data, HEADER_SIZE + 4)[0] if has_modes(version) else 0
+    if version == LINEAR:
+        k += struct.unpack_from("<I", data, HEADER_SIZE + 8)[0]
     return start, k, m
 
 

@@ -47,6 +47,8 @@ from ..model.groups import Read
 from . import effort as efforts
 from . import format, lockstep, rdoq, streams
 from .aq import offsets as aq_offsets
+from .linear import LinearFilter
+from .linear import fit as fit_linear
 from .workers import Forked, can_fork, check_threads, default_threads, reply, shared_zeros
 
 
@@ -330,7 +332,7 @@ def _encode_payload(model: CodingModel, qp: Any, img: np.ndarray, n_streams: int
 def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: bytes, *,
            effort: int = efforts.DEFAULT, threads: int | None = None, n_streams: int | None = None,
            progress: Callable[[int], None] | None = None, observe: Observe | None = None,
-           flat: bool = True, aq: float = 0.0) -> tuple[bytes, np.ndarray]:
+           flat: bool = True, aq: float = 0.0, linear: bool = False) -> tuple[bytes, np.ndarray]:
     """HxWx3 RGB or HxW grayscale uint8 -> (.bbc bytes, the decoder's exact output).
 
     weights_id: the first 8 bytes of the weights file's SHA-256, for the header (how a
@@ -344,7 +346,9 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
     wavefront's symbols (of its coded blocks). flat: whether blocks of one colour are
     left to the block modes of format version 4 (blocks.Flat; the file is version 4
     only if the image has one). aq: the strength of adaptive quantisation (aq.py; 0:
-    none), the file version 6 when it gives a block an offset.
+    none), the file version 6 when it gives a block an offset. linear: whether the
+    encoder may fit a linear filter to the decoded image (linear.py; the file version 7
+    when one pays for its bytes; off here by default, on in codec.encode's).
 
     effort > 1 (effort.py) codes the image more than once: at effort 1 for a proxy of
     the blocks not yet coded (level.needs_proxy; this pass uses the workers as above),
@@ -388,11 +392,20 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
     payload, rec = _encode_payload(model, qp, img, n_streams, n, choose, progress, observe, flat=found,
                                    quality=per_block)
     del choose
+    fitted = None
+    if linear:
+        coded = None if found is None else np.repeat(np.repeat(~found.mask, 8, 0), 8, 1)[:height, :width]
+        fitted = fit_linear(img, rec, efforts.rd_lambda(quality_x256), coded)
+        if fitted is not None:
+            rec = fitted.apply(rec)
+            if found is not None:
+                found.paint(rec)
     if gray:
         rec = to_gray(rec)
     header = format.Header(width=width, height=height, quality_x256=quality_x256, weights_sha256=weights_id,
                            image_digest=digest(rec), model_id=model.family, channels=1 if gray else 3,
-                           streams=n_streams, flat=_modes(found, dq, gray, rows, cols))
+                           streams=n_streams, flat=_modes(found, dq, gray, rows, cols),
+                           linear=None if fitted is None else fitted.to_bytes())
     return format.pack(header, payload), rec
 
 
@@ -449,6 +462,14 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
                               "non-exact decoder")
         return out
 
+    def finished(img: np.ndarray) -> np.ndarray:
+        """The image after the linear filter (version 7; flat blocks painted again), checked."""
+        if header.linear is not None:
+            img = LinearFilter.parse(header.linear).apply(img)
+            if at.flat is not None:
+                at.flat.paint(img)
+        return checked(img)
+
     try:
         parts = streams.split(payload, S)
         n = processes(threads, rows, cols, model, S)
@@ -459,7 +480,7 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
                                     header.skips_zero_scale)
             return _Decoder(at, reader, S)
 
-        _, out = _run(at, n, S, side, ("he", "gs"), progress, lambda replies: _raise_first(replies, S), checked)
+        _, out = _run(at, n, S, side, ("he", "gs"), progress, lambda replies: _raise_first(replies, S), finished)
     except EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
     return out

@@ -1,0 +1,211 @@
+"""The encoder-fitted linear filter of format version 7 (docs/format.md section 12).
+
+The networks and the post-loop filter are fixed for every picture; what is left of each
+picture's error often still correlates with the decoded pixels (a colour cast, slight
+blur, ringing next to sharp edges). As VVC's adaptive loop filter does, the encoder fits
+a small linear filter to that picture alone, by least squares from its decoded image to
+its source, and sends the coefficients: each output colour is corrected by a sum over a
+3x3 window of all three decoded colours plus a constant. It costs 27 multiply-adds per
+value (81 per pixel) and a few dozen bytes, and is written only where those bytes buy
+more than they cost at the file's lambda (the training lambda, effort.rd_lambda).
+
+Integers throughout: coefficients in units of 2^-shift, sums exact in float64 (every
+partial sum is below 2^53: |pixel - 128| <= 128, |coefficient| < 2^MAX_BITS), rounded
+half up by a shift, so every decoder gets the same pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FormatError
+
+# the window offsets (dy, dx) of each shape's taps, per input colour; a symmetric tap
+# weighs the pixel and its mirror image about the centre alike
+POINT = ((0, 0),)
+FULL = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+SYMMETRIC = ((0, 0), (0, 1), (1, -1), (1, 0), (1, 1))  # each but the centre also stands for (-dy, -dx)
+SHAPES = ("point", "symmetric 3x3", "full 3x3")  # the section's shape byte: 0, 1, 2
+TAPS = (POINT, SYMMETRIC, FULL)
+MAX_SHIFT = 20
+MAX_ORDER = 16  # Exp-Golomb order
+MAX_BITS = 24  # |coefficient| < 2^24
+STRIP = 65536  # pixels filtered or fitted at a time (bounded memory)
+FIT_SUBSAMPLE = 64  # images at least this tall are fitted on every other row (half the time, the same filters)
+
+
+@dataclass(frozen=True)
+class LinearFilter:
+    """shape (index into SHAPES), shift, and coefs (3, 3 T + 1) int64: for each output
+    colour R, G, B, each input colour's T taps in the shape's order, then the constant."""
+
+    shape: int
+    shift: int
+    coefs: np.ndarray
+
+    def kernel(self) -> np.ndarray:
+        """(3, 3, 3, 3) integers [output colour, dy + 1, dx + 1, input colour] of the full 3x3
+        window that the shape's coefficients stand for."""
+        k = np.zeros((3, 3, 3, 3), dtype=np.int64)
+        taps = TAPS[self.shape]
+        for c in range(3):
+            for i in range(3):
+                for t, (dy, dx) in enumerate(taps):
+                    w = self.coefs[c, i * len(taps) + t]
+                    k[c, dy + 1, dx + 1, i] = w
+                    if self.shape == 1 and (dy, dx) != (0, 0):
+                        k[c, 1 - dy, 1 - dx, i] = w
+        return k
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        """The filtered copy of an HxWx3 uint8 image: each value plus
+        floor((sum of kernel x (window - 128) + constant + 2^(shift - 1)) / 2^shift), clipped
+        to 0..255, the window's pixels outside the image those of the nearest edge."""
+        height, width = img.shape[:2]
+        W = self.kernel().reshape(3, 3, 9).transpose(1, 2, 0).astype(np.float64)  # [dy][(dx, colour)][out]
+        const = self.coefs[:, -1].astype(np.float64) + (float(1 << (self.shift - 1)) if self.shift else 0.0)
+        scale = 2.0 ** -self.shift
+        out = np.empty_like(img)
+        step = max(1, STRIP // max(width, 1))
+        for y0 in range(0, height, step):
+            y1 = min(height, y0 + step)
+            acc = np.broadcast_to(const, (y1 - y0, width, 3)).copy()
+            for dy in range(3):
+                acc += _rows(img, np.arange(y0 + dy - 1, y1 + dy - 1)) @ W[dy]
+            res = np.floor(acc * scale) + img[y0:y1]
+            out[y0:y1] = np.clip(res, 0, 255)
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The section: shape, shift and Exp-Golomb order bytes, then every coefficient
+        (coefs' order, row by row) as a signed Exp-Golomb code, MSB first, zero-padded to
+        a byte; at the order that makes it shortest."""
+        values = self.coefs.ravel().tolist()
+        order = min(range(MAX_ORDER + 1), key=lambda k: sum(_code_length(v, k) for v in values))
+        bits = "".join(_code(v, order) for v in values)
+        bits += "0" * (-len(bits) % 8)
+        return bytes([self.shape, self.shift, order]) + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+    @classmethod
+    def parse(cls, section: bytes) -> LinearFilter:
+        """The section of a file, checked (check 14 of docs/format.md 2)."""
+        if len(section) < 4:
+            raise FormatError(f"linear filter: {len(section)} bytes (at least 4)")
+        shape, shift, order = section[:3]
+        if shape >= len(SHAPES) or shift > MAX_SHIFT or order > MAX_ORDER:
+            raise FormatError(f"linear filter: shape {shape}, shift {shift} or order {order} out of range")
+        n = 3 * (3 * len(TAPS[shape]) + 1)
+        bits = bin(int.from_bytes(section[3:], "big"))[2:].zfill(8 * (len(section) - 3))
+        values, at = [], 0
+        for _ in range(n):
+            zeros = bits.find("1", at) - at
+            if zeros < 0 or at + 2 * zeros + order + 1 > len(bits):
+                raise FormatError("linear filter: the coefficients run past the end of the section")
+            if zeros > MAX_BITS + 1:
+                raise FormatError(f"linear filter: a coefficient of {MAX_BITS} bits or more")
+            u = int(bits[at + zeros : at + 2 * zeros + order + 1], 2) - (1 << order)
+            at += 2 * zeros + order + 1
+            v = (u + 1) // 2 if u % 2 else -(u // 2)
+            if abs(v) >= 1 << MAX_BITS:
+                raise FormatError(f"linear filter: a coefficient of {MAX_BITS} bits or more")
+            values.append(v)
+        if len(bits) - at >= 8 or bits[at:].count("1"):
+            raise FormatError("linear filter: bytes after its coefficients, or padding bits that are not 0")
+        if not any(values):
+            raise FormatError("linear filter: every coefficient is 0 (such an image is written without one)")
+        return cls(shape, shift, np.array(values, dtype=np.int64).reshape(3, -1))
+
+
+def _rows(img: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Rows ys of the image extended by one edge pixel on every side (rows outside
+    repeat the nearest), centred, as (rows, width, 9): each pixel's 3x1 window of
+    (dx, colour) values, dx = -1, 0, 1."""
+    y = np.clip(ys, 0, img.shape[0] - 1)
+    x = np.clip(np.arange(-1, img.shape[1] + 1), 0, img.shape[1] - 1)
+    strip = img[y][:, x].astype(np.float64) - 128.0  # (rows, width + 2, 3)
+    view = np.lib.stride_tricks.sliding_window_view(strip, 3, axis=1)  # (rows, width, 3 colours, 3 dx)
+    return view.transpose(0, 1, 3, 2).reshape(len(y), img.shape[1], 9)
+
+
+def _code(v: int, order: int) -> str:
+    u = (2 * v - 1 if v > 0 else -2 * v) + (1 << order)
+    return "0" * (u.bit_length() - 1 - order) + format(u, "b")
+
+
+def _code_length(v: int, order: int) -> int:
+    u = (2 * v - 1 if v > 0 else -2 * v) + (1 << order)
+    return 2 * u.bit_length() - 1 - order
+
+
+def _features(img: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """(pixels, 28): the full window's 27 centred values of rows ys (dy, dx, colour) and
+    a 1, as kernel() lays the weights out."""
+    rows = [_rows(img, ys + dy - 1) for dy in range(3)]
+    x = np.concatenate(rows, axis=2).reshape(-1, 27)
+    return np.concatenate([x, np.ones((len(x), 1))], axis=1)
+
+
+def _expansion(shape: int) -> np.ndarray:
+    """(3 T + 1, 28): how a shape's per-output-colour coefficients map onto the full
+    window's (so the full window's normal equations serve every shape)."""
+    taps = TAPS[shape]
+    A = np.zeros((3 * len(taps) + 1, 28))
+    for i in range(3):
+        for t, (dy, dx) in enumerate(taps):
+            A[i * len(taps) + t, ((dy + 1) * 3 + dx + 1) * 3 + i] = 1
+            if shape == 1 and (dy, dx) != (0, 0):
+                A[i * len(taps) + t, ((1 - dy) * 3 + 1 - dx) * 3 + i] = 1
+    A[-1, -1] = 1
+    return A
+
+
+def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = None) -> LinearFilter | None:
+    """The filter that most lowers bits + lam x SSE / 3 (effort.rd_lambda's units) of rec,
+    the decoded HxWx3 image, against src, counting the section and its length field;
+    None where no filter pays. keep: the pixels whose error counts (HxW bool; None: all;
+    flat blocks, repainted after the filter, do not)."""
+    height, width = rec.shape[:2]
+    G, C, base = np.zeros((28, 28)), np.zeros((28, 3)), 0.0
+    step = max(1, STRIP // max(width, 1))
+    every = 2 if height >= FIT_SUBSAMPLE else 1
+    for y0 in range(0, height, step):
+        ys = np.arange(y0, min(height, y0 + step), every)
+        X = _features(rec, ys)
+        Y = (src[ys].astype(np.float64) - rec[ys]).reshape(-1, 3)
+        if keep is not None:
+            m = keep[ys].ravel()
+            X, Y = X[m], Y[m]
+        G += X.T @ X
+        C += X.T @ Y
+        base += float((Y * Y).sum())
+    if not base:
+        return None
+    G, C = G * every, C * every  # as if every row had counted (lam weighs whole-image SSE)
+    best: tuple[float, LinearFilter] | None = None
+    for shape in range(len(SHAPES)):
+        A = _expansion(shape)
+        Gs, Cs = A @ G @ A.T, A @ C
+        w = np.linalg.solve(Gs + 1e-3 * np.eye(len(Gs)), Cs)  # (3 T + 1, 3)
+        for shift in range(4, 15):
+            q = np.rint(w * 2.0**shift)
+            if not q.any() or np.abs(q).max() >= 1 << MAX_BITS:
+                continue
+            wq = q / 2.0**shift
+            gain = float(np.einsum("ic,ij,jc->", wq, Gs, wq) - 2 * (wq * Cs).sum())  # change of SSE, unrounded
+            f = LinearFilter(shape, shift, q.T.astype(np.int64))
+            J = 8 * (len(f.to_bytes()) + 4) + lam * gain / 3
+            if best is None or J < best[0]:
+                best = (J, f)
+    if best is None:
+        return None
+    f = best[1]
+    out = f.apply(rec)
+    change = 0  # of the SSE, exactly, strip by strip (no whole-image copy)
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        s, a, b = (x[y0:y1].astype(np.int32) for x in (src, out, rec))
+        d = (s - a) ** 2 - (s - b) ** 2
+        change += int((d if keep is None else d[keep[y0:y1]]).sum())
+    return f if 8 * (len(f.to_bytes()) + 4) + lam * change / 3 < 0 else None
