@@ -9,9 +9,11 @@ its source, and sends the coefficients: each output colour is corrected by a sum
 value (81 per pixel) and a few dozen bytes, and is written only where those bytes buy
 more than they cost at the file's lambda (the training lambda, effort.rd_lambda).
 
-Integers throughout: coefficients in units of 2^-shift, sums exact in float64 (every
-partial sum is below 2^53: |pixel - 128| <= 128, |coefficient| < 2^MAX_BITS), rounded
-half up by a shift, so every decoder gets the same pixels.
+Integers throughout: coefficients in units of 2^-shift, rounded half up by a shift, so
+every decoder gets the same pixels. A row's taps sum to below 2^MAX_TAP_BITS in
+magnitude, so that every partial sum of the window's products is an integer below 2^24
+(|pixel - 128| <= 128): exact in float32, whose matrix products are twice as fast as
+float64's; the constant is added in float64.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ TAPS = (POINT, SYMMETRIC, FULL)
 MAX_SHIFT = 20
 MAX_ORDER = 16  # Exp-Golomb order
 MAX_BITS = 24  # |coefficient| < 2^24
+MAX_TAP_BITS = 17  # the magnitudes of an output colour's 27 window weights sum to below 2^17
 STRIP = 65536  # pixels filtered or fitted at a time (bounded memory)
 FIT_SUBSAMPLE = 64  # images at least this tall are fitted on every other row (half the time, the same filters)
 
@@ -64,19 +67,21 @@ class LinearFilter:
         floor((sum of kernel x (window - 128) + constant + 2^(shift - 1)) / 2^shift), clipped
         to 0..255, the window's pixels outside the image those of the nearest edge."""
         height, width = img.shape[:2]
-        W = self.kernel().reshape(3, 3, 9).transpose(1, 2, 0).astype(np.float64)  # [dy][(dx, colour)][out]
+        W = self.kernel().transpose(1, 2, 3, 0).reshape(27, 3).astype(np.float32)  # [(dy, dx, colour)][out]
         const = self.coefs[:, -1].astype(np.float64) + (float(1 << (self.shift - 1)) if self.shift else 0.0)
         scale = 2.0 ** -self.shift
         out = np.empty_like(img)
         step = max(1, STRIP // max(width, 1))
         for y0 in range(0, height, step):
             y1 = min(height, y0 + step)
-            acc = np.broadcast_to(const, (y1 - y0, width, 3)).copy()
-            for dy in range(3):
-                acc += _rows(img, np.arange(y0 + dy - 1, y1 + dy - 1)) @ W[dy]
-            res = np.floor(acc * scale) + img[y0:y1]
+            acc = _windows(img, y0, y1, 1, np.float32) @ W  # exact: every partial sum an integer below 2^24
+            res = np.floor((acc.astype(np.float64) + const) * scale).reshape(y1 - y0, width, 3) + img[y0:y1]
             out[y0:y1] = np.clip(res, 0, 255)
         return out
+
+    def tap_sums(self) -> np.ndarray:
+        """Each output colour's sum of |window weight| over its 27 (MAX_TAP_BITS' bound)."""
+        return np.abs(self.kernel()).reshape(3, 27).sum(1)
 
     def to_bytes(self) -> bytes:
         """The section: shape, shift and Exp-Golomb order bytes, then every coefficient
@@ -115,18 +120,25 @@ class LinearFilter:
             raise FormatError("linear filter: bytes after its coefficients, or padding bits that are not 0")
         if not any(values):
             raise FormatError("linear filter: every coefficient is 0 (such an image is written without one)")
-        return cls(shape, shift, np.array(values, dtype=np.int64).reshape(3, -1))
+        found = cls(shape, shift, np.array(values, dtype=np.int64).reshape(3, -1))
+        if found.tap_sums().max() >= 1 << MAX_TAP_BITS:
+            raise FormatError(f"linear filter: an output colour's weights sum to 2^{MAX_TAP_BITS} or more")
+        return found
 
 
-def _rows(img: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Rows ys of the image extended by one edge pixel on every side (rows outside
-    repeat the nearest), centred, as (rows, width, 9): each pixel's 3x1 window of
-    (dx, colour) values, dx = -1, 0, 1."""
-    y = np.clip(ys, 0, img.shape[0] - 1)
-    x = np.clip(np.arange(-1, img.shape[1] + 1), 0, img.shape[1] - 1)
-    strip = img[y][:, x].astype(np.float64) - 128.0  # (rows, width + 2, 3)
-    view = np.lib.stride_tricks.sliding_window_view(strip, 3, axis=1)  # (rows, width, 3 colours, 3 dx)
-    return view.transpose(0, 1, 3, 2).reshape(len(y), img.shape[1], 9)
+def _windows(img: np.ndarray, y0: int, y1: int, every: int, dtype: type) -> np.ndarray:
+    """(pixels, 27): the centred 3x3 windows (dy, dx, colour) of the pixels of rows y0,
+    y0 + every, ... below y1, the image extended by its edge pixels: each window is 3
+    rows of 9 consecutive values of a strip of the extended image (one copy)."""
+    height, width = img.shape[:2]
+    y = np.clip(np.arange(y0 - 1, y1 + 1), 0, height - 1)
+    x = np.clip(np.arange(-1, width + 1), 0, width - 1)
+    strip = img[y][:, x].astype(dtype).reshape(len(y), 3 * (width + 2))
+    strip -= 128
+    rs, vs = strip.strides
+    n = len(range(y0, y1, every))
+    win = np.lib.stride_tricks.as_strided(strip, (n, width, 3, 9), (every * rs, 3 * vs, rs, vs), writeable=False)
+    return win.reshape(n * width, 27)
 
 
 def _code(v: int, order: int) -> str:
@@ -139,11 +151,10 @@ def _code_length(v: int, order: int) -> int:
     return 2 * u.bit_length() - 1 - order
 
 
-def _features(img: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """(pixels, 28): the full window's 27 centred values of rows ys (dy, dx, colour) and
-    a 1, as kernel() lays the weights out."""
-    rows = [_rows(img, ys + dy - 1) for dy in range(3)]
-    x = np.concatenate(rows, axis=2).reshape(-1, 27)
+def _features(img: np.ndarray, y0: int, y1: int, every: int) -> np.ndarray:
+    """(pixels, 28): the full window's 27 centred values (dy, dx, colour) and a 1, as
+    kernel() lays the weights out, of rows y0, y0 + every, ... below y1."""
+    x = _windows(img, y0, y1, every, np.float64)
     return np.concatenate([x, np.ones((len(x), 1))], axis=1)
 
 
@@ -171,8 +182,9 @@ def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = 
     step = max(1, STRIP // max(width, 1))
     every = 2 if height >= FIT_SUBSAMPLE else 1
     for y0 in range(0, height, step):
-        ys = np.arange(y0, min(height, y0 + step), every)
-        X = _features(rec, ys)
+        y1 = min(height, y0 + step)
+        ys = np.arange(y0, y1, every)
+        X = _features(rec, y0, y1, every)
         Y = (src[ys].astype(np.float64) - rec[ys]).reshape(-1, 3)
         if keep is not None:
             m = keep[ys].ravel()
@@ -195,6 +207,8 @@ def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = 
             wq = q / 2.0**shift
             gain = float(np.einsum("ic,ij,jc->", wq, Gs, wq) - 2 * (wq * Cs).sum())  # change of SSE, unrounded
             f = LinearFilter(shape, shift, q.T.astype(np.int64))
+            if f.tap_sums().max() >= 1 << MAX_TAP_BITS:
+                continue
             J = 8 * (len(f.to_bytes()) + 4) + lam * gain / 3
             if best is None or J < best[0]:
                 best = (J, f)
