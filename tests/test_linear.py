@@ -74,8 +74,8 @@ def test_the_section_reads_back_what_was_written_at_its_shortest_order(shape):
         section = f.to_bytes()
         back = linear.LinearFilter.parse(section)
         assert (back.shape, back.shift) == (shape, 11) and np.array_equal(back.coefs, f.coefs)
-        assert len(section) == 3 + -(-min(sum(linear._code_length(v, k) for v in f.coefs.ravel().tolist())
-                                          for k in range(17)) // 8)
+        assert len(section) == linear.section_bytes(f.coefs) == 3 + -(-min(
+            sum(len(linear._code(v, k)) for v in f.coefs.ravel().tolist()) for k in range(17)) // 8)
 
 
 def test_a_symmetric_tap_weighs_the_pixel_and_its_mirror_alike():

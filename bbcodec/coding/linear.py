@@ -88,7 +88,7 @@ class LinearFilter:
         (coefs' order, row by row) as a signed Exp-Golomb code, MSB first, zero-padded to
         a byte; at the order that makes it shortest."""
         values = self.coefs.ravel().tolist()
-        order = min(range(MAX_ORDER + 1), key=lambda k: sum(_code_length(v, k) for v in values))
+        order = int(_bits_per_order(self.coefs).argmin())
         bits = "".join(_code(v, order) for v in values)
         bits += "0" * (-len(bits) % 8)
         return bytes([self.shape, self.shift, order]) + int(bits, 2).to_bytes(len(bits) // 8, "big")
@@ -146,9 +146,19 @@ def _code(v: int, order: int) -> str:
     return "0" * (u.bit_length() - 1 - order) + format(u, "b")
 
 
-def _code_length(v: int, order: int) -> int:
-    u = (2 * v - 1 if v > 0 else -2 * v) + (1 << order)
-    return 2 * u.bit_length() - 1 - order
+def _bits_per_order(coefs: np.ndarray) -> np.ndarray:
+    """The bits of all coefficients' codes at each order 0..MAX_ORDER (frexp's exponent
+    is the bit length of an integer below 2^53, exactly)."""
+    v = coefs.ravel().astype(np.int64)
+    u = np.where(v > 0, 2 * v - 1, -2 * v)
+    k = np.arange(MAX_ORDER + 1)[:, None]
+    length = np.frexp((u[None, :] + (1 << k)).astype(np.float64))[1]
+    return (2 * length - 1 - k).sum(axis=1)
+
+
+def section_bytes(coefs: np.ndarray) -> int:
+    """The bytes of the section of these coefficients (to_bytes' length, without writing it)."""
+    return 3 + -(-int(_bits_per_order(coefs).min()) // 8)
 
 
 def _features(img: np.ndarray, y0: int, y1: int, every: int) -> np.ndarray:
@@ -209,7 +219,7 @@ def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = 
             f = LinearFilter(shape, shift, q.T.astype(np.int64))
             if f.tap_sums().max() >= 1 << MAX_TAP_BITS:
                 continue
-            J = 8 * (len(f.to_bytes()) + 4) + lam * gain / 3
+            J = 8 * (section_bytes(f.coefs) + 4) + lam * gain / 3
             if best is None or J < best[0]:
                 best = (J, f)
     if best is None:
