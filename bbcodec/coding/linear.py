@@ -133,7 +133,7 @@ def _windows(img: np.ndarray, y0: int, y1: int, every: int, dtype: type) -> np.n
     height, width = img.shape[:2]
     y = np.clip(np.arange(y0 - 1, y1 + 1), 0, height - 1)
     x = np.clip(np.arange(-1, width + 1), 0, width - 1)
-    strip = img[y][:, x].astype(dtype).reshape(len(y), 3 * (width + 2))
+    strip: np.ndarray = img[y][:, x].astype(dtype).reshape(len(y), 3 * (width + 2))
     strip -= 128
     rs, vs = strip.strides
     n = len(range(y0, y1, every))
