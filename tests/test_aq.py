@@ -69,6 +69,21 @@ def test_offsets_raise_smooth_areas_and_leave_texture(kodak_crop):
     assert aq.offsets(np.full((64, 64, 3), 9, np.uint8), 1024, 0.5) is None  # one activity: no offset
 
 
+def test_blocks_beside_flat_ones_are_raised_even_in_texture(kodak_crop):
+    img = textured_and_smooth(kodak_crop)
+    flat = np.zeros(blocks.grid_shape(96, 128), bool)
+    flat[2:4, 2:4] = True  # inside the textured half, which keeps its quality otherwise
+    dq = aq.offsets(img, 4 * 256, 0.4, flat)
+    near = aq.beside(flat) & ~flat
+    assert near.sum() == 16 - 4 and not dq[flat].any()
+    assert aq.NEAR_FLAT * 0.4 == 1 and (dq[near] == 256 // format.DQ_STEP).all()  # 1 quality at the default strength
+    assert (dq[:8, :8][~(near | flat)[:8, :8]] == 0).all()  # the rest of the texture as it was
+    assert aq.offsets(img, 8 * 256, 0.4, flat) is None  # nothing above 8
+    assert aq.offsets(img, 4 * 256, 0.0, flat) is None  # --aq 0: no offset of any kind
+    high = aq.offsets(img, 4 * 256, 1.0, flat)
+    assert high[near].max() * format.DQ_STEP == aq.MAX_OFFSET * 256  # at most MAX_OFFSET
+
+
 def test_files_and_images_are_the_same_for_any_threads(weights, kodak_crop, every_wavefront_split):
     img = textured_and_smooth(kodak_crop)
     files = set()

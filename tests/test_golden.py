@@ -214,8 +214,16 @@ def golden_aq_image() -> np.ndarray:
                            np.concatenate([ramp, golden_flat_image()], axis=1)], axis=0)
 
 
+def its_offsets(monkeypatch: pytest.MonkeyPatch, header: format.Header) -> None:
+    """The encoder's offsets made the file's own: how the encoder chooses them (aq.py) may
+    change; coding a block at its offset's quality must not."""
+    rows, cols = -(-header.height // 8), -(-header.width // 8)
+    dq = np.frombuffer(header.flat.dq, np.int8).reshape(rows, cols).copy()
+    monkeypatch.setattr(codec, "aq_offsets", lambda *args, **kw: dq)
+
+
 @pytest.mark.parametrize("name", with_golden(format.ADAPTIVE))
-def test_the_version_6_golden_file_decodes_with_its_block_qualities_and_re_encodes_identically(name):
+def test_the_version_6_golden_file_decodes_with_its_block_qualities_and_re_encodes_identically(name, monkeypatch):
     golden, expected_path = golden_paths(name, format.ADAPTIVE)
     w = weights.load(WEIGHTS_DIR / name)
     if os.environ.get("BBCODEC_REGEN") and not golden.exists():
@@ -232,13 +240,14 @@ def test_the_version_6_golden_file_decodes_with_its_block_qualities_and_re_encod
     assert found.path.name == name == expected["weights"]
     img = codec.decode(header, payload, found.model)
     assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
+    its_offsets(monkeypatch, header)
     again = codec.encode(golden_aq_image(), 4, w.model, w.prefix, n_streams=GOLDEN_STREAMS, aq=GOLDEN_AQ)[0]
     assert format.unpack(again) == (header, payload)
     assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]
 
 
 @pytest.mark.parametrize("name", with_golden(format.LINEAR))
-def test_the_version_7_golden_file_decodes_with_its_linear_filter_and_re_encodes_identically(name):
+def test_the_version_7_golden_file_decodes_with_its_linear_filter_and_re_encodes_identically(name, monkeypatch):
     """golden_aq_image() with offsets, flat blocks and a linear filter: every section of
     version 7 at once."""
     golden, expected_path = golden_paths(name, format.LINEAR)
@@ -262,6 +271,7 @@ def test_the_version_7_golden_file_decodes_with_its_linear_filter_and_re_encodes
     assert found.path.name == name == expected["weights"]
     img = codec.decode(header, payload, found.model)
     assert hashlib.sha256(img.tobytes()).hexdigest() == expected["pixels_sha256"]
+    its_offsets(monkeypatch, header)
     again = encode()[0]
     assert format.unpack(again) == (header, payload)
     assert again == data or zlib.ZLIB_RUNTIME_VERSION != expected["zlib"]
