@@ -36,7 +36,6 @@ MAX_ORDER = 16  # Exp-Golomb order
 MAX_BITS = 24  # |coefficient| < 2^24
 MAX_TAP_BITS = 17  # the magnitudes of an output colour's 27 window weights sum to below 2^17
 STRIP = 65536  # pixels filtered or fitted at a time (bounded memory)
-FIT_SUBSAMPLE = 64  # images at least this tall are fitted on every other row (half the time, the same filters)
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class LinearFilter:
         step = max(1, STRIP // max(width, 1))
         for y0 in range(0, height, step):
             y1 = min(height, y0 + step)
-            acc = _windows(img, y0, y1, 1, np.float32) @ W  # exact: every partial sum an integer below 2^24
+            acc = _windows(img, y0, y1, np.float32) @ W  # exact: every partial sum an integer below 2^24
             res = np.floor((acc.astype(np.float64) + const) * scale).reshape(y1 - y0, width, 3) + img[y0:y1]
             out[y0:y1] = np.clip(res, 0, 255)
         return out
@@ -126,18 +125,18 @@ class LinearFilter:
         return found
 
 
-def _windows(img: np.ndarray, y0: int, y1: int, every: int, dtype: type) -> np.ndarray:
-    """(pixels, 27): the centred 3x3 windows (dy, dx, colour) of the pixels of rows y0,
-    y0 + every, ... below y1, the image extended by its edge pixels: each window is 3
-    rows of 9 consecutive values of a strip of the extended image (one copy)."""
+def _windows(img: np.ndarray, y0: int, y1: int, dtype: type) -> np.ndarray:
+    """(pixels, 27): the centred 3x3 windows (dy, dx, colour) of the pixels of rows y0 to
+    y1 - 1, the image extended by its edge pixels: each window is 3 rows of 9
+    consecutive values of a strip of the extended image (one copy)."""
     height, width = img.shape[:2]
     y = np.clip(np.arange(y0 - 1, y1 + 1), 0, height - 1)
     x = np.clip(np.arange(-1, width + 1), 0, width - 1)
     strip: np.ndarray = img[y][:, x].astype(dtype).reshape(len(y), 3 * (width + 2))
     strip -= 128
     rs, vs = strip.strides
-    n = len(range(y0, y1, every))
-    win = np.lib.stride_tricks.as_strided(strip, (n, width, 3, 9), (every * rs, 3 * vs, rs, vs), writeable=False)
+    n = y1 - y0
+    win = np.lib.stride_tricks.as_strided(strip, (n, width, 3, 9), (rs, 3 * vs, rs, vs), writeable=False)
     return win.reshape(n * width, 27)
 
 
@@ -161,10 +160,10 @@ def section_bytes(coefs: np.ndarray) -> int:
     return 3 + -(-int(_bits_per_order(coefs).min()) // 8)
 
 
-def _features(img: np.ndarray, y0: int, y1: int, every: int) -> np.ndarray:
+def _features(img: np.ndarray, y0: int, y1: int) -> np.ndarray:
     """(pixels, 28): the full window's 27 centred values (dy, dx, colour) and a 1, as
-    kernel() lays the weights out, of rows y0, y0 + every, ... below y1."""
-    x = _windows(img, y0, y1, every, np.float64)
+    kernel() lays the weights out, of rows y0 to y1 - 1."""
+    x = _windows(img, y0, y1, np.float64)
     return np.concatenate([x, np.ones((len(x), 1))], axis=1)
 
 
@@ -190,21 +189,18 @@ def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = 
     height, width = rec.shape[:2]
     G, C, base = np.zeros((28, 28)), np.zeros((28, 3)), 0.0
     step = max(1, STRIP // max(width, 1))
-    every = 2 if height >= FIT_SUBSAMPLE else 1
-    for y0 in range(0, height, step):
+    for y0 in range(0, height, step):  # every row (tests/test_linear.py: every other one is not enough)
         y1 = min(height, y0 + step)
-        ys = np.arange(y0, y1, every)
-        X = _features(rec, y0, y1, every)
-        Y = (src[ys].astype(np.float64) - rec[ys]).reshape(-1, 3)
+        X = _features(rec, y0, y1)
+        Y = (src[y0:y1].astype(np.float64) - rec[y0:y1]).reshape(-1, 3)
         if keep is not None:
-            m = keep[ys].ravel()
+            m = keep[y0:y1].ravel()
             X, Y = X[m], Y[m]
         G += X.T @ X
         C += X.T @ Y
         base += float((Y * Y).sum())
     if not base:
         return None
-    G, C = G * every, C * every  # as if every row had counted (lam weighs whole-image SSE)
     best: tuple[float, LinearFilter] | None = None
     for shape in range(len(SHAPES)):
         A = _expansion(shape)
