@@ -100,6 +100,7 @@ def broken_sections() -> list[tuple[bytes, str]]:
         (bytes([0, 6, 0]) + b"\xff\xf1", "padding bits"),
         (bytes([0, 6, 0]) + b"\x00" * 4 + b"\x01" + b"\xff" * 8, "24 bits or more"),  # 39 leading zeros
         (zero.to_bytes(), "every coefficient is 0"),
+        (bytes([0, 6, 0]) + b"\xff" * 5000, "more than its 12 codes can take"),  # refused before reading
         (linear.LinearFilter(1, 6, np.full((3, 16), 1 << 13, dtype=np.int64)).to_bytes(), "sum to 2"),
     ]
 

@@ -334,7 +334,7 @@ def add_chunks(data: bytes, chunks: dict[bytes, bytes]) -> bytes:
 
 def file_size(data: bytes) -> int:
     """The size a .bbc file must have, from its first 44 bytes (48 in versions 3 and 5, 52
-    in versions 4 and 6) or more (checks 1-3 and the payload limit of docs/format.md, section 2)."""
+    in versions 4 and 6, 56 in version 7) or more (checks 1-3 and the payload limit of docs/format.md, section 2)."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not a .bbc file (bad magic bytes)")
     if len(data) < HEADER_SIZE + TRAILER_SIZE:
@@ -426,13 +426,12 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
         f = struct.unpack_from("<I", data, HEADER_SIZE + 8)[0]
         k -= f
         linear = data[start + k : start + k + f]
-        parse_linear(linear)
-    if has_modes(version) and (k or version != LINEAR):
+    if has_modes(version) and (k or version != LINEAR):  # check 12, then 14
         rows, cols = -(-height // 8), -(-width // 8)
         flat = BlockModes.inflate(data[start : start + k], rows * cols, channels,
                                   q256 if version in (ADAPTIVE, LINEAR) else None, version == LINEAR)
-        k += len(linear or b"")
-    elif linear is not None:
+    if linear is not None:
+        parse_linear(linear)
         k += len(linear)
     header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams, flat, linear)
     return header, data[start + k : start + k + n]

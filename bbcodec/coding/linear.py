@@ -101,6 +101,8 @@ class LinearFilter:
         if shape >= len(SHAPES) or shift > MAX_SHIFT or order > MAX_ORDER:
             raise FormatError(f"linear filter: shape {shape}, shift {shift} or order {order} out of range")
         n = 3 * (3 * len(TAPS[shape]) + 1)
+        if len(section) > 3 + -(-n * (2 * (MAX_BITS + 1) + MAX_ORDER + 1) // 8):  # before any bit string is made
+            raise FormatError(f"linear filter: {len(section)} bytes, more than its {n} codes can take")
         bits = bin(int.from_bytes(section[3:], "big"))[2:].zfill(8 * (len(section) - 3))
         values, at = [], 0
         for _ in range(n):
@@ -181,11 +183,13 @@ def _expansion(shape: int) -> np.ndarray:
     return A
 
 
-def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = None) -> LinearFilter | None:
+def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = None,
+        header_bytes: int = 12) -> LinearFilter | None:
     """The filter that most lowers bits + lam x SSE / 3 (effort.rd_lambda's units) of rec,
-    the decoded HxWx3 image, against src, counting the section and its length field;
-    None where no filter pays. keep: the pixels whose error counts (HxW bool; None: all;
-    flat blocks, repainted after the filter, do not)."""
+    the decoded HxWx3 image, against src, counting the section and the header_bytes that
+    version 7 adds (12 over version 2, 4 over versions 4 and 6); None where no filter
+    pays. keep: the pixels whose error counts (HxW bool; None: all; flat blocks,
+    repainted after the filter, do not)."""
     height, width = rec.shape[:2]
     G, C, base = np.zeros((28, 28)), np.zeros((28, 3)), 0.0
     step = max(1, STRIP // max(width, 1))
@@ -215,7 +219,7 @@ def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = 
             f = LinearFilter(shape, shift, q.T.astype(np.int64))
             if f.tap_sums().max() >= 1 << MAX_TAP_BITS:
                 continue
-            J = 8 * (section_bytes(f.coefs) + 4) + lam * gain / 3
+            J = 8 * (section_bytes(f.coefs) + header_bytes) + lam * gain / 3
             if best is None or J < best[0]:
                 best = (J, f)
     if best is None:
@@ -228,4 +232,4 @@ def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = 
         s, a, b = (x[y0:y1].astype(np.int32) for x in (src, out, rec))
         d = (s - a) ** 2 - (s - b) ** 2
         change += int((d if keep is None else d[keep[y0:y1]]).sum())
-    return f if 8 * (len(f.to_bytes()) + 4) + lam * change / 3 < 0 else None
+    return f if 8 * (len(f.to_bytes()) + header_bytes) + lam * change / 3 < 0 else None
