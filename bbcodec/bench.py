@@ -120,23 +120,25 @@ def _load(path: Path) -> np.ndarray:
     return to_rgb(open_image(path.read_bytes(), path.name), path.name)
 
 
-Task = tuple[str, str, float, bool, str | None, float | None]  # codec, image, quality, keep, tune, aq
+Task = tuple[str, str, float, bool, str | None, float | None, bool]  # codec, image, quality, keep, tune, aq, linear
 
 
 def run_one(task: Task) -> dict:
-    """Encode, decode and measure one (codec, image, quality, keep, tune, aq): every codec
-    in one thread, so that the seconds compare; keep: also return the file's bytes
+    """Encode, decode and measure one (codec, image, quality, keep, tune, aq, linear): every
+    codec in one thread, so that the seconds compare; keep: also return the file's bytes
     ("data"); tune: bbcodec's weights (model/tuning.py; None: the default ones); aq: its
-    adaptive-quantisation strength (None: the weights' tuning's)."""
+    adaptive-quantisation strength (None: the weights' tuning's); linear: whether its
+    encoder may send a linear filter (format version 7)."""
     from . import metrics
 
-    codec_name, path, quality, keep, tune, aq = task
+    codec_name, path, quality, keep, tune, aq, linear = task
     img = _load(Path(path))
     if codec_name == "bbcodec":
         from . import codec
 
         t0 = time.perf_counter()
-        enc = codec.encode(img, quality, tune=tune, threads=1, aq=aq)  # as `bbcodec encode`: exact where smaller
+        enc = codec.encode(img, quality, tune=tune, threads=1, aq=aq,  # as `bbcodec encode`: exact where smaller
+                           linear_filter=linear)
         t1 = time.perf_counter()
         out = codec.decode(enc.data, threads=1).image
         t2 = time.perf_counter()
@@ -198,9 +200,10 @@ def decode_baseline(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def curves(rows: list[dict], tune: str | None = None, aq: float | None = None) -> dict[str, dict]:
+def curves(rows: list[dict], tune: str | None = None, aq: float | None = None,
+           linear: bool = True) -> dict[str, dict]:
     """Per codec: CompressAI-layout results averaged over images per quality (bbcodec's
-    with the weights of tune, None: the default ones; aq as run_one's)."""
+    with the weights of tune, None: the default ones; aq and linear as run_one's)."""
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["codec"] for r in rows):
         qs = sorted({r["quality"] for r in rows if r["codec"] == name})
@@ -222,6 +225,8 @@ def curves(rows: list[dict], tune: str | None = None, aq: float | None = None) -
             desc = f"bbcodec, weights {weights.default(tune).path.name}, one thread"
             if aq is not None:
                 desc += f", aq {aq:g}"
+            if not linear:
+                desc += ", no linear filter"
         else:
             desc = BASELINES[name].description
         out[name] = {"name": name, "description": desc, "results": res}
@@ -297,7 +302,8 @@ class Plan:
     """What a bench run will do: the images, the tasks (run_one's), notes, stored curves to
     compare with, and the images and bbcodec quality of the side-by-side view (keep: the
     task returns its file for that view); tune: bbcodec's weights (None: the default
-    ones); aq: its adaptive-quantisation strength (None: the weights' tuning's)."""
+    ones); aq: its adaptive-quantisation strength (None: the weights' tuning's); linear:
+    whether its encoder may send a linear filter."""
 
     folder: Path
     paths: list[Path]
@@ -308,6 +314,7 @@ class Plan:
     side_quality: float | None
     tune: str | None = None
     aq: float | None = None
+    linear: bool = True
 
 
 SIDE_BY_SIDE_IMAGES = 3  # the first images of the folder, shown codec beside codec
@@ -315,7 +322,8 @@ SIDE_BY_SIDE_QUALITY = 2.0  # bbcodec's quality there (the nearest the run has);
 
 
 def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | None,
-         anchors: Path | None = None, tune: str | None = None, aq: float | None = None) -> Plan:
+         anchors: Path | None = None, tune: str | None = None, aq: float | None = None,
+         linear: bool = True) -> Plan:
     """Check the folder, the codecs, the tuning, aq and the stored curves once, and list
     every task."""
     from .model.tuning import check_aq, check_tune
@@ -333,8 +341,9 @@ def plan(folder: Path, qualities: list[float], codecs: list[str], limit: int | N
     for name in usable:
         qs = qualities if name == "bbcodec" else BASELINES[name].qualities
         tasks += [(name, str(p), float(q), p in side and (name != "bbcodec" or q == side_q),
-                   tune if name == "bbcodec" else None, aq if name == "bbcodec" else None) for q in qs for p in paths]
-    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored, side, side_q, tune, aq)
+                   tune if name == "bbcodec" else None, aq if name == "bbcodec" else None, linear)
+                  for q in qs for p in paths]
+    return Plan(folder, paths, tasks, notes + skipped + anchor_notes, stored, side, side_q, tune, aq, linear)
 
 
 def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | None = None,
@@ -348,7 +357,7 @@ def run(p: Plan, out_dir: Path, jobs: int, progress: Callable[[int], None] | Non
     rows = list(map_jobs(run_one, p.tasks, jobs, progress))
     files = {(r["codec"], r["image"], r["quality"]): r.pop("data") for r in rows if "data" in r}
     notes = list(p.notes)
-    cur = curves(rows, p.tune, p.aq)
+    cur = curves(rows, p.tune, p.aq, p.linear)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, c in cur.items():
         (out_dir / f"{name}.json").write_text(json.dumps(c, indent=1) + "\n")

@@ -555,8 +555,10 @@ def _csv(kind: type, allowed: tuple | None = None):
                    "weights]")
 @click.option("--aq", type=FiniteFloatRange(0, MAX_AQ), default=None, metavar="STRENGTH",
               help="bbcodec's adaptive quantisation, as encode's --aq.  [default: the weights' tuning's]")
+@click.option("--linear-filter/--no-linear-filter", default=True,
+              help="bbcodec's encoder-fitted linear filter, as encode's.  [default: --linear-filter]")
 def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str], jobs: int | None,
-          limit: int | None, anchors: Path | None, tune: str | None, aq: float | None) -> None:
+          limit: int | None, anchors: Path | None, tune: str | None, aq: float | None, linear_filter: bool) -> None:
     """Rate-distortion and speed of bbcodec against JPEG, WebP, AVIF, JPEG XL on FOLDER:
     PSNR, MS-SSIM and SSIMULACRA2, BD-rates, the codecs side by side at the same file
     size, written as a page, OUT/index.html (needs: pip install 'bbcodec[bench]').
@@ -575,7 +577,7 @@ def bench(folder: Path, out_dir: Path, qualities: list[float], codecs: list[str]
         raise click.BadParameter(f"qualities must be within {Q.MIN}..{Q.MAX}", param_hint="--qualities")
     try:
         b.check_dependencies()  # before any work: one line naming the extra to install
-        todo = b.plan(folder, qualities, codecs, limit, anchors, tune, aq)
+        todo = b.plan(folder, qualities, codecs, limit, anchors, tune, aq, linear_filter)
         with click.progressbar(length=len(todo.tasks), label="bench", show_eta=True, file=sys.stderr,
                                hidden=not sys.stderr.isatty()) as bar:
             result = b.run(todo, out_dir, jobs or b.default_jobs(), bar.update,

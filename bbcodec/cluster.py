@@ -427,20 +427,22 @@ def encode_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str], clus
                   quality: float | None = None, target_bpp: float | None = None,
                   target_psnr: float | None = None, effort: int = efforts.DEFAULT,
                   weights: str | None = None, tune: str | None = None, lossless: bool | None = None,
-                  aq: float | None = None, measure_psnr: bool = False, recursive: bool = False,
+                  aq: float | None = None, linear_filter: bool = True, measure_psnr: bool = False,
+                  recursive: bool = False,
                   metadata: str = "all", flatten: str | None = None,
                   manifest: str | os.PathLike[str] | None = None,
                   progress: Callable[[int], None] | None = None) -> FolderReport:
     """Encode every image of the folder src into the folder dst on a Dask cluster (an
     address, a scheduler file, "local" / "local:N", a distributed.Client or a cluster
     object), as `bbcodec encode src dst --cluster ...` does; resumable (see FolderRun).
-    tune, lossless, aq, metadata and flatten as bbcodec.encode's."""
+    tune, lossless, aq, linear_filter, metadata and flatten as bbcodec.encode's."""
     from .codec import check, parse_metadata
 
-    check(quality, target_bpp, target_psnr, effort, tune=tune, weights=weights, lossless=lossless, aq=aq)
+    check(quality, target_bpp, target_psnr, effort, tune=tune, weights=weights, lossless=lossless, aq=aq,
+          linear_filter=linear_filter)
     opts = EncodeOptions(quality, target_bpp, target_psnr, measure_psnr, weights=weights, tune=tune, threads=1,
                          effort=effort, metadata=parse_metadata(metadata), flatten=flatten, lossless=lossless,
-                         aq=aq)
+                         aq=aq, linear_filter=linear_filter)
     return _run_dir("encode", src, dst, opts, cluster, recursive, manifest, progress, ".bbc")
 
 

@@ -60,7 +60,7 @@ def one(task: tuple[str, str, float, str | None]) -> dict:
         out = np.asarray(bbcodec.decode(data, threads=1).convert("RGB"))
         row = {"bytes": len(data), "psnr": rd.psnr(img, out), "ssimulacra2": metrics.ssimulacra2(img, out)}
     else:
-        row = bench.run_one((codec, path, q, True, None, None))
+        row = bench.run_one((codec, path, q, True, None, None, True))
         out = bench.decode_baseline(row.pop("data"))
     row.update(codec=codec, quality=q, image=Path(path).stem,
                max_err=int(np.abs(img.astype(np.int16) - out.astype(np.int16)).max()))

@@ -85,6 +85,22 @@ def test_bench_tune_measures_the_weights_of_that_tuning(tmp_path, tune):
     assert weights.default(tune).path.name in res["description"]
 
 
+def test_bench_without_the_linear_filter_measures_files_without_one(tmp_path):
+    from bbcodec.synthetic import texture_on_flat
+
+    img = texture_on_flat()[:96, 96:224]  # the frame's corner: a filter pays here
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(img).save(tmp_path / "imgs" / "a.png")
+    for flag, out in (("--no-linear-filter", "off"), ("--linear-filter", "on")):
+        _bench(tmp_path / "imgs", tmp_path / out, "4", "bbcodec", flag)
+    off = json.loads((tmp_path / "off" / "bbcodec.json").read_text())
+    on = json.loads((tmp_path / "on" / "bbcodec.json").read_text())
+    with_, without = (bbcodec.encode(img, 4, linear_filter=lf) for lf in (True, False))
+    assert with_[4] == 7 and without[4] < 7  # the option matters for this image
+    assert off["results"]["bpp"] == [8 * len(without) / img[..., 0].size] and "no linear filter" in off["description"]
+    assert on["results"]["bpp"] == [8 * len(with_) / img[..., 0].size] and "linear" not in on["description"]
+
+
 def test_jpeg_curve_matches_pillow(report):
     images, out, _ = report
     res = json.loads((out / "jpeg.json").read_text())["results"]

@@ -264,3 +264,13 @@ def test_the_cli_option(tmp_path, default_weights):
     section = format.unpack(on)[0].linear
     assert f"linear filter:  {linear.SHAPES[section[0]]}, {len(section)} bytes" in text
     assert bbcodec.read_info(on).linear_filter_bytes == len(section) and bbcodec.read_info(off).linear_filter is None
+
+
+def test_a_cluster_run_checks_the_option_before_any_work(tmp_path):
+    from bbcodec import cluster
+
+    (tmp_path / "in").mkdir()
+    with pytest.raises(FilterError, match="True or False"):
+        cluster.encode_folder(tmp_path / "in", tmp_path / "out", "local:1", linear_filter=None)
+    assert not (tmp_path / "out").exists()
+
