@@ -421,18 +421,15 @@ def unpack(data: bytes, check_crc: bool = True) -> tuple[Header, bytes]:
     start, k, m = _sections(data)
     if version == CHUNKED or m:
         _parse_chunks(data[start + k + n : expected - TRAILER_SIZE])
-    flat, linear = None, None
-    if version == LINEAR:
-        f = struct.unpack_from("<I", data, HEADER_SIZE + 8)[0]
-        k -= f
-        linear = data[start + k : start + k + f]
-    if has_modes(version) and (k or version != LINEAR):  # check 12, then 14
+    f = struct.unpack_from("<I", data, HEADER_SIZE + 8)[0] if version == LINEAR else 0
+    modes, linear = data[start : start + k - f], data[start + k - f : start + k] if version == LINEAR else None
+    flat = None
+    if has_modes(version) and (modes or version != LINEAR):  # check 12, then 14
         rows, cols = -(-height // 8), -(-width // 8)
-        flat = BlockModes.inflate(data[start : start + k], rows * cols, channels,
+        flat = BlockModes.inflate(modes, rows * cols, channels,
                                   q256 if version in (ADAPTIVE, LINEAR) else None, version == LINEAR)
     if linear is not None:
         parse_linear(linear)
-        k += len(linear)
     header = Header(width, height, q256, wsha, digest, model_id, channels, version, streams, flat, linear)
     return header, data[start + k : start + k + n]
 

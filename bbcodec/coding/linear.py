@@ -50,16 +50,7 @@ class LinearFilter:
     def kernel(self) -> np.ndarray:
         """(3, 3, 3, 3) integers [output colour, dy + 1, dx + 1, input colour] of the full 3x3
         window that the shape's coefficients stand for."""
-        k = np.zeros((3, 3, 3, 3), dtype=np.int64)
-        taps = TAPS[self.shape]
-        for c in range(3):
-            for i in range(3):
-                for t, (dy, dx) in enumerate(taps):
-                    w = self.coefs[c, i * len(taps) + t]
-                    k[c, dy + 1, dx + 1, i] = w
-                    if self.shape == 1 and (dy, dx) != (0, 0):
-                        k[c, 1 - dy, 1 - dx, i] = w
-        return k
+        return (self.coefs @ _expansion(self.shape).astype(np.int64))[:, :27].reshape(3, 3, 3, 3)
 
     def apply(self, img: np.ndarray) -> np.ndarray:
         """The filtered copy of an HxWx3 uint8 image: each value plus
@@ -232,4 +223,4 @@ def fit(src: np.ndarray, rec: np.ndarray, lam: float, keep: np.ndarray | None = 
         s, a, b = (x[y0:y1].astype(np.int32) for x in (src, out, rec))
         d = (s - a) ** 2 - (s - b) ** 2
         change += int((d if keep is None else d[keep[y0:y1]]).sum())
-    return f if 8 * (len(f.to_bytes()) + header_bytes) + lam * change / 3 < 0 else None
+    return f if 8 * (section_bytes(f.coefs) + header_bytes) + lam * change / 3 < 0 else None

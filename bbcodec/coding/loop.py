@@ -398,9 +398,7 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
         fitted = fit_linear(img, rec, efforts.rd_lambda(quality_x256), coded,
                             header_bytes=4 if found is not None or dq is not None else 12)
         if fitted is not None:
-            rec = fitted.apply(rec)
-            if found is not None:
-                found.paint(rec)
+            rec = _linear(rec, fitted, found)
     if gray:
         rec = to_gray(rec)
     header = format.Header(width=width, height=height, quality_x256=quality_x256, weights_sha256=weights_id,
@@ -408,6 +406,15 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
                            streams=n_streams, flat=_modes(found, dq, gray, rows, cols),
                            linear=None if fitted is None else fitted.to_bytes())
     return format.pack(header, payload), rec
+
+
+def _linear(img: np.ndarray, f: LinearFilter, flat: blocks.Flat | None) -> np.ndarray:
+    """img after the linear filter f, its flat blocks painted again (docs/format.md 12):
+    the last step of decoding, which the encoder repeats for its reconstruction."""
+    out = f.apply(img)
+    if flat is not None:
+        flat.paint(out)
+    return out
 
 
 def _modes(flat: blocks.Flat | None, dq: np.ndarray | None, gray: bool, rows: int, cols: int
@@ -464,11 +471,9 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
         return out
 
     def finished(img: np.ndarray) -> np.ndarray:
-        """The image after the linear filter (version 7; flat blocks painted again), checked."""
+        """The image after the linear filter (version 7), checked."""
         if header.linear is not None:
-            img = LinearFilter.parse(header.linear).apply(img)
-            if at.flat is not None:
-                at.flat.paint(img)
+            img = _linear(img, LinearFilter.parse(header.linear), at.flat)
         return checked(img)
 
     try:
