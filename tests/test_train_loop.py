@@ -326,3 +326,66 @@ def test_the_perceptual_share_mixes_ssimulacra2_into_the_distortion():
     for hat_, mse_ in ((blur, mse_blur), (noise.clamp(0, 255), mse_noise)):
         ratio = float(distortion(x, hat_, mse_, 1.0)) / float(mse_ / 255.0**2)
         assert 0.1 < ratio < 10  # PERCEPTUAL_SCALE: the two terms in the same range
+
+
+# -- the joint fine-tune with the post-loop filter (--postfilter) ------------------
+
+
+def _small_filter(seed: int = 0):
+    from bbcodec.train import filter as postfilter
+
+    torch.manual_seed(seed)
+    net = postfilter.FilterNet(postfilter.FilterConfig(P=2, K=8, depth=2))
+    with torch.no_grad():  # a trained-looking filter: not the identity it starts as
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def test_the_filter_interpolates_its_biases_between_qualities_as_the_decoder_does():
+    net = _small_filter()
+    x = torch.from_numpy(random_image(16, 24, seed=1).copy()).permute(2, 0, 1)[None].float() / 128 - 1
+    with torch.no_grad():
+        at = {q: net(x, torch.tensor([q])) for q in (2, 3)}
+        assert torch.allclose(net(x, torch.tensor([3.0])), at[3], atol=1e-6)
+        mid = net(x, torch.tensor([2.5]))
+        net.qbias[2] = net.qbias[1:3].mean(0)  # the decoder's lerp of the two rows
+        assert torch.allclose(mid, net(x, torch.tensor([3])), atol=1e-6)
+        assert not torch.allclose(mid, at[2], atol=1e-3)
+
+
+def test_the_filtered_loss_sees_the_8_bit_picture_and_passes_gradients_through():
+    net = _small_filter()
+    x = torch.from_numpy(random_image(16, 24, seed=2).copy()).permute(2, 0, 1)[None].float()
+    x_hat = (x + 3.3 * torch.randn_like(x)).requires_grad_()
+    q = torch.tensor([4.0])
+    y, mse = train.filtered(net, x, x_hat, q)
+    with torch.no_grad():
+        ref = net(x_hat.clamp(0, 255).round() / 128 - 1, q) * 128 + 128
+    assert torch.allclose(y, ref, atol=1e-4) and torch.allclose(mse, (ref - x).pow(2).mean(), rtol=1e-5)
+    mse.sum().backward()
+    assert x_hat.grad is not None and x_hat.grad.abs().sum() > 0
+    assert net.first.weight.grad is not None and net.first.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_the_filter_is_trained_with_the_auto_encoder_saved_and_resumed(tiny_run, tmp_path):
+    from bbcodec.train import filter as postfilter
+
+    root, _ = tiny_run
+    start = _small_filter(seed=3)
+    postfilter.save(start, tmp_path / "start.pt")
+    run = tmp_path / "joint"
+    args = ["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS, "--postfilter",
+            str(tmp_path / "start.pt"), "--ckpt-every", "2", "--lr", "1e-2"]
+    train.main([*args, "--steps", "2"])
+    after2 = postfilter.load(run / "filter.pt")
+    (tmp_path / "start.pt").unlink()  # a resumed run takes its filter from the checkpoint
+    train.main([*args, "--steps", "4"])
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert ck["step"] == 4 and len(ck["opt"]["param_groups"]) == 2
+    assert ck["opt"]["param_groups"][1]["scale"] == 5.0  # --filter-lr's default
+    after4 = postfilter.load(run / "filter.pt")
+    for a, b, c in zip(start.parameters(), after2.parameters(), after4.parameters(), strict=True):
+        assert not torch.equal(a, b) and not torch.equal(b, c)
+    assert "resumed at step 2" in (run / "train.log").read_text()

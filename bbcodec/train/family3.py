@@ -56,16 +56,6 @@ def build(base: FrozenModel, ctx_net: context.GroupedScalesNet | None, pf_net: p
     )
 
 
-def _filter_init(path: Path) -> postfilter.FilterNet:
-    """A filter to continue: a saved float one (filter.pt) or a weights file's, unfrozen."""
-    if path.suffix != ".npz":
-        return postfilter.load(path)
-    pf = weights.from_file(path).model.postfilter
-    if pf is None:
-        raise SystemExit(f"--filter-init {path}: these weights have no post-loop filter")
-    return postfilter.unfreeze_filter(pf)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", type=Path, help="family-2 weights file (default: the default weights)")
@@ -117,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         if fck.exists():
             pf_net = postfilter.load(fck)
         else:
-            init_pf = _filter_init(a.filter_init) if a.filter_init else None
+            init_pf = postfilter.load_any(a.filter_init) if a.filter_init else None
             pf_net = postfilter.train(pairs, postfilter.FilterConfig(), a.filter_steps, batch=a.filter_batch,
                                       lr=a.filter_lr, init=init_pf, perceptual=a.filter_perceptual)
             postfilter.save(pf_net, fck)

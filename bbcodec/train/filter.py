@@ -27,7 +27,7 @@ from torch import nn
 from ..images import IMAGE_SUFFIXES
 from ..model.arith import LEAKY_SHIFT, PIXEL_EXP
 from ..model.filter import PostFilter
-from ..nn.networks import NUM_QUALITIES
+from ..nn.networks import NUM_QUALITIES, lerp_table
 from .freeze import first_layer, freeze_leaky_tail
 
 Pair = tuple[np.ndarray, np.ndarray, int]  # (decoded, original, quality)
@@ -56,10 +56,12 @@ class FilterNet(nn.Module):
         self.tail: list[nn.Conv2d] = layers  # typed view of rest
 
     def forward(self, x: torch.Tensor, q: torch.Tensor, trace: dict[str, float] | None = None) -> torch.Tensor:
-        """x (B, 3, H, W), H and W multiples of P; q (B,) integer qualities."""
+        """x (B, 3, H, W), H and W multiples of P; q (B,) integer qualities, or fractional
+        ones (float: the biases interpolated as the decoder does, for the joint fine-tune)."""
         P = self.cfg.P
         cells = F.pixel_unshuffle(F.pad(x, (P, P, P, P), mode="replicate"), P)
-        z = self.first(cells) + self.qbias[q - 1][:, :, None, None]
+        bias = lerp_table(self.qbias, q) if q.is_floating_point() else self.qbias[q - 1]
+        z = self.first(cells) + bias[:, :, None, None]
         for i, layer in enumerate(self.tail):
             if trace is not None:
                 trace[str(i)] = max(trace.get(str(i), 0.0), float(z.detach().abs().max()))
@@ -242,3 +244,15 @@ def load(path: Path) -> FilterNet:
     net = FilterNet(FilterConfig(**ck["config"]))
     net.load_state_dict(ck["state"])
     return net
+
+
+def load_any(path: Path) -> FilterNet:
+    """A filter to continue: a saved float one (filter.pt) or a family-3 weights file's, unfrozen."""
+    if path.suffix != ".npz":
+        return load(path)
+    from ..model import weights
+
+    pf = weights.from_file(path).model.postfilter
+    if pf is None:
+        raise SystemExit(f"{path}: these weights have no post-loop filter")
+    return unfreeze_filter(pf)

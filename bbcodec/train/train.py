@@ -37,7 +37,8 @@ from . import TORCH, need_torch
 if TORCH is None:  # else only the options (train/__init__.py)
     import torch
 
-    from ..nn.networks import NUM_QUALITIES, BlockCodecNet, lambda_of
+    from ..nn.networks import NUM_QUALITIES, BlockCodecNet, lambda_of, to_net
+    from . import filter as postfilter
     from .data import CropSampler, image_paths, load_images
     from .grow import grow_latents, grow_width
 
@@ -83,6 +84,11 @@ class TrainConfig:
     synthetic: float = field(default=0.0, metadata={
         "help": "share of the crops drawn by train/synth.py (text, UI, charts, cartoons, ramps, saturated "
                 "patches) instead of cut from the photos (0: photos only)"})
+    postfilter: Path | None = field(default=None, metadata={
+        "help": "a family-3 weights file (.npz) or filter.pt: its post-loop filter follows the auto-encoder in "
+                "the distortion and is trained with it (the joint fine-tune; saved as filter.pt in --out, for "
+                "family3 --filter-init); the neighbours stay unfiltered, as in the decoder"})
+    filter_lr: float = field(default=5.0, metadata={"help": "the post-loop filter's learning rate, times --lr's schedule"})
     seed: int = field(default=0, metadata={"help": "seed of the crops, qualities and initial weights"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
     device: str = field(default_factory=_default_device,
@@ -247,6 +253,29 @@ def projected_steps(step: int, steps_per_s: float, args: TrainConfig, elapsed: f
     return min(args.steps, step + int(steps_per_s * left))
 
 
+def _postfilter(args: TrainConfig, ck: dict, dev: torch.device) -> postfilter.FilterNet | None:
+    """The post-loop filter trained with the auto-encoder (--postfilter): the checkpoint's
+    when resuming, else the file's."""
+    if args.postfilter is None:
+        return None
+    if "postfilter" in ck:
+        pf = postfilter.FilterNet(postfilter.FilterConfig(**ck["postfilter_cfg"]))
+        pf.load_state_dict(ck["postfilter"])
+    else:
+        pf = postfilter.load_any(args.postfilter)
+    return pf.float().to(dev).train()
+
+
+def filtered(pf: postfilter.FilterNet, x: torch.Tensor, x_hat: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(filtered reconstruction 0..255, its MSE) of the crops: the decoder filters the 8-bit
+    picture, so x_hat is rounded first (straight through)."""
+    with torch.autocast(x.device.type, enabled=False):
+        r = x_hat.float().clamp(0, 255)
+        r = r + (r.round() - r).detach()
+        y = pf(to_net(r), q.float()) * 128.0 + 128.0
+    return y, (y - x).pow(2).flatten(1).mean(1)
+
+
 def validation_images(args: TrainConfig) -> list[np.ndarray]:
     """--val-images images spread evenly over the validation folder or held-out part."""
     if args.val is None:
@@ -310,7 +339,6 @@ def main(argv: list[str] | None = None) -> None:
     if ckpt_path.exists():
         ck = ck_state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
         step = ck["step"]
         trained_s = ck.get("elapsed", 0.0)
         if world == 1:  # RNG streams are per process; a resumed multi-process run reseeds
@@ -331,6 +359,11 @@ def main(argv: list[str] | None = None) -> None:
         widths = f", N {state['g_a.nb.weight'].shape[0]} -> {cfg.N}"
         print(f"initialised from {args.init} (latents {state['log_gain'].shape[1]} -> {cfg.M}{added}{widths})",
               file=log)
+    pf = _postfilter(args, ck_state, dev)
+    if pf is not None:
+        opt.add_param_group({"params": list(pf.parameters()), "lr": args.lr * args.filter_lr, "scale": args.filter_lr})
+    if "opt" in ck_state:  # after the filter's group, which was saved with it
+        opt.load_state_dict(ck_state["opt"])
     ema = EMA(model, args.ema) if args.ema else None
     if ema is not None and "ema" in ck_state:
         ema.state = {k: v.to(dev) for k, v in ck_state["ema"].items()}
@@ -358,10 +391,13 @@ def main(argv: list[str] | None = None) -> None:
                 "q_rng": qrng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
+                **({"postfilter": pf.state_dict(), "postfilter_cfg": dataclasses.asdict(pf.cfg)} if pf is not None else {}),
             },
             tmp,
         )
         tmp.replace(ckpt_path)
+        if pf is not None:
+            postfilter.save(pf, args.out / "filter.pt")
 
     from tqdm import tqdm
 
@@ -385,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     while step < args.steps:
         now = synced_elapsed()
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args, now)
+            group["lr"] = lr_at(step, args, now) * group.get("scale", 1.0)
         x = sampler.batch(args.batch).to(dev)
         q = sample_qualities(args.batch, args.integer_q, qrng).to(dev)
         nb = x
@@ -395,7 +431,10 @@ def main(argv: list[str] | None = None) -> None:
                     nb = model.reconstruct(x, nb, q)
             out = net(x, nb, q)
         bpp = out.bits.float() / (x.shape[2] * x.shape[3])
-        loss = (bpp + lambda_of(q) * distortion(x, out.x_hat, out.mse, args.perceptual)).mean()
+        x_hat, mse = out.x_hat, out.mse
+        if pf is not None:  # in fp32: a residual added in bfloat16 would round the pixels
+            x_hat, mse = filtered(pf, x, out.x_hat, q)
+        loss = (bpp + lambda_of(q) * distortion(x, x_hat, mse, args.perceptual)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -405,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         run["loss"] += loss.item()
         run["bpp"] += bpp.mean().item()
-        run["psnr"] += (10 * torch.log10(255.0**2 / out.mse.detach().float().clamp(min=1e-6))).mean().item()
+        run["psnr"] += (10 * torch.log10(255.0**2 / mse.detach().float().clamp(min=1e-6))).mean().item()
         run["n"] += 1
         bar.update(1)
         if step % 50 == 0 or step == args.steps:
