@@ -252,11 +252,11 @@ def test_an_unfrozen_filter_filters_as_the_integer_one(weights, kodak_crop):
 def test_family3_continues_the_filter_of_a_weights_file(weights, family2_weights):
     from bbcodec.train import family3
 
-    net = family3._filter_init(weights.path)
+    net = postfilter.load_any(weights.path)
     pf = weights.model.postfilter
     assert (net.cfg.P, net.cfg.K, net.cfg.depth) == (pf.P, pf.W0.shape[0], len(pf.layers))
     with pytest.raises(SystemExit, match="no post-loop filter"):
-        family3._filter_init(family2_weights.path)
+        postfilter.load_any(family2_weights.path)
 
 
 def test_warm_started_filter_continues_from_its_weights():
