@@ -232,15 +232,30 @@ class FrozenModel:
         params_at its quality gives; the first layers' bias differences from base's as
         shift (Neighbours.at)."""
         qs, inverse = np.unique(quality_x256, return_inverse=True)
-        ps = [self.params_at(int(q)) for q in qs]
+        return self._quality_rows(base, tuple(int(q) for q in qs)).rows(inverse)
 
-        def stacked(get) -> np.ndarray:
-            return np.stack([get(p) for p in ps])[inverse]
+    @cached_property
+    def _tables(self) -> dict[tuple[int, tuple[int, ...]], QualityParams]:
+        return {}
 
-        bias = {k: stacked(lambda p, k=k: p.bias[k]) for k in base.bias if k != "pf"}  # the filter: the image's
-        shift = {k: (bias[k] - base.bias[k]) * st.fast.s0 for k, st in self.stacks().items()}
-        return QualityParams(np.asarray(quality_x256), stacked(lambda p: p.gain), stacked(lambda p: p.inv_gain),
-                             stacked(lambda p: p.log_gain), bias, base.first_layers, shift)
+    def _quality_rows(self, base: QualityParams, qs: tuple[int, ...]) -> QualityParams:
+        """block_params' table: one row per quality of qs (a wavefront's few distinct ones),
+        kept for the image, since the same few sets recur on every wavefront."""
+        key = (int(np.asarray(base.quality_x256)), qs)
+        table = self._tables.get(key)
+        if table is None:
+            if len(self._tables) >= 64:
+                self._tables.clear()
+            ps = [self.params_at(q) for q in qs]
+
+            def stacked(get) -> np.ndarray:
+                return np.stack([get(p) for p in ps])
+
+            bias = {k: stacked(lambda p, k=k: p.bias[k]) for k in base.bias if k != "pf"}  # the filter: the image's
+            shift = {k: (bias[k] - base.bias[k]) * st.fast.s0 for k, st in self.stacks().items()}
+            table = self._tables[key] = QualityParams(np.asarray(qs), stacked(lambda p: p.gain), stacked(lambda p: p.inv_gain),
+                                                      stacked(lambda p: p.log_gain), bias, base.first_layers, shift)
+        return table
 
     def stacks(self) -> dict[str, Stack]:
         return {"ga": self.ga, "gs": self.gs, "he": self.he}
