@@ -249,9 +249,7 @@ def test_an_unfrozen_filter_filters_as_the_integer_one(weights, kodak_crop):
     assert np.abs(again.apply(unfiltered, np.rint(again.qbias[1])).astype(int) - rec.astype(int)).max() <= 1
 
 
-def test_family3_continues_the_filter_of_a_weights_file(weights, family2_weights):
-    from bbcodec.train import family3
-
+def test_the_filter_of_a_weights_file_is_loaded_to_continue(weights, family2_weights):
     net = postfilter.load_any(weights.path)
     pf = weights.model.postfilter
     assert (net.cfg.P, net.cfg.K, net.cfg.depth) == (pf.P, pf.W0.shape[0], len(pf.layers))
