@@ -50,7 +50,9 @@ def test_options_parse_to_their_field_types():
 @pytest.mark.parametrize("argv", [["--out", "o"], ["--data", "d", "--out", "o", "--kernels", "1,1,1,1"],
                                   ["--data", "d", "--out", "o", "--kernels", "3,x"],
                                   ["--data", "d", "--out", "o", "--synthetic", "1.5"],
-                                  ["--data", "d", "--out", "o", "--perceptual", "-0.1"]])
+                                  ["--data", "d", "--out", "o", "--perceptual", "-0.1"],
+                                  ["--data", "d", "--out", "o", "--init", "/no/such/ckpt.pt"],
+                                  ["--data", "d", "--out", "o", "--postfilter", "/no/such/filter.pt"]])
 def test_missing_or_bad_options_are_usage_errors(argv):
     with pytest.raises(SystemExit) as e:
         train.parse_args(argv)
@@ -389,3 +391,11 @@ def test_the_filter_is_trained_with_the_auto_encoder_saved_and_resumed(tiny_run,
     for a, b, c in zip(start.parameters(), after2.parameters(), after4.parameters(), strict=True):
         assert not torch.equal(a, b) and not torch.equal(b, c)
     assert "resumed at step 2" in (run / "train.log").read_text()
+
+
+def test_a_postfilter_file_that_holds_no_filter_is_one_line(tmp_path):
+    bad = tmp_path / "notes.pt"
+    torch.save({"something": 1}, bad)
+    args = train.parse_args(["--data", "d", "--out", str(tmp_path), "--postfilter", str(bad)])
+    with pytest.raises(SystemExit, match="not a post-loop filter"):
+        train._postfilter(args, {}, torch.device("cpu"))

@@ -175,6 +175,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("perceptual", "synthetic"):
         if not 0 <= getattr(cfg, name) <= 1:
             p.error(f"--{name} is a share: 0 to 1, not {getattr(cfg, name)}")
+    for name in ("init", "postfilter"):  # read when a run starts; a resumed one has them in its checkpoint
+        path = getattr(cfg, name)
+        if path is not None and not path.is_file() and not (cfg.out / "ckpt.pt").exists():
+            p.error(f"--{name} {path}: no such file")
     need_torch("training")
     try:
         cfg.model_config()
@@ -262,7 +266,10 @@ def _postfilter(args: TrainConfig, ck: dict, dev: torch.device) -> postfilter.Fi
         pf = postfilter.FilterNet(postfilter.FilterConfig(**ck["postfilter_cfg"]))
         pf.load_state_dict(ck["postfilter"])
     else:
-        pf = postfilter.load_any(args.postfilter)
+        try:
+            pf = postfilter.load_any(args.postfilter)
+        except (KeyError, RuntimeError, ValueError, OSError, EOFError) as e:  # not a filter.pt or weights file
+            raise SystemExit(f"--postfilter {args.postfilter}: not a post-loop filter ({type(e).__name__}: {e})") from None
     return pf.float().to(dev).train()
 
 
