@@ -444,6 +444,11 @@ def main(argv: list[str] | None = None) -> None:
         loss = (bpp + lambda_of(q) * distortion(x, x_hat, mse, args.perceptual)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if pf is not None and world > 1:  # DistributedDataParallel averages the model's gradients only
+            for prm in pf.parameters():
+                if prm.grad is not None:
+                    torch.distributed.all_reduce(prm.grad)
+                    prm.grad /= world
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
         if ema is not None:
