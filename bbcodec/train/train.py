@@ -1,7 +1,7 @@
 """Train the variable-rate block codec: open loop, then asymptotic closed-loop (ACL) steps.
 
     python -m bbcodec.train.train --data ../shared/data/train --out runs/n192 --steps 20000
-    torchrun --nproc-per-node 4 -m bbcodec.train.train --data train.npz --out runs/big ...
+    torchrun --standalone --nproc-per-node 4 -m bbcodec.train.train --data train.npz --out runs/big ...
 
 Loss per sample = bpp + lambda(q) * MSE (pixels on the 0..1 scale) with q drawn in
 [1, 8]. With --acl K > 0 the neighbour image of each batch is regenerated K times by the
@@ -482,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
             break
     bar.close()
     print(f"done step={step} seconds={elapsed():.0f}", file=log)
-    if world > 1:
+    if world > 1:  # all processes past their last save before any closes its connections:
+        torch.distributed.barrier()  # gloo aborts a process whose peer hangs up mid-teardown
         torch.distributed.destroy_process_group()
 
 
