@@ -52,7 +52,8 @@ def test_options_parse_to_their_field_types():
                                   ["--data", "d", "--out", "o", "--synthetic", "1.5"],
                                   ["--data", "d", "--out", "o", "--perceptual", "-0.1"],
                                   ["--data", "d", "--out", "o", "--init", "/no/such/ckpt.pt"],
-                                  ["--data", "d", "--out", "o", "--postfilter", "/no/such/filter.pt"]])
+                                  ["--data", "d", "--out", "o", "--postfilter", "/no/such/filter.pt"],
+                                  ["--data", "d", "--out", "o", "--heads", "/no/such/context.pt"]])
 def test_missing_or_bad_options_are_usage_errors(argv):
     with pytest.raises(SystemExit) as e:
         train.parse_args(argv)
@@ -402,3 +403,93 @@ def test_a_postfilter_file_that_holds_no_filter_is_one_line(tmp_path):
     args = train.parse_args(["--data", "d", "--out", str(tmp_path), "--postfilter", str(bad)])
     with pytest.raises(SystemExit, match="not a post-loop filter"):
         train._postfilter(args, {}, torch.device("cpu"))
+
+
+# -- the joint fine-tune with the grouped-scale heads (--heads) -----------------------
+
+
+def _small_heads(seed: int = 0, C: int = 16, M: int = 8):
+    """Heads for tiny_model (its entropy network's last hidden width is N = 16), trained-looking."""
+    from bbcodec.train import groups as context
+
+    torch.manual_seed(seed)
+    net = context.GroupedScalesNet(context.ContextConfig(sizes=[2, 2, M - 4], K=8, f_h=5), C, torch.randperm(M))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return net
+
+
+def test_the_heads_rate_of_a_training_forward_is_the_rate_family3_trains_them_on():
+    from bbcodec.train import groups as context
+
+    model, heads = tiny_model(seed=4), _small_heads()
+    x = torch.from_numpy(random_image(24, 32, seed=5).copy()).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1)
+    q = torch.tensor([3.0, 6.0])
+    out = model(x, x, q, noise=False)
+    t = out.entropy
+    assert torch.equal(t.residual, t.symbols) and torch.equal(t.symbols, t.symbols.round())  # no noise: the coder's
+
+    def rows(v):
+        return v.permute(0, 2, 3, 1).reshape(-1, v.shape[1])
+
+    # family3's loss on cache rows (hidden as integers at exponent f_h, integer qualities)
+    n = t.symbols[0, 0].numel()
+    with torch.no_grad():
+        ls = heads(rows(t.hidden) * 2.0**5, rows(t.log_scale), rows(t.symbols), q.long().repeat_interleave(n))
+        want = context.rate_bits(rows(t.symbols)[:, heads.perm], ls).reshape(2, -1).sum(1)
+        got = context.grid_bits(heads, t, q)
+    assert torch.allclose(got, want, rtol=1e-5) and not torch.allclose(got, out.bits, rtol=1e-3)
+    fresh = context.GroupedScalesNet(heads.cfg, 16, heads.perm)  # zero last layers: the entropy net's own scales
+    with torch.no_grad():
+        assert torch.allclose(context.grid_bits(fresh, t, q), out.bits, rtol=1e-5)
+        # a fractional quality interpolates the heads' bias rows, as the decoder does
+        half = context.grid_bits(heads, t, torch.tensor([3.5, 3.5]))
+        for b in heads.qbias:
+            b[2] = b[2:4].mean(0)
+        assert torch.allclose(half, context.grid_bits(heads, t, torch.tensor([3.0, 3.0])), rtol=1e-5)
+    noisy = model(x, x, q)  # noise: the rate's residuals are noisy, the heads' context the rounded symbols
+    assert not torch.equal(noisy.entropy.residual, noisy.entropy.symbols)
+    context.grid_bits(heads, noisy.entropy, q).sum().backward()
+    assert model.g_a.nb.weight.grad.abs().sum() > 0 and model.h_e.nb.weight.grad.abs().sum() > 0
+    assert heads.first[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_the_heads_are_trained_with_the_auto_encoder_saved_and_resumed(tiny_run, tmp_path):
+    from bbcodec.train import groups as context
+
+    root, _ = tiny_run
+    start = _small_heads(seed=6)
+    context.save(start, tmp_path / "start.pt")
+    run = tmp_path / "joint"
+    args = ["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS, "--heads",
+            str(tmp_path / "start.pt"), "--ckpt-every", "2", "--lr", "1e-3"]
+    train.main([*args, "--steps", "2"])
+    after2 = context.load(run / "heads.pt")
+    (tmp_path / "start.pt").unlink()  # a resumed run takes its heads from the checkpoint
+    train.main([*args, "--steps", "4"])
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert ck["step"] == 4 and ck["opt"]["param_groups"][1]["scale"] == 20.0  # --heads-lr's default
+    after4 = context.load(run / "heads.pt")
+    assert torch.equal(after4.perm, start.perm)
+    for a, b, c in zip(start.parameters(), after2.parameters(), after4.parameters(), strict=True):
+        assert not torch.equal(a, b) and not torch.equal(b, c)
+    log = (run / "train.log").read_text()
+    assert "resumed at step 2" in log and "nan" not in log
+
+
+def test_heads_that_are_not_heads_or_do_not_fit_the_model_are_one_line(tmp_path):
+    from bbcodec.train import groups as context
+
+    bad = tmp_path / "notes.pt"
+    torch.save({"something": 1}, bad)
+    cfg = ModelConfig(N=16, M=8)
+    args = train.parse_args(["--data", "d", "--out", str(tmp_path), "--heads", str(bad)])
+    with pytest.raises(SystemExit, match="not grouped-scale heads"):
+        train._heads(args, cfg, {}, torch.device("cpu"))
+    context.save(_small_heads(C=16, M=8), tmp_path / "h.pt")
+    args = train.parse_args(["--data", "d", "--out", str(tmp_path), "--heads", str(tmp_path / "h.pt")])
+    assert train._heads(args, cfg, {}, torch.device("cpu")) is not None
+    with pytest.raises(SystemExit, match="do not fit this model"):
+        train._heads(args, ModelConfig(N=24, M=8), {}, torch.device("cpu"))

@@ -156,12 +156,24 @@ def _activation(kind: str, ch: int) -> nn.Module:
 
 
 @dataclass
+class EntropyTerms:
+    """What the coder's rate is made of, per block (grids (B, ., H/8, W/8)): for a rate
+    model other than the entropy network's own Gaussians (family 3's grouped heads)."""
+
+    residual: torch.Tensor  # (B, M, h, w) latent minus mean, noisy as in bits
+    symbols: torch.Tensor  # (B, M, h, w) the same, rounded (straight-through): the coder's symbols
+    log_scale: torch.Tensor  # (B, M, h, w) the coder's log-scales (gain included)
+    hidden: torch.Tensor  # (B, C, h, w) the entropy network's last hidden activation
+
+
+@dataclass
 class Output:
     """What one training forward pass returns (all per sample, shape (B,))."""
 
     x_hat: torch.Tensor  # reconstruction, 0..255 float (not rounded)
     bits: torch.Tensor  # estimated bits for the latents
     mse: torch.Tensor  # mean squared error on the 0..255 scale
+    entropy: EntropyTerms  # what bits was computed from
 
 
 class BlockCodecNet(nn.Module):
@@ -193,27 +205,40 @@ class BlockCodecNet(nn.Module):
         training, an earlier reconstruction in closed-loop rounds.
         """
         xs, ns = space_to_depth(to_net(x)), space_to_depth(to_net(nb))
+        last = len(self.h_e.acts) - 1
+        kept: dict[str, torch.Tensor] = {}
+
+        def keep_hidden(point: str, i: int, h: torch.Tensor) -> None:
+            if point == "he.post" and i == last:
+                kept["hidden"] = h
+            if trace is not None:
+                trace(point, i, h)
+
         # Under autocast the stacks may run in bfloat16; quantisation and rates stay fp32.
         y = _full(self.g_a(xs, ns, q, trace))
-        params = _full(self.h_e(None, ns, q, trace))
+        params = _full(self.h_e(None, ns, q, keep_hidden))
         mu, log_s = params.chunk(2, dim=1)
-        g = torch.exp(lerp_table(self.log_gain, q))[:, :, None, None]
+        log_g = lerp_table(self.log_gain, q)[:, :, None, None]
+        g = torch.exp(log_g)
         ig = torch.exp(lerp_table(self.log_inv_gain, q))[:, :, None, None]
         y, mu = y * g, mu * g
-        scale = (torch.exp(log_s.clamp(-10.0, 10.0)) * g).clamp(min=SCALE_MIN)
+        log_s = log_s.clamp(-10.0, 10.0)
+        scale = (torch.exp(log_s) * g).clamp(min=SCALE_MIN)
         if noise:
             y_rate = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         else:
             y_rate = torch.round(y - mu) + mu
         bits = _gaussian_bits(y_rate - mu, scale).flatten(1).sum(1)
         # Straight-through rounding around the mean, as the coder does (Minnen 2020).
-        y_hat = mu + (y - mu) + (torch.round(y - mu) - (y - mu)).detach()
+        sym = (y - mu) + (torch.round(y - mu) - (y - mu)).detach()
+        y_hat = mu + sym
         if trace is not None:
             trace("latent", 0, y_hat * ig)
         xs_hat = _full(self.g_s(y_hat * ig, ns, q, trace))
         x_hat = depth_to_space(xs_hat) * 128.0 + 128.0
         mse = (x_hat - x).pow(2).flatten(1).mean(1)
-        return Output(x_hat=x_hat, bits=bits, mse=mse)
+        terms = EntropyTerms(y_rate - mu, sym, log_s + log_g, _full(kept["hidden"]))
+        return Output(x_hat=x_hat, bits=bits, mse=mse, entropy=terms)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, nb: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

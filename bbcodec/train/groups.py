@@ -21,7 +21,7 @@ from torch import nn
 
 from ..model.arith import ACT_MAX, LEAKY_SHIFT, MAX_SYMBOL, SCALE_MAX, SCALE_MIN, scale_bounds
 from ..model.groups import GroupedScales, GroupHead
-from ..nn.networks import NUM_QUALITIES
+from ..nn.networks import NUM_QUALITIES, EntropyTerms, lerp_table
 from .freeze import first_layer, freeze_leaky_tail
 
 S_SHIFT = 3  # the heads see |symbol| * 2^-3 (a fixed power of two: the same in integers)
@@ -98,12 +98,20 @@ class GroupedScalesNet(nn.Module):
         """Integer hidden features, log-scales, symbols (original channel order), integer
         qualities -> corrected log-scales in coding (perm) order."""
         dt = self.qbias[0].dtype
-        h = hidden.to(dt) * 2.0**-self.cfg.f_h
-        ls = log_scale[:, self.perm].to(dt)
-        a = sym[:, self.perm].to(dt).abs() * 2.0**-S_SHIFT
+        return self.correct(hidden.to(dt) * 2.0**-self.cfg.f_h, log_scale.to(dt), sym.to(dt), q, trace)
+
+    def correct(self, hidden: torch.Tensor, log_scale: torch.Tensor, sym: torch.Tensor, q: torch.Tensor,
+                trace: dict[str, float] | None = None) -> torch.Tensor:
+        """forward on real values: the hidden activation as a real number (the integers
+        times 2^-f_h), symbols (original order) as reals; an integer q takes its bias row,
+        a fractional one interpolates the rows as the decoder does (docs/format.md 5.7)."""
+        h = hidden
+        ls = log_scale[:, self.perm]
+        a = sym[:, self.perm].abs() * 2.0**-S_SHIFT
         out = [ls[:, : self.starts[1]]]
         for g, (first, qbias, tail) in enumerate(self.heads, start=1):
-            z = first(torch.cat([h, a[:, : self.starts[g]]], 1)) + qbias[q - 1]
+            bias = lerp_table(qbias, q) if q.is_floating_point() else qbias[q - 1]
+            z = first(torch.cat([h, a[:, : self.starts[g]]], 1)) + bias
             for i, layer in enumerate(tail):
                 if trace is not None:
                     key = f"{g}.{i}"
@@ -111,6 +119,20 @@ class GroupedScalesNet(nn.Module):
                 z = layer(nn.functional.leaky_relu(z, 2.0**-LEAKY_SHIFT))
             out.append(ls[:, self.starts[g] : self.starts[g + 1]] + z)
         return torch.cat(out, 1)
+
+
+def grid_bits(net: GroupedScalesNet, terms: EntropyTerms, q: torch.Tensor) -> torch.Tensor:
+    """Bits per sample (B,) of a training forward's latents under the heads' scales: the
+    rate the family-3 coder spends, for training the auto-encoder with its heads."""
+    B, M = terms.residual.shape[:2]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B * h * w, C)
+        return t.float().permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+    blocks = terms.residual[0, 0].numel()
+    ls = net.correct(rows(terms.hidden), rows(terms.log_scale), rows(terms.symbols), q.float().repeat_interleave(blocks))
+    bits = rate_bits(rows(terms.residual)[:, net.perm], ls)
+    return bits.reshape(B, -1).sum(1)
 
 
 def rate_bits(sym: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:

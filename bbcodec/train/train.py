@@ -39,6 +39,7 @@ if TORCH is None:  # else only the options (train/__init__.py)
 
     from ..nn.networks import NUM_QUALITIES, BlockCodecNet, lambda_of, to_net
     from . import filter as postfilter
+    from . import groups as context
     from .data import CropSampler, image_paths, load_images
     from .grow import grow_latents, grow_width
 
@@ -89,6 +90,11 @@ class TrainConfig:
                 "the distortion and is trained with it (the joint fine-tune; saved as filter.pt in --out, for "
                 "family3 --filter-init); the neighbours stay unfiltered, as in the decoder"})
     filter_lr: float = field(default=5.0, metadata={"help": "the post-loop filter's learning rate, times --lr's schedule"})
+    heads: Path | None = field(default=None, metadata={
+        "help": "a family-3 context.pt (family3's grouped-scale heads of this auto-encoder): the rate is the "
+                "bits under the heads' scales, and the heads train with the auto-encoder (the joint fine-tune; "
+                "saved as heads.pt in --out, for family3 --context-init)"})
+    heads_lr: float = field(default=20.0, metadata={"help": "the heads' learning rate, times --lr's schedule"})
     seed: int = field(default=0, metadata={"help": "seed of the crops, qualities and initial weights"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
     device: str = field(default_factory=_default_device,
@@ -175,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("perceptual", "synthetic"):
         if not 0 <= getattr(cfg, name) <= 1:
             p.error(f"--{name} is a share: 0 to 1, not {getattr(cfg, name)}")
-    for name in ("init", "postfilter"):  # read when a run starts; a resumed one has them in its checkpoint
+    for name in ("init", "postfilter", "heads"):  # read when a run starts; a resumed one has them in its checkpoint
         path = getattr(cfg, name)
         if path is not None and not path.is_file() and not (cfg.out / "ckpt.pt").exists():
             p.error(f"--{name} {path}: no such file")
@@ -271,6 +277,25 @@ def _postfilter(args: TrainConfig, ck: dict, dev: torch.device) -> postfilter.Fi
         except (KeyError, RuntimeError, ValueError, OSError, EOFError) as e:  # not a filter.pt or weights file
             raise SystemExit(f"--postfilter {args.postfilter}: not a post-loop filter ({type(e).__name__}: {e})") from None
     return pf.float().to(dev).train()
+
+
+def _heads(args: TrainConfig, cfg: ModelConfig, ck: dict, dev: torch.device) -> context.GroupedScalesNet | None:
+    """The grouped-scale heads trained with the auto-encoder (--heads): the checkpoint's
+    when resuming, else the file's; they must read this model's entropy network."""
+    if args.heads is None:
+        return None
+    if "heads" in ck:
+        heads = context.GroupedScalesNet(context.ContextConfig(**ck["heads_cfg"]), ck["heads_C"], ck["heads"]["perm"])
+        heads.load_state_dict(ck["heads"])
+    else:
+        try:
+            heads = context.load(args.heads)
+        except (KeyError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:  # not a context.pt
+            raise SystemExit(f"--heads {args.heads}: not grouped-scale heads ({type(e).__name__}: {e})") from None
+    if heads.hidden_width != cfg.entropy_widths[-1] or len(heads.perm) != cfg.M:
+        raise SystemExit(f"--heads {args.heads}: heads of {heads.hidden_width} hidden features and {len(heads.perm)} "
+                         f"latents do not fit this model ({cfg.entropy_widths[-1]} and {cfg.M})")
+    return heads.float().to(dev).train()
 
 
 def filtered(pf: postfilter.FilterNet, x: torch.Tensor, x_hat: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,7 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     pf = _postfilter(args, ck_state, dev)
     if pf is not None:
         opt.add_param_group({"params": list(pf.parameters()), "lr": args.lr * args.filter_lr, "scale": args.filter_lr})
-    if "opt" in ck_state:  # after the filter's group, which was saved with it
+    heads = _heads(args, cfg, ck_state, dev)
+    if heads is not None:
+        opt.add_param_group({"params": list(heads.parameters()), "lr": args.lr * args.heads_lr, "scale": args.heads_lr})
+    companions = [m for m in (pf, heads) if m is not None]  # trained beside the model, outside DDP
+    if "opt" in ck_state:  # after the filter's and heads' groups, which were saved with it
         opt.load_state_dict(ck_state["opt"])
     ema = EMA(model, args.ema) if args.ema else None
     if ema is not None and "ema" in ck_state:
@@ -399,12 +428,16 @@ def main(argv: list[str] | None = None) -> None:
                 "torch_rng": torch.get_rng_state(),
                 "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
                 **({"postfilter": pf.state_dict(), "postfilter_cfg": dataclasses.asdict(pf.cfg)} if pf is not None else {}),
+                **({"heads": heads.state_dict(), "heads_cfg": dataclasses.asdict(heads.cfg), "heads_C": heads.hidden_width}
+                   if heads is not None else {}),
             },
             tmp,
         )
         tmp.replace(ckpt_path)
         if pf is not None:
             postfilter.save(pf, args.out / "filter.pt")
+        if heads is not None:
+            context.save(heads, args.out / "heads.pt")
 
     from tqdm import tqdm
 
@@ -437,15 +470,16 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.acl):
                     nb = model.reconstruct(x, nb, q)
             out = net(x, nb, q)
-        bpp = out.bits.float() / (x.shape[2] * x.shape[3])
+        bits = out.bits if heads is None else context.grid_bits(heads, out.entropy, q)  # fp32, outside autocast
+        bpp = bits.float() / (x.shape[2] * x.shape[3])
         x_hat, mse = out.x_hat, out.mse
         if pf is not None:  # in fp32: a residual added in bfloat16 would round the pixels
             x_hat, mse = filtered(pf, x, out.x_hat, q)
         loss = (bpp + lambda_of(q) * distortion(x, x_hat, mse, args.perceptual)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if pf is not None and world > 1:  # DistributedDataParallel averages the model's gradients only
-            for prm in pf.parameters():
+        if world > 1:  # DistributedDataParallel averages the model's gradients only
+            for prm in (p for m in companions for p in m.parameters()):
                 if prm.grad is not None:
                     torch.distributed.all_reduce(prm.grad)
                     prm.grad /= world
