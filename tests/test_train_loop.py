@@ -374,29 +374,6 @@ def test_the_filtered_loss_sees_the_8_bit_picture_and_passes_gradients_through()
     assert net.first.weight.grad is not None and net.first.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.slow
-def test_the_filter_is_trained_with_the_auto_encoder_saved_and_resumed(tiny_run, tmp_path):
-    from bbcodec.train import filter as postfilter
-
-    root, _ = tiny_run
-    start = _small_filter(seed=3)
-    postfilter.save(start, tmp_path / "start.pt")
-    run = tmp_path / "joint"
-    args = ["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS, "--postfilter",
-            str(tmp_path / "start.pt"), "--ckpt-every", "2", "--lr", "1e-2"]
-    train.main([*args, "--steps", "2"])
-    after2 = postfilter.load(run / "filter.pt")
-    (tmp_path / "start.pt").unlink()  # a resumed run takes its filter from the checkpoint
-    train.main([*args, "--steps", "4"])
-    ck = torch.load(run / "ckpt.pt", weights_only=False)
-    assert ck["step"] == 4 and len(ck["opt"]["param_groups"]) == 2
-    assert ck["opt"]["param_groups"][1]["scale"] == 5.0  # --filter-lr's default
-    after4 = postfilter.load(run / "filter.pt")
-    for a, b, c in zip(start.parameters(), after2.parameters(), after4.parameters(), strict=True):
-        assert not torch.equal(a, b) and not torch.equal(b, c)
-    assert "resumed at step 2" in (run / "train.log").read_text()
-
-
 def test_a_postfilter_file_that_holds_no_filter_is_one_line(tmp_path):
     bad = tmp_path / "notes.pt"
     torch.save({"something": 1}, bad)
@@ -456,23 +433,30 @@ def test_the_heads_rate_of_a_training_forward_is_the_rate_family3_trains_them_on
 
 
 @pytest.mark.slow
-def test_the_heads_are_trained_with_the_auto_encoder_saved_and_resumed(tiny_run, tmp_path):
+@pytest.mark.parametrize("option", ["postfilter", "heads"])
+def test_a_companion_is_trained_with_the_auto_encoder_saved_and_resumed(option, tiny_run, tmp_path):
+    """--postfilter and --heads: trained beside the auto-encoder at their own learning-rate
+    scale, saved for family3 (filter.pt, heads.pt), resumed from the checkpoint alone."""
+    from bbcodec.train import filter as postfilter
     from bbcodec.train import groups as context
 
+    module, start, saved, lr, scale = {
+        "postfilter": (postfilter, _small_filter(seed=3), "filter.pt", "1e-2", 5.0),
+        "heads": (context, _small_heads(seed=6), "heads.pt", "1e-3", 20.0),
+    }[option]
     root, _ = tiny_run
-    start = _small_heads(seed=6)
-    context.save(start, tmp_path / "start.pt")
+    module.save(start, tmp_path / "start.pt")
     run = tmp_path / "joint"
-    args = ["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS, "--heads",
-            str(tmp_path / "start.pt"), "--ckpt-every", "2", "--lr", "1e-3"]
+    args = ["--data", str(root / "data"), "--out", str(run), *TINY_TRAIN_ARGS, f"--{option}",
+            str(tmp_path / "start.pt"), "--ckpt-every", "2", "--lr", lr]
     train.main([*args, "--steps", "2"])
-    after2 = context.load(run / "heads.pt")
-    (tmp_path / "start.pt").unlink()  # a resumed run takes its heads from the checkpoint
+    after2 = module.load(run / saved)
+    (tmp_path / "start.pt").unlink()  # a resumed run takes it from the checkpoint
     train.main([*args, "--steps", "4"])
     ck = torch.load(run / "ckpt.pt", weights_only=False)
-    assert ck["step"] == 4 and ck["opt"]["param_groups"][1]["scale"] == 20.0  # --heads-lr's default
-    after4 = context.load(run / "heads.pt")
-    assert torch.equal(after4.perm, start.perm)
+    assert ck["step"] == 4 and len(ck["opt"]["param_groups"]) == 2
+    assert ck["opt"]["param_groups"][1]["scale"] == scale  # --filter-lr's or --heads-lr's default
+    after4 = module.load(run / saved)
     for a, b, c in zip(start.parameters(), after2.parameters(), after4.parameters(), strict=True):
         assert not torch.equal(a, b) and not torch.equal(b, c)
     log = (run / "train.log").read_text()
