@@ -228,7 +228,7 @@ class BlockCodecNet(nn.Module):
             y_rate = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         else:
             y_rate = torch.round(y - mu) + mu
-        bits = _gaussian_bits(y_rate - mu, scale).flatten(1).sum(1)
+        bits = gaussian_bits(y_rate - mu, scale).flatten(1).sum(1)
         # Straight-through rounding around the mean, as the coder does (Minnen 2020).
         sym = (y - mu) + (torch.round(y - mu) - (y - mu)).detach()
         y_hat = mu + sym
@@ -253,8 +253,9 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-def _gaussian_bits(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """-log2 P(v) for a unit-width bin of a zero-mean Gaussian (CompressAI's likelihood)."""
+def gaussian_bits(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """-log2 P(v) for a unit-width bin of a zero-mean Gaussian (CompressAI's likelihood),
+    from the lower tail (erfc): exact far into it, where float32's upper tail cancels."""
     v = v.abs()
     upper = _std_cdf((0.5 - v) / scale)
     lower = _std_cdf((-0.5 - v) / scale)

@@ -292,6 +292,9 @@ def _heads(args: TrainConfig, cfg: ModelConfig, ck: dict, dev: torch.device) -> 
             heads = context.load(args.heads)
         except (KeyError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:  # not a context.pt
             raise SystemExit(f"--heads {args.heads}: not grouped-scale heads ({type(e).__name__}: {e})") from None
+    if cfg.kernels[-1] != 1:  # its heads read the neighbours' hidden features too (docs/format.md 5.5)
+        raise SystemExit("--heads: the entropy network's last layer has kernel 3, which the joint fine-tune "
+                         "does not model (its heads read the neighbours' hidden features too)")
     if heads.hidden_width != cfg.entropy_widths[-1] or len(heads.perm) != cfg.M:
         raise SystemExit(f"--heads {args.heads}: heads of {heads.hidden_width} hidden features and {len(heads.perm)} "
                          f"latents do not fit this model ({cfg.entropy_widths[-1]} and {cfg.M})")
@@ -399,6 +402,12 @@ def main(argv: list[str] | None = None) -> None:
         opt.add_param_group({"params": list(heads.parameters()), "lr": args.lr * args.heads_lr, "scale": args.heads_lr})
     companions = [m for m in (pf, heads) if m is not None]  # trained beside the model, outside DDP
     if "opt" in ck_state:  # after the filter's and heads' groups, which were saved with it
+        saved = {name for name in ("postfilter", "heads") if name in ck_state}
+        given = {name for name in ("postfilter", "heads") if getattr(args, name) is not None}
+        if saved != given:
+            was = ", ".join(f"--{n}" for n in sorted(saved)) or "neither --postfilter nor --heads"
+            raise SystemExit(f"{ckpt_path} was trained with {was}: resume it with the same options, or start "
+                             "another --out from it with --init")
         opt.load_state_dict(ck_state["opt"])
     ema = EMA(model, args.ema) if args.ema else None
     if ema is not None and "ema" in ck_state:
