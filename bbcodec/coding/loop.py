@@ -397,7 +397,7 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
         coded = None if found is None else np.repeat(np.repeat(~found.mask, 8, 0), 8, 1)[:height, :width]
         fitted = fit_linear(img, rec, efforts.rd_lambda(quality_x256), coded,
                             header_bytes=format.header_size(format.LINEAR)
-                            - format.header_size(format.ADAPTIVE if found is not None or dq is not None else 2))
+                            - format.header_size(format.ADAPTIVE if found is not None or dq is not None else format.VERSION))
         if fitted is not None:
             rec = _linear(rec, fitted, found)
     if gray:

@@ -235,15 +235,23 @@ def unfreeze_filter(pf: PostFilter) -> FilterNet:
     return net.float()
 
 
+def to_dict(net: FilterNet) -> dict:
+    """What a filter.pt holds (also kept in a training checkpoint): its config and weights."""
+    return {"config": asdict(net.cfg), "state": net.state_dict()}
+
+
+def from_dict(d: dict) -> FilterNet:
+    net = FilterNet(FilterConfig(**d["config"]))
+    net.load_state_dict(d["state"])
+    return net
+
+
 def save(net: FilterNet, path: Path) -> None:
-    torch.save({"config": asdict(net.cfg), "state": net.state_dict()}, path)
+    torch.save(to_dict(net), path)
 
 
 def load(path: Path) -> FilterNet:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    net = FilterNet(FilterConfig(**ck["config"]))
-    net.load_state_dict(ck["state"])
-    return net
+    return from_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def load_any(path: Path) -> FilterNet:

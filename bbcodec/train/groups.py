@@ -105,13 +105,12 @@ class GroupedScalesNet(nn.Module):
         """forward on real values: the hidden activation as a real number (the integers
         times 2^-f_h), symbols (original order) as reals; an integer q takes its bias row,
         a fractional one interpolates the rows as the decoder does (docs/format.md 5.7)."""
-        h = hidden
         ls = log_scale[:, self.perm]
         a = sym[:, self.perm].abs() * 2.0**-S_SHIFT
         out = [ls[:, : self.starts[1]]]
         for g, (first, qbias, tail) in enumerate(self.heads, start=1):
             bias = lerp_table(qbias, q) if q.is_floating_point() else qbias[q - 1]
-            z = first(torch.cat([h, a[:, : self.starts[g]]], 1)) + bias
+            z = first(torch.cat([hidden, a[:, : self.starts[g]]], 1)) + bias
             for i, layer in enumerate(tail):
                 if trace is not None:
                     key = f"{g}.{i}"
@@ -124,7 +123,7 @@ class GroupedScalesNet(nn.Module):
 def grid_bits(net: GroupedScalesNet, terms: EntropyTerms, q: torch.Tensor) -> torch.Tensor:
     """Bits per sample (B,) of a training forward's latents under the heads' scales: the
     rate the family-3 coder spends, for training the auto-encoder with its heads."""
-    B, M = terms.residual.shape[:2]
+    B = terms.residual.shape[0]
 
     def rows(t: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B * h * w, C)
         return t.float().permute(0, 2, 3, 1).reshape(-1, t.shape[1])
@@ -230,17 +229,23 @@ def freeze_context(net: GroupedScalesNet, calib: Cache) -> GroupedScales:
     return gs
 
 
+def to_dict(net: GroupedScalesNet) -> dict:
+    """What a context.pt holds (also kept in a training checkpoint): config, width, weights."""
+    return {"config": asdict(net.cfg), "C": net.hidden_width, "state": net.state_dict()}
+
+
+def from_dict(d: dict) -> GroupedScalesNet:
+    net = GroupedScalesNet(ContextConfig(**d["config"]), d["C"], d["state"]["perm"])
+    net.load_state_dict(d["state"])
+    return net
+
+
 def save(net: GroupedScalesNet, path: Path) -> None:
-    torch.save({"config": asdict(net.cfg), "C": net.hidden_width,
-                "state": net.state_dict()}, path)
+    torch.save(to_dict(net), path)
 
 
 def load(path: Path) -> GroupedScalesNet:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = ContextConfig(**ck["config"])
-    net = GroupedScalesNet(cfg, ck["C"], ck["state"]["perm"])
-    net.load_state_dict(ck["state"])
-    return net
+    return from_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def table_tensor(table: np.ndarray) -> torch.Tensor:

@@ -269,8 +269,7 @@ def _postfilter(args: TrainConfig, ck: dict, dev: torch.device) -> postfilter.Fi
     if args.postfilter is None:
         return None
     if "postfilter" in ck:
-        pf = postfilter.FilterNet(postfilter.FilterConfig(**ck["postfilter_cfg"]))
-        pf.load_state_dict(ck["postfilter"])
+        pf = postfilter.from_dict(ck["postfilter"])
     else:
         try:
             pf = postfilter.load_any(args.postfilter)
@@ -284,17 +283,16 @@ def _heads(args: TrainConfig, cfg: ModelConfig, ck: dict, dev: torch.device) -> 
     when resuming, else the file's; they must read this model's entropy network."""
     if args.heads is None:
         return None
+    if cfg.kernels[-1] != 1:  # its heads read the neighbours' hidden features too (docs/format.md 5.5)
+        raise SystemExit("--heads: the entropy network's last layer has kernel 3, which the joint fine-tune "
+                         "does not model (its heads read the neighbours' hidden features too)")
     if "heads" in ck:
-        heads = context.GroupedScalesNet(context.ContextConfig(**ck["heads_cfg"]), ck["heads_C"], ck["heads"]["perm"])
-        heads.load_state_dict(ck["heads"])
+        heads = context.from_dict(ck["heads"])
     else:
         try:
             heads = context.load(args.heads)
         except (KeyError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:  # not a context.pt
             raise SystemExit(f"--heads {args.heads}: not grouped-scale heads ({type(e).__name__}: {e})") from None
-    if cfg.kernels[-1] != 1:  # its heads read the neighbours' hidden features too (docs/format.md 5.5)
-        raise SystemExit("--heads: the entropy network's last layer has kernel 3, which the joint fine-tune "
-                         "does not model (its heads read the neighbours' hidden features too)")
     if heads.hidden_width != cfg.entropy_widths[-1] or len(heads.perm) != cfg.M:
         raise SystemExit(f"--heads {args.heads}: heads of {heads.hidden_width} hidden features and {len(heads.perm)} "
                          f"latents do not fit this model ({cfg.entropy_widths[-1]} and {cfg.M})")
@@ -436,9 +434,8 @@ def main(argv: list[str] | None = None) -> None:
                 "q_rng": qrng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
-                **({"postfilter": pf.state_dict(), "postfilter_cfg": dataclasses.asdict(pf.cfg)} if pf is not None else {}),
-                **({"heads": heads.state_dict(), "heads_cfg": dataclasses.asdict(heads.cfg), "heads_C": heads.hidden_width}
-                   if heads is not None else {}),
+                **({"postfilter": postfilter.to_dict(pf)} if pf is not None else {}),
+                **({"heads": context.to_dict(heads)} if heads is not None else {}),
             },
             tmp,
         )
