@@ -15,9 +15,10 @@ forked workers).
    largest peak of a forked worker (most of its pages are the caller's, shared).
 3. Where one Kodak decode goes with one thread: the integer networks, the range coder,
    the rest (Python, gathering, writing pixels).
-4. The matrix-product orientation of arith.mm: x @ W.T against (W @ x.T).T for the
-   entropy network's first layer at the batch sizes of a Kodak wavefront cut among 1, 2
-   and 4 processes (one BLAS thread, float64).
+4. The matrix-product layout of arith.mm: x @ kernel(W) (W.T stored contiguous)
+   against (W @ x.T).T and x @ W.T, summed over every product a decoder makes per
+   wavefront, at the batch sizes of a Kodak wavefront cut among 4, 2 and 1 processes
+   (one BLAS thread, float64; best of 5).
 
 The machine's load changes every figure: `uptime` is printed first.
 """
@@ -192,21 +193,39 @@ def orientation() -> None:
     from threadpoolctl import threadpool_limits
 
     from bbcodec.model import weights
+    from bbcodec.model.arith import kernel, mm
 
-    W = weights.default().model.he.plan().Wnb
+    model = weights.default().model
+    Ws = []  # every product a decoder makes per wavefront, as (out, in)
+    for name in ("he", "gs"):
+        fast = model.stacks()[name].fast
+        Ws.append(np.concatenate([fast.Wnb, np.zeros((len(fast.Wnb), 1))], axis=1))  # with the bias column
+        if fast.Kcur is not None:
+            Ws.append(fast.Kcur.T)
+        for step in fast.steps:
+            Ws += [step.W.T] + ([] if step.G is None else [step.G.T])
+    Ws = [np.ascontiguousarray(W) for W in Ws]
+    Ks = [kernel(W) for W in Ws]
     rng = np.random.default_rng(0)
-    print(f"first layer of the entropy network, {W.shape[0]}x{W.shape[1]}, one BLAS thread (microseconds a product)")
+    print(f"the decoder's {len(Ws)} products per wavefront (entropy network and synthesis), one BLAS thread, "
+          "microseconds for all of them")
     with threadpool_limits(limits=1, user_api="blas"):
         for B in (7, 14, 28):
-            x = np.rint(rng.uniform(-128, 127, size=(B, W.shape[1])))
-            times = []
-            for f in (lambda x=x: x @ W.T, lambda x=x: (W @ x.T).T):
+            xs = [np.rint(rng.uniform(-128, 127, size=(B, W.shape[1]))) for W in Ws]
+            forms = {"(W @ x.T).T": lambda xs=xs: [(W @ x.T).T for W, x in zip(Ws, xs, strict=True)],
+                     "x @ W.T": lambda xs=xs: [x @ W.T for W, x in zip(Ws, xs, strict=True)],
+                     "mm (x @ kernel(W))": lambda xs=xs: [mm(x, K) for K, x in zip(Ks, xs, strict=True)]}
+            times = {}
+            for label, f in forms.items():
                 f()
-                t = time.perf_counter()
-                for _ in range(500):
-                    f()
-                times.append((time.perf_counter() - t) / 500 * 1e6)
-            print(f"  {B:3d} blocks: x @ W.T {times[0]:6.0f}   (W @ x.T).T {times[1]:6.0f}   ratio {times[1] / times[0]:.2f}")
+                best = float("inf")
+                for _ in range(5):
+                    t = time.perf_counter()
+                    for _ in range(50):
+                        f()
+                    best = min(best, (time.perf_counter() - t) / 50 * 1e6)
+                times[label] = best
+            print(f"  {B:3d} blocks: " + "   ".join(f"{k} {v:6.0f}" for k, v in times.items()))
 
 
 def main() -> None:

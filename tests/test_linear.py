@@ -65,6 +65,52 @@ def test_apply_is_the_same_in_strips_and_on_a_one_pixel_image(monkeypatch):
     assert np.array_equal(f.apply(one), reference(f, one))
 
 
+def test_bands_of_rows_make_the_whole_image_with_strips_of_any_size(monkeypatch):
+    """k processes each filter band i of k (lockstep.PostLoop): every row reads only the
+    input image, so the bands together are the one-pass image, bit for bit."""
+    rng = np.random.default_rng(2)
+    f = random_filter(rng, 2, 9)
+    img = rng.integers(0, 256, size=(29, 17, 3)).astype(np.uint8)
+    whole = f.apply(img)
+    for k, strip in ((2, 65536), (3, 40), (5, 17), (29, 1000)):
+        monkeypatch.setattr(linear, "STRIP", strip)
+        out = np.zeros_like(img)
+        for i in range(k):
+            assert f.apply(img, out, (i, k)) is out
+        assert np.array_equal(out, whole)
+    out = np.zeros_like(img)
+    f.apply(img, out, (0, 2))
+    assert np.array_equal(out[:14], whole[:14]) and not out[14:].any()  # band 0 of 2: rows 0..13 alone
+
+
+def test_the_decoders_processes_share_the_filter_in_bands(default_weights, monkeypatch):
+    """With workers, each process applies the file's filter to a band of the rows of the
+    post-filtered image, flat blocks painted before and after; the image is the
+    one-process decode's, which is the encoder's."""
+    from bbcodec.coding import streams
+
+    monkeypatch.setattr(streams, "MIN_CHUNK", 1)
+    monkeypatch.setattr(streams, "default_count", lambda rows, cols: min(4, rows))
+    w = default_weights
+    img = wheel()
+    img[:32, :40] = (12, 200, 40)  # flat blocks, repainted over both filters
+    data, rec = loop_codec.encode(img, 4, w.model, w.prefix, threads=1, linear=True)
+    h, payload = format.unpack(data)
+    assert h.version == format.LINEAR and h.streams == 4 and h.flat is not None
+    bands = []
+    apply = linear.LinearFilter.apply
+
+    def spy(self, img, out=None, band=(0, 1)):
+        bands.append(band)  # the lead's calls (the workers' are in their own processes)
+        return apply(self, img, out, band)
+
+    monkeypatch.setattr(linear.LinearFilter, "apply", spy)
+    for n in (1, 2, 3):
+        bands.clear()
+        assert np.array_equal(loop_codec.decode(h, payload, w.model, threads=n), rec)
+        assert bands == [(0, n)]
+
+
 @pytest.mark.parametrize("shape", [0, 1, 2])
 def test_the_section_reads_back_what_was_written_at_its_shortest_order(shape):
     rng = np.random.default_rng(shape)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FormatError
+from ..model.filter import bands
 
 # the window offsets (dy, dx) of each shape's taps, per input colour; a symmetric tap
 # weighs the pixel and its mirror image about the centre alike
@@ -52,18 +53,23 @@ class LinearFilter:
         window that the shape's coefficients stand for."""
         return (self.coefs @ _expansion(self.shape).astype(np.int64))[:, :27].reshape(3, 3, 3, 3)
 
-    def apply(self, img: np.ndarray) -> np.ndarray:
+    def apply(self, img: np.ndarray, out: np.ndarray | None = None, band: tuple[int, int] = (0, 1)) -> np.ndarray:
         """The filtered copy of an HxWx3 uint8 image: each value plus
         floor((sum of kernel x (window - 128) + constant + 2^(shift - 1)) / 2^shift), clipped
-        to 0..255, the window's pixels outside the image those of the nearest edge."""
+        to 0..255, the window's pixels outside the image those of the nearest edge.
+        out: where to write (default a new array); band (i, k): only the i-th of k bands
+        of rows (filter.bands), so that k processes can share the work (each row reads
+        only the input image)."""
         height, width = img.shape[:2]
         W = self.kernel().transpose(1, 2, 3, 0).reshape(27, 3).astype(np.float32)  # [(dy, dx, colour)][out]
         const = self.coefs[:, -1].astype(np.float64) + (float(1 << (self.shift - 1)) if self.shift else 0.0)
         scale = 2.0 ** -self.shift
-        out = np.empty_like(img)
+        if out is None:
+            out = np.empty_like(img)
         step = max(1, STRIP // max(width, 1))
-        for y0 in range(0, height, step):
-            y1 = min(height, y0 + step)
+        first, end = bands(height, band[1])[band[0]]
+        for y0 in range(first, end, step):
+            y1 = min(end, y0 + step)
             acc = _windows(img, y0, y1, np.float32) @ W  # exact: every partial sum an integer below 2^24
             res = np.floor((acc.astype(np.float64) + const) * scale).reshape(y1 - y0, width, 3) + img[y0:y1]
             out[y0:y1] = np.clip(res, 0, 255)

@@ -15,7 +15,8 @@ of the stacked first-layer weights, into memory they share, then takes its own b
 rows (one more hand-off; OpenBLAS packs a product's whole weight matrix per call, so
 each process packing a part of it halves that work on two). Flat blocks (format
 version 4) are in no share: the lead paints them as their wavefront starts. After the
-loop, each process filters a band of the image's rows (PostLoop).
+loop, each process filters a band of the image's rows, with the post-loop filter and
+then with the file's linear filter (PostLoop).
 
 Threads would not do: the range coder (constriction) holds Python's GIL while it runs,
 and the networks need it between their many numpy calls, so threads took turns rather
@@ -35,6 +36,7 @@ from ..model.arith import mm
 from ..model.blocks import Canvas
 from ..model.frozen import FrozenModel, Neighbours, QualityParams
 from . import streams
+from .linear import LinearFilter
 from .workers import Channel, Forked, receive, reply, shared_zeros
 
 
@@ -45,6 +47,7 @@ class Msg:
     PRODUCTS = b"p"  # every process's rows of the first-layer products are in: take yours
     END = b"e"  # the last wavefront is done: send what your side has at the end
     FILTER = b"f"  # filter your band of the image's rows
+    LINEAR = b"l"  # the filtered image is whole: apply the linear filter to your band of its rows
 
 
 def expect(conn: Channel, msg: bytes) -> None:
@@ -88,19 +91,20 @@ def waves(rows: int, cols: int, n_streams: int, n: int, flat: np.ndarray | None 
 class FirstLayers:
     """The first layers' neighbour products (Neighbours.first) of a wavefront's blocks,
     computed by its n processes together: each process multiplies every block's
-    neighbours by its n-th of the stacked weights' rows, into memory they share (made
-    here, before the workers are forked), then takes its own blocks' rows of them."""
+    neighbours by its n-th of the stacked weights' output channels, into memory they
+    share (made here, before the workers are forked), then takes its own blocks' rows
+    of them."""
 
     def __init__(self, model: FrozenModel, qp: QualityParams, canvas: Canvas, names: tuple[str, ...], n: int,
                  widest: int) -> None:
         self.canvas, self.weights = canvas, qp.first_layers
-        stacked = np.concatenate([self.weights[k] for k in names])
-        ends = np.cumsum([len(self.weights[k]) for k in names]).tolist()
-        self.columns = {k: slice(e - len(self.weights[k]), e) for k, e in zip(names, ends, strict=True)}
-        cuts = [len(stacked) * i // n for i in range(n + 1)]
-        self.rows = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        self.parts = [np.ascontiguousarray(stacked[k]) for k in self.rows]
-        self.out = shared_zeros((widest, len(stacked)), np.float64)
+        stacked = np.concatenate([self.weights[k] for k in names], axis=1)  # kernels (769, sum of C0)
+        ends = np.cumsum([self.weights[k].shape[1] for k in names]).tolist()
+        self.columns = {k: slice(e - self.weights[k].shape[1], e) for k, e in zip(names, ends, strict=True)}
+        cuts = [stacked.shape[1] * i // n for i in range(n + 1)]
+        self.outputs = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]  # each process's
+        self.parts = [np.ascontiguousarray(stacked[:, k]) for k in self.outputs]
+        self.out = shared_zeros((widest, stacked.shape[1]), np.float64)
 
     @staticmethod
     def splits(shares: Shares) -> bool:
@@ -108,16 +112,16 @@ class FirstLayers:
         return all(len(r) for r, _ in shares)
 
     def compute(self, shares: Shares, i: int) -> None:
-        """Process i's rows of every block's products (blocks in process order)."""
+        """Process i's output channels of every block's products (blocks in process order)."""
         r = np.concatenate([r for r, _ in shares])
         c = np.concatenate([c for _, c in shares])
-        self.out[: len(r), self.rows[i]] = mm(self.canvas.neighbours(r, c, ones=True), self.parts[i])
+        self.out[: len(r), self.outputs[i]] = mm(self.canvas.neighbours(r, c, ones=True), self.parts[i])
 
     def take(self, shares: Shares, i: int) -> Neighbours:
         """Process i's blocks' products, once every process has computed its rows."""
         start = sum(len(r) for r, _ in shares[:i])
         own = self.out[start : start + len(shares[i][0])]
-        return Neighbours(None, self.weights, {k: np.asfortranarray(own[:, cols]) for k, cols in self.columns.items()})
+        return Neighbours(None, self.weights, {k: np.ascontiguousarray(own[:, cols]) for k, cols in self.columns.items()})
 
 
 def lead(workers: Forked, waves: list[Wave], work: Work, first: FirstLayers | None = None,
@@ -173,35 +177,70 @@ def end(workers: Forked) -> list[bytes]:
     return [workers.recv(i) for i in range(n)]
 
 
-class PostLoop:
-    """The post-loop filter (model.finish) shared by the lead and its n - 1 workers:
-    process i filters band i of n of the filter's rows into an output in shared memory
-    (made here, before the workers are forked). Each cell reads only the loop's image,
-    so the bands make the same image as one pass. Without workers or a filter, run() is
-    model.finish in this process."""
+def apply_linear(img: np.ndarray, f: LinearFilter, flat: blocks.Flat | None) -> np.ndarray:
+    """img after the linear filter f, its flat blocks painted again (docs/format.md 12):
+    the last step of decoding (PostLoop), which the encoder repeats for its
+    reconstruction once it has fitted f."""
+    out = f.apply(img)
+    if flat is not None:
+        flat.paint(out)
+    return out
 
-    def __init__(self, model: Any, qp: Any, img: np.ndarray, n: int) -> None:
-        self.model, self.qp, self.img, self.n = model, qp, img, n
+
+class PostLoop:
+    """What follows the loop, shared by the lead and its n - 1 workers: the post-loop
+    filter (model.finish), the flat blocks painted again, then the file's linear filter
+    (format version 7), if any, and the flat blocks again. Process i filters band i of
+    n of each filter's rows into an output in shared memory (made here, before the
+    workers are forked); each row reads only the filter's input, so the bands make the
+    same image as one pass. Without workers, run() does it all in this process."""
+
+    def __init__(self, model: Any, qp: Any, img: np.ndarray, n: int, flat: blocks.Flat | None = None,
+                 linear: LinearFilter | None = None) -> None:
+        self.model, self.qp, self.img, self.n, self.flat, self.linear = model, qp, img, n, flat, linear
         self.shared = n > 1 and isinstance(model, FrozenModel) and model.postfilter is not None
         self.out = shared_zeros(img.shape, np.uint8) if self.shared else img
+        self.linear_out = shared_zeros(img.shape, np.uint8) if n > 1 and linear is not None else None
 
     def _band(self, i: int) -> None:
         self.model.finish(self.img, self.qp, self.out, (i, self.n))
 
+    def _linear_band(self, i: int) -> None:
+        assert self.linear is not None
+        self.linear.apply(self.out, self.linear_out, (i, self.n))
+
     def follow(self, i: int, conn: Channel) -> None:
-        """Worker i's band (i >= 1), after the loop."""
+        """Worker i's bands (i >= 1), after the loop."""
         if self.shared:
             expect(conn, Msg.FILTER)
             self._band(i)
             reply(conn)
+        if self.linear_out is not None:
+            expect(conn, Msg.LINEAR)
+            self._linear_band(i)
+            reply(conn)
 
-    def run(self, workers: Forked) -> np.ndarray:
-        """The filtered image (with the workers' help, where they were forked for it)."""
-        if not self.shared:
-            return self.model.finish(self.img, self.qp)
+    def _together(self, workers: Forked, msg: bytes, band: Callable[[int], None]) -> None:
         for i in range(self.n - 1):
-            workers.send(i, Msg.FILTER)
-        self._band(0)
+            workers.send(i, msg)
+        band(0)
         for i in range(self.n - 1):
             workers.recv(i)
-        return self.out
+
+    def run(self, workers: Forked) -> np.ndarray:
+        """The finished image (with the workers' help, where they were forked for it)."""
+        if self.shared:
+            self._together(workers, Msg.FILTER, self._band)
+            img = self.out
+        else:
+            img = self.out = self.model.finish(self.img, self.qp)
+        if self.flat is not None:
+            self.flat.paint(img)  # exactly their colour, whatever the filter did
+        if self.linear is None:
+            return img
+        if self.linear_out is None:
+            return apply_linear(img, self.linear, self.flat)
+        self._together(workers, Msg.LINEAR, self._linear_band)
+        if self.flat is not None:
+            self.flat.paint(self.linear_out)
+        return self.linear_out

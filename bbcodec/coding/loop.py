@@ -261,7 +261,7 @@ Side = _Encoder | _Decoder
 def _run(at: _Blocks, n: int, n_streams: int, side: Callable[[int], Side], first_layers: tuple[str, ...],
          progress: Callable[[int], None] | None, on_reply: Callable[[list[bytes]], None],
          then: Callable[[np.ndarray], np.ndarray] = lambda img: img,
-         filtered: bool = True) -> tuple[list[bytes], np.ndarray]:
+         filtered: bool = True, linear: LinearFilter | None = None) -> tuple[list[bytes], np.ndarray]:
     """The loop over every wavefront, shared by n processes (lockstep.py): side(i) is
     process i's work; on_reply(replies) sees each wavefront's replies and then the
     ends'. Returns every process's end message (this one's first) and then(the decoded
@@ -272,7 +272,7 @@ def _run(at: _Blocks, n: int, n_streams: int, side: Callable[[int], Side], first
     if n > 1:
         assert isinstance(at.model, FrozenModel)
         first = lockstep.FirstLayers(at.model, at.qp, at.canvas, first_layers, n, blocks.widest(rows, cols))
-    post = lockstep.PostLoop(at.model, at.qp, at.image, n if filtered else 1)
+    post = lockstep.PostLoop(at.model, at.qp, at.image, n if filtered else 1, at.flat, linear)
 
     def follow(i: int, conn: Any) -> None:  # worker i + 1
         mine = side(i + 1)
@@ -290,8 +290,6 @@ def _run(at: _Blocks, n: int, n_streams: int, side: Callable[[int], Side], first
         ends = [mine.end(), *lockstep.end(workers)]
         on_reply(ends)
         img = post.run(workers) if filtered else at.image
-        if filtered and at.flat is not None:
-            at.flat.paint(img)  # exactly their colour, whatever the filter did
         return ends, then(img)
 
 
@@ -399,7 +397,7 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
                             header_bytes=format.header_size(format.LINEAR)
                             - format.header_size(format.ADAPTIVE if found is not None or dq is not None else format.VERSION))
         if fitted is not None:
-            rec = _linear(rec, fitted, found)
+            rec = lockstep.apply_linear(rec, fitted, found)
     if gray:
         rec = to_gray(rec)
     header = format.Header(width=width, height=height, quality_x256=quality_x256, weights_sha256=weights_id,
@@ -407,15 +405,6 @@ def encode(img: np.ndarray, quality: float, model: CodingModel, weights_id: byte
                            streams=n_streams, flat=_modes(found, dq, gray, rows, cols),
                            linear=None if fitted is None else fitted.to_bytes())
     return format.pack(header, payload), rec
-
-
-def _linear(img: np.ndarray, f: LinearFilter, flat: blocks.Flat | None) -> np.ndarray:
-    """img after the linear filter f, its flat blocks painted again (docs/format.md 12):
-    the last step of decoding, which the encoder repeats for its reconstruction."""
-    out = f.apply(img)
-    if flat is not None:
-        flat.paint(out)
-    return out
 
 
 def _modes(flat: blocks.Flat | None, dq: np.ndarray | None, gray: bool, rows: int, cols: int
@@ -462,6 +451,7 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
     qp = model.params_at(header.quality_x256)
     rows, cols = blocks.grid_shape(header.height, header.width)
     S = header.streams
+    linear = None if header.linear is None else LinearFilter.parse(header.linear)  # applied by lockstep.PostLoop
 
     def checked(img: np.ndarray) -> np.ndarray:
         """The decoded image (grayscale as one channel) once its digest matches (check 10)."""
@@ -470,12 +460,6 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
             raise DecodeError("decoded image does not match the encoder's (digest mismatch): corrupt file or "
                               "non-exact decoder")
         return out
-
-    def finished(img: np.ndarray) -> np.ndarray:
-        """The image after the linear filter (version 7), checked."""
-        if header.linear is not None:
-            img = _linear(img, LinearFilter.parse(header.linear), at.flat)
-        return checked(img)
 
     try:
         parts = streams.split(payload, S)
@@ -487,7 +471,8 @@ def decode(header: format.Header, payload: bytes, model: CodingModel, *, threads
                                     header.skips_zero_scale)
             return _Decoder(at, reader, S)
 
-        _, out = _run(at, n, S, side, ("he", "gs"), progress, lambda replies: _raise_first(replies, S), finished)
+        _, out = _run(at, n, S, side, ("he", "gs"), progress, lambda replies: _raise_first(replies, S), checked,
+                      linear=linear)
     except EntropyError as e:
         raise DecodeError(f"corrupt payload: {e}") from None
     return out

@@ -77,11 +77,18 @@ def rescaled(a: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
 _LEAKY = 2.0**-LEAKY_SHIFT
 
 
-def mm(x: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """x @ W.T (B, out), computed as (W @ x.T).T: OpenBLAS is up to a third faster with the
-    many output channels as the product's rows than with the few blocks of a wavefront
-    (benchmarks/speed.py, part 4); exact integers either way. An F-ordered result."""
-    return (W @ x.T).T
+def kernel(W: np.ndarray) -> np.ndarray:
+    """Weights W (out, in) as mm takes them: W.T, contiguous (in, out), made once per
+    network (the fast forms of stack.py, groups.py, filter.py)."""
+    return np.ascontiguousarray(W.T)
+
+
+def mm(x: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """x @ W.T (B, out) for K = kernel(W): a product of two C-ordered arrays, which
+    OpenBLAS runs up to 40 % faster than (W @ x.T).T or x @ W.T with W (out, in) at a
+    wavefront's 7 to 28 blocks (benchmarks/speed.py, part 4); exact integers in any
+    order, so the same bits."""
+    return x @ K
 
 
 _MAX, _MIN = np.maximum.reduce, np.minimum.reduce  # x.max() and x.min() without their Python wrappers
@@ -93,12 +100,13 @@ def saturate(x: np.ndarray) -> None:
         np.clip(x, -ACT_MAX, ACT_MAX, out=x)
 
 
-LeakyLayers = list[tuple[np.ndarray, np.ndarray]]
+LeakyLayers = list[tuple[np.ndarray, np.ndarray]]  # (kernel (in, out), bias (out,)) per layer
 
 
 def leaky_chain(x: np.ndarray, layers: LeakyLayers) -> np.ndarray:
-    """The layers of fold_leaky on a rescaled first accumulator x (overwritten): per
-    layer, requantise (rint, clip), leaky ReLU, product and bias."""
+    """The layers of fold_leaky (kernels, as mm takes them) on a rescaled first
+    accumulator x (overwritten): per layer, requantise (rint, clip), leaky ReLU,
+    product and bias."""
     for W, b in layers:
         x = mm(leaky(x), W)
         x += b

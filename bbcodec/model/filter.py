@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .arith import ACT_MAX, EXACT_LIMIT, PIXEL_EXP, LeakyLayers, leaky_chain, mm, rescaled
+from .arith import ACT_MAX, EXACT_LIMIT, PIXEL_EXP, LeakyLayers, kernel, leaky_chain, mm, rescaled
 from .stack import Activation, Layer, fold_leaky
 
 STRIP_CELLS = 2048  # cells filtered at a time (whole cell rows, at least one): fastest here (2 MB of windows)
@@ -63,12 +63,13 @@ class PostFilter:
 
     @cached_property
     def _fast(self) -> tuple[np.ndarray, np.ndarray, LeakyLayers]:
-        """(W0, the first bias' factor, [(W, b)] per layer), rescaled, W0's columns in
-        patch_order and the last layer's rows in residual_order; built on first use."""
+        """(W0, the first bias' factor, [(W, b)] per layer), rescaled, as mm's kernels,
+        W0's inputs in patch_order and the last layer's outputs in residual_order; built
+        on first use."""
         s0, layers = fold_leaky(self.acts, self.e0, self.layers, PIXEL_EXP)
-        W0 = np.ascontiguousarray(rescaled(self.W0, s0)[:, patch_order(self.P)])
+        W0 = kernel(rescaled(self.W0, s0)[:, patch_order(self.P)])
         last = residual_order(self.P)
-        layers[-1] = (np.ascontiguousarray(layers[-1][0][last]), layers[-1][1][last])
+        layers[-1] = (np.ascontiguousarray(layers[-1][0][:, last]), layers[-1][1][last])
         return W0, np.ldexp(1.0, s0), layers
 
     def worst_sums(self) -> list[float]:

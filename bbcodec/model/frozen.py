@@ -21,6 +21,7 @@ from .arith import (
     EXACT_LIMIT,
     MAX_SYMBOL,
     PIXEL_EXP,
+    kernel,
     mm,
     requantise_in_place,
     scale_indices,
@@ -62,9 +63,9 @@ class QualityParams:
 
 
 class FirstLayerWeights(dict):
-    """A quality's first-layer weights of each stack, [W_nb, bias] rescaled as FastStack
-    (C0, 769): a product with neighbour pixels and a column of ones gives the neighbour
-    term and the bias at once. Each made when first asked for (a decoder never needs the
+    """A quality's first-layer weights of each stack, [W_nb, bias] rescaled as FastStack,
+    as mm's kernel (769, C0): a product with neighbour pixels and a column of ones gives
+    the neighbour term and the bias at once. Each made when first asked for (a decoder never needs the
     analysis network's)."""
 
     def __init__(self, stacks: dict[str, Stack], bias: dict[str, np.ndarray]) -> None:
@@ -73,7 +74,7 @@ class FirstLayerWeights(dict):
 
     def __missing__(self, name: str) -> np.ndarray:
         fast = self.stacks[name].fast
-        self[name] = np.ascontiguousarray(np.concatenate([fast.Wnb, (self.bias[name] * fast.s0)[:, None]], axis=1))
+        self[name] = kernel(np.concatenate([fast.Wnb, (self.bias[name] * fast.s0)[:, None]], axis=1))
         return self[name]
 
 
@@ -86,7 +87,7 @@ class Neighbours:
     many candidate blocks at once, FrozenModel.from_products)."""
 
     pixels: np.ndarray | None  # (B, 769): [UL, U, UR, L] centred pixels and a column of ones
-    weights: dict[str, np.ndarray]  # per stack, (C0, 769): QualityParams.first_layers
+    weights: dict[str, np.ndarray]  # per stack, (769, C0): QualityParams.first_layers
     given: dict[str, np.ndarray] | None = None  # per stack, first()'s result
     shift: dict[str, np.ndarray] | None = None  # per stack, (B, C0): QualityParams.shift, added
 

@@ -21,7 +21,16 @@ from functools import cached_property
 
 import numpy as np
 
-from .arith import ACT_MAX, EXACT_LIMIT, MAX_SYMBOL, leaky_chain, mm, rescaled, scale_indices
+from .arith import (
+    ACT_MAX,
+    EXACT_LIMIT,
+    MAX_SYMBOL,
+    kernel,
+    leaky_chain,
+    mm,
+    rescaled,
+    scale_indices,
+)
 from .stack import Activation, Layer, fold_leaky
 
 # read(idx, out): the decoder's reading of a group's symbols (B, n) from their scale-table
@@ -73,15 +82,14 @@ class FastHead:
     correction itself. Leaky activations only (the heads' only kind)."""
 
     s0: np.ndarray  # (K,) 2^(fa_1 - e0)
-    W_h: np.ndarray  # (K, C) rescaled
-    W_s: np.ndarray  # (K, start) rescaled
-    layers: list[tuple[np.ndarray, np.ndarray]]  # (W, b) rescaled
+    K_h: np.ndarray  # (C, K): W_h rescaled, as mm's kernel
+    K_s: np.ndarray  # (start, K): W_s rescaled, as mm's kernel
+    layers: list[tuple[np.ndarray, np.ndarray]]  # (kernel, b) rescaled
 
     @classmethod
     def of(cls, head: GroupHead) -> FastHead:
         s0, layers = fold_leaky(head.acts, head.e0, head.layers, 0)
-        return cls(np.ldexp(1.0, s0), np.ascontiguousarray(rescaled(head.W_h, s0)),
-                   np.ascontiguousarray(rescaled(head.W_s, s0)), layers)
+        return cls(np.ldexp(1.0, s0), kernel(rescaled(head.W_h, s0)), kernel(rescaled(head.W_s, s0)), layers)
 
     def run(self, hw: np.ndarray, a: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """GroupHead.run, with hw = h @ W_h^T of the rescaled W_h."""
@@ -90,7 +98,7 @@ class FastHead:
     def run_biased(self, hwb: np.ndarray, a: np.ndarray) -> np.ndarray:
         """run, with hwb = hw + scaled_bias(bias) (GroupedScales.decode adds every head's
         bias in one pass): integers times 2^s0, whose sums are exact in any order."""
-        x = mm(a, self.W_s)
+        x = mm(a, self.K_s)
         x += hwb
         return leaky_chain(x, self.layers)
 
@@ -113,7 +121,7 @@ class GroupedScales:
     def __post_init__(self) -> None:
         # The heads' first layers on h, rescaled (FastHead), side by side: one product for all.
         self._fast = [head.fast for head in self.heads]
-        self._W_h = np.concatenate([f.W_h for f in self._fast]) if self.heads else np.zeros((0, 0))
+        self._K_h = np.ascontiguousarray(np.concatenate([f.K_h for f in self._fast], axis=1)) if self.heads else np.zeros((0, 0))
         head_ends = np.cumsum([head.W_h.shape[0] for head in self.heads]).tolist()
         self._heads_at = [slice(e - head.W_h.shape[0], e) for head, e in zip(self.heads, head_ends, strict=True)]
         self._bias_keys = [f"ctx{g}" for g in range(1, len(self.heads) + 1)]
@@ -130,7 +138,7 @@ class GroupedScales:
     def products(self, hidden: np.ndarray) -> np.ndarray:
         """hidden_products side by side (B, sum of K): computed once for many rows of the
         same blocks by rdoq.py (Scales.products)."""
-        return mm(hidden, self._W_h)
+        return mm(hidden, self._K_h)
 
     def split_products(self, products: np.ndarray) -> list[np.ndarray]:
         """products (B, sum of K) -> hidden_products' list, one array per head."""

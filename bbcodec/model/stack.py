@@ -18,6 +18,7 @@ from .arith import (
     ACT_MAX,
     LEAKY_SHIFT,
     LeakyLayers,
+    kernel,
     leaky,
     mm,
     requantise,
@@ -70,13 +71,14 @@ def fold_leaky(acts: list[Activation], e0: np.ndarray, layers: list[Layer], out_
     """A chain of (leaky activation, layer) pairs in the fast form of FastStack: (the
     exponent shift of the first accumulator, 2^(fa_1 - e0) per channel, to fold into the
     first layer; each layer's (W, b) rescaled by 2^(fa_next - e), the last by
-    2^(out_exp - e), so that leaky_chain gives the output at exponent out_exp)."""
+    2^(out_exp - e), W as mm's kernel, so that leaky_chain gives the output at exponent
+    out_exp)."""
     assert all(a.kind == "leaky" for a in acts)
     n = len(layers)
     folded = []
     for i, layer in enumerate(layers):
         shift = np.asarray(acts[i + 1].fa - layer.e if i + 1 < n else out_exp - layer.e, dtype=np.int64)
-        folded.append((np.ascontiguousarray(rescaled(layer.W, shift)), rescaled(layer.b, shift)))
+        folded.append((kernel(rescaled(layer.W, shift)), rescaled(layer.b, shift)))
     return np.asarray(acts[0].fa - e0, dtype=np.int64), folded
 
 
@@ -129,9 +131,9 @@ class _Step:
     """One (activation, layer) pair of a FastStack."""
 
     kind: str  # "gdn", "igdn" or "leaky"
-    G: np.ndarray | None  # (C, C): G rescaled so that the GDN needs no ldexp
+    G: np.ndarray | None  # (C, C): G rescaled so that the GDN needs no ldexp, as mm's kernel
     B: np.ndarray | None  # (C,): B likewise
-    W: np.ndarray  # (out, C), or (out, 5 C) for kernel 3: W rescaled
+    W: np.ndarray  # (C, out), or (5 C, out) for kernel 3: W rescaled, as mm's kernel (arith.kernel)
     b: np.ndarray  # (out,): the bias, rescaled
     k: int
 
@@ -153,17 +155,19 @@ class FastStack:
     """
 
     s0: np.ndarray  # (C0,) 2^(fa_1 - e0): the first accumulator's rescaling
-    Wnb: np.ndarray  # (C0, 768) W_nb rescaled
+    Wnb: np.ndarray  # (C0, 768) W_nb rescaled (frozen.FirstLayerWeights makes the kernels)
     Wcur: np.ndarray | None  # (C0, cin) W_cur rescaled
     steps: list[_Step]
     Wskip: np.ndarray | None  # (out, cin) W_skip rescaled to the output
     stack: Stack
-    Wboth: np.ndarray | None = None  # [Wcur; Wskip] (C0 + out, cin): both products of cur in one
+    Kcur: np.ndarray | None = None  # mm's kernel of Wcur, or of [Wcur; Wskip]: both products of cur in one
 
     def __post_init__(self) -> None:
-        if self.Wskip is not None:  # a shortcut on the own input: only beside W_cur
-            assert self.Wcur is not None
-            self.Wboth = np.ascontiguousarray(np.concatenate([self.Wcur, self.Wskip]))
+        if self.Wcur is not None:
+            both = self.Wcur if self.Wskip is None else np.concatenate([self.Wcur, self.Wskip])
+            self.Kcur = kernel(both)
+        else:  # a shortcut on the own input: only beside W_cur
+            assert self.Wskip is None
 
     @classmethod
     def of(cls, st: Stack) -> FastStack:
@@ -178,8 +182,8 @@ class FastStack:
             if act.kind != "leaky":
                 assert act.G is not None and act.B is not None
                 k = act.fg // 2 + act.fh if act.kind == "gdn" else -(act.fh - 2 * act.fa - act.fg // 2)
-                G, B = np.ascontiguousarray(rescaled(act.G, -2 * k)), rescaled(act.B, -2 * k)
-            steps.append(_Step(act.kind, G, B, np.ascontiguousarray(rescaled(layer.W, shift[i])),
+                G, B = kernel(rescaled(act.G, -2 * k)), rescaled(act.B, -2 * k)
+            steps.append(_Step(act.kind, G, B, kernel(rescaled(layer.W, shift[i])),
                                rescaled(layer.b, shift[i]), layer.k))
         return cls(
             s0=np.ldexp(1.0, s0),
@@ -198,15 +202,12 @@ class FastStack:
         neighbour part of the first layer with its bias, rescaled (frozen.Neighbours);
         overwritten when the stack has no own input (the entropy network)."""
         skip = None
-        if self.Wboth is not None:  # cur's first-layer and shortcut products at once (columns of one F-ordered array)
+        if self.Kcur is not None:  # cur's first-layer (and shortcut) products at once
             assert cur is not None
-            both = mm(cur, self.Wboth)
-            C0 = len(self.s0)
-            x, skip = both[:, :C0], both[:, C0:]
-            x += first
-        elif self.Wcur is not None:
-            assert cur is not None
-            x = mm(cur, self.Wcur)
+            x = mm(cur, self.Kcur)
+            if self.Wskip is not None:
+                C0 = len(self.s0)
+                x, skip = x[:, :C0], x[:, C0:]
             x += first
         else:
             x = first  # overwritten: each prepared first layer is used once
