@@ -126,7 +126,7 @@ def test_integer_heads_follow_the_float_heads(family2_weights):
     for g, cols in enumerate(cs.columns()):
         if g:
             hw = cs.hidden_products(cache.hidden.numpy()[rows].astype(np.float64))
-            got = ls[:, cols] + cs.correction(g, hw, sym, qp.bias[f"ctx{g}"])
+            got = ls[:, cols] + cs.correction(g, hw, sym, qp.heads_bias)
             assert np.abs(got - ref[rows, start : start + len(cols)]).max() < 0.02
         start += len(cols)
 
@@ -307,12 +307,13 @@ def test_the_fast_heads_give_the_reference_heads_bits(weights):
         hidden = np.rint(rng.uniform(-scale, scale, size=(40, cs.heads[0].W_h.shape[1])))
         sym = np.rint(rng.uniform(-1, 1, size=(40, weights.model.M)) * (5 if scale < 1000 else 2047))
         hw_fast = cs.hidden_products(hidden)
-        for g, head in enumerate(cs.heads, start=1):
+        biases = [np.rint(head.qbias[g % 8]) for g, head in enumerate(cs.heads, start=1)]
+        heads_bias = cs.heads_bias(biases)
+        for g, (head, bias) in enumerate(zip(cs.heads, biases, strict=True), start=1):
             start = int(np.sum(cs.sizes[:g]))
             a = np.abs(sym[:, cs.perm[:start]])
-            bias = np.rint(head.qbias[g % 8])
             ref = head.run(hidden @ head.W_h.T, a, bias)
-            assert np.array_equal(cs.correction(g, hw_fast, sym, bias), ref)
+            assert np.array_equal(cs.correction(g, hw_fast, sym, heads_bias), ref)
             assert np.array_equal(head.fast.run(hw_fast[g - 1], a, bias), ref)
 
 

@@ -51,6 +51,7 @@ class QualityParams:
     bias: dict[str, np.ndarray]  # first-layer bias of each stack (and of each group head, filter)
     first_layers: dict[str, np.ndarray]  # per stack, [W_nb, bias] rescaled (FirstLayerWeights)
     shift: dict[str, np.ndarray] | None = None  # per block: per stack, (B, C0)
+    heads_bias: np.ndarray | None = None  # family 3: the group heads' biases, rescaled (GroupedScales.heads_bias)
 
     def rows(self, idx: np.ndarray) -> QualityParams:
         """The parameters of blocks idx (repeats allowed) of a per-block batch; itself
@@ -59,7 +60,8 @@ class QualityParams:
             return self
         return QualityParams(np.asarray(self.quality_x256)[idx], self.gain[idx], self.inv_gain[idx], self.log_gain[idx],
                              {k: b[idx] for k, b in self.bias.items()}, self.first_layers,
-                             {k: v[idx] for k, v in self.shift.items()})
+                             {k: v[idx] for k, v in self.shift.items()},
+                             None if self.heads_bias is None else self.heads_bias[idx])
 
 
 class FirstLayerWeights(dict):
@@ -133,7 +135,7 @@ class Scales:
 
 
 def scale_groups(groups: GroupedScales | None, bounds: np.ndarray, scales: Scales, sym: np.ndarray,
-                 biases: dict[str, np.ndarray]) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
+                 heads_bias: np.ndarray | None) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
     """(channels, scale-table indices) of each coding group of a wavefront, in bitstream
     order: all channels at once without groups (families 1 and 2); else group by group,
     each later group's log-scales corrected from the symbols of the earlier ones, which
@@ -149,12 +151,13 @@ def scale_groups(groups: GroupedScales | None, bounds: np.ndarray, scales: Scale
     for g, cols in enumerate(groups.columns()):
         log_scale = scales.log_scale[:, cols]
         if g:
-            log_scale = log_scale + groups.correction(g, hw, sym, biases[f"ctx{g}"])
+            assert heads_bias is not None
+            log_scale = log_scale + groups.correction(g, hw, sym, heads_bias)
         yield cols, scale_indices(bounds, log_scale)
 
 
 def decode_symbols(groups: GroupedScales | None, bounds: np.ndarray, scales: Scales,
-                   biases: dict[str, np.ndarray], read: Read) -> np.ndarray:
+                   heads_bias: np.ndarray | None, read: Read) -> np.ndarray:
     """The decoder's symbols of a wavefront (B, M), group by group in bitstream order:
     read(idx, out) decodes a group's symbols (B, n) from their scale indices into out, a
     zeroed view, before the next group's indices are computed from them. The indices
@@ -165,7 +168,8 @@ def decode_symbols(groups: GroupedScales | None, bounds: np.ndarray, scales: Sca
         read(scale_indices(bounds, scales.log_scale), sym)
         return sym
     assert scales.hidden is not None
-    return groups.decode(scales.log_scale, scales.hidden, bounds, biases, read)
+    assert heads_bias is not None
+    return groups.decode(scales.log_scale, scales.hidden, bounds, heads_bias, read)
 
 
 @dataclass
@@ -220,12 +224,14 @@ class FrozenModel:
             return table[k] * (1.0 - t) + table[k + 1] * t
 
         bias = {name: np.rint(lerp(s.qbias)) for name, s in self.stacks().items()}
+        heads_bias = None
         if self.groups is not None:
             bias.update({f"ctx{g}": np.rint(lerp(h.qbias)) for g, h in enumerate(self.groups.heads, start=1)})
+            heads_bias = self.groups.heads_bias([bias[f"ctx{g}"] for g in range(1, len(self.groups.heads) + 1)])
         if self.postfilter is not None:
             bias["pf"] = np.rint(lerp(self.postfilter.qbias))
         return QualityParams(quality_x256, lerp(self.gain), lerp(self.inv_gain), lerp(self.log_gain), bias,
-                             FirstLayerWeights(self.stacks(), bias))
+                             FirstLayerWeights(self.stacks(), bias), heads_bias=heads_bias)
 
     def block_params(self, base: QualityParams, quality_x256: np.ndarray) -> QualityParams:
         """The parameters of a batch of blocks at qualities quality_x256 (B,) (format
@@ -252,10 +258,12 @@ class FrozenModel:
             def stacked(get) -> np.ndarray:
                 return np.stack([get(p) for p in ps])
 
-            bias = {k: stacked(lambda p, k=k: p.bias[k]) for k in base.bias if k != "pf"}  # the filter: the image's
+            # the stacks' biases (the heads' come rescaled in heads_bias; the filter's is the image's)
+            bias = {k: stacked(lambda p, k=k: p.bias[k]) for k in self.stacks()}
             shift = {k: (bias[k] - base.bias[k]) * st.fast.s0 for k, st in self.stacks().items()}
+            heads = None if self.groups is None else stacked(lambda p: p.heads_bias)
             table = self._tables[key] = QualityParams(np.asarray(qs), stacked(lambda p: p.gain), stacked(lambda p: p.inv_gain),
-                                                      stacked(lambda p: p.log_gain), bias, base.first_layers, shift)
+                                                      stacked(lambda p: p.log_gain), bias, base.first_layers, shift, heads)
         return table
 
     def stacks(self) -> dict[str, Stack]:
@@ -285,11 +293,11 @@ class FrozenModel:
     def scale_groups(self, scales: Scales, sym: np.ndarray, qp: QualityParams) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
         """The channels of each coding group and their scale-table indices, in bitstream
         order; a group's indices may depend on sym's earlier groups (filled in by then)."""
-        return scale_groups(self.groups, self.scale_bounds, scales, sym, qp.bias)
+        return scale_groups(self.groups, self.scale_bounds, scales, sym, qp.heads_bias)
 
     def decode_symbols(self, scales: Scales, qp: QualityParams, read: Read) -> np.ndarray:
         """A wavefront's symbols as the decoder reads them (decode_symbols)."""
-        return decode_symbols(self.groups, self.scale_bounds, scales, qp.bias, read)
+        return decode_symbols(self.groups, self.scale_bounds, scales, qp.heads_bias, read)
 
     def group_columns(self) -> Groups:
         """The channels of each coding group, in bitstream order."""

@@ -93,21 +93,15 @@ class FastHead:
 
     def run(self, hw: np.ndarray, a: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """GroupHead.run, with hw = h @ W_h^T of the rescaled W_h."""
-        return self.run_biased(hw + self.scaled_bias(bias), a)
+        return self.run_biased(hw + bias * self.s0, a)
 
     def run_biased(self, hwb: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """run, with hwb = hw + scaled_bias(bias) (GroupedScales.decode adds every head's
-        bias in one pass): integers times 2^s0, whose sums are exact in any order."""
+        """run, with hwb = hw + bias * s0 (GroupedScales.heads_bias, added to every
+        head's products in one pass): integers times 2^s0, whose sums are exact in any
+        order."""
         x = mm(a, self.K_s)
         x += hwb
         return leaky_chain(x, self.layers)
-
-    def scaled_bias(self, bias: np.ndarray) -> np.ndarray:
-        """bias * s0, kept for the last bias array seen (a quality's, used per wavefront)."""
-        last = self.__dict__.get("_bias")
-        if last is None or last[0] is not bias:
-            last = self.__dict__["_bias"] = (bias, bias * self.s0)
-        return last[1]
 
 
 @dataclass
@@ -124,7 +118,6 @@ class GroupedScales:
         self._K_h = np.ascontiguousarray(np.concatenate([f.K_h for f in self._fast], axis=1)) if self.heads else np.zeros((0, 0))
         head_ends = np.cumsum([head.W_h.shape[0] for head in self.heads]).tolist()
         self._heads_at = [slice(e - head.W_h.shape[0], e) for head, e in zip(self.heads, head_ends, strict=True)]
-        self._bias_keys = [f"ctx{g}" for g in range(1, len(self.heads) + 1)]
         ends = np.cumsum(self.sizes)
         self._columns = [self.perm[e - n : e] for n, e in zip(self.sizes, ends, strict=True)]
         self._earlier = [self.perm[: e - n] for n, e in zip(self.sizes, ends, strict=True)]  # of each group
@@ -148,31 +141,29 @@ class GroupedScales:
         """The channels of each group, in coding order."""
         return self._columns
 
-    def correction(self, g: int, hw: list[np.ndarray], sym: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """Log-scale correction (B, sizes[g]) of group g >= 1 from the hidden features'
-        products (hidden_products) and the symbols already known of the earlier groups
-        (FastHead.run: GroupHead.run's bits)."""
-        return self._fast[g - 1].run(hw[g - 1], np.abs(sym[:, self._earlier[g]]), bias)
+    def heads_bias(self, biases: list[np.ndarray]) -> np.ndarray:
+        """Every head's first-layer bias (one per head, accumulator units, a row per block
+        or one for all) times its FastHead.s0, side by side as products' columns: made
+        once per quality (frozen.QualityParams.heads_bias), added to the products of each
+        wavefront in one pass."""
+        return np.concatenate([b * f.s0 for f, b in zip(self._fast, biases, strict=True)], axis=-1)
 
-    def _biased_products(self, hidden: np.ndarray, biases: dict[str, np.ndarray]) -> np.ndarray:
-        """products(hidden) with every head's scaled bias added (FastHead.run_biased)."""
-        key = [biases[k] for k in self._bias_keys]
-        last = self.__dict__.get("_biases")
-        if last is None or any(a is not b for a, b in zip(last[0], key, strict=True)):
-            vector = np.concatenate([f.scaled_bias(b) for f, b in zip(self._fast, key, strict=True)], axis=-1)
-            last = self.__dict__["_biases"] = (key, vector)
-        x = self.products(hidden)
-        x += last[1]
-        return x
+    def correction(self, g: int, hw: list[np.ndarray], sym: np.ndarray, heads_bias: np.ndarray) -> np.ndarray:
+        """Log-scale correction (B, sizes[g]) of group g >= 1 from the hidden features'
+        products (hidden_products), the heads' biases (heads_bias) and the symbols
+        already known of the earlier groups (GroupHead.run's bits)."""
+        hwb = hw[g - 1] + heads_bias[..., self._heads_at[g - 1]]
+        return self._fast[g - 1].run_biased(hwb, np.abs(sym[:, self._earlier[g]]))
 
     def decode(self, log_scale: np.ndarray, hidden: np.ndarray, bounds: np.ndarray,
-               biases: dict[str, np.ndarray], read: Read) -> np.ndarray:
+               heads_bias: np.ndarray, read: Read) -> np.ndarray:
         """frozen.decode_symbols with groups: the symbols and their magnitudes kept in
         coding order (perm), where each group is a slice, and put back in channel order
         once at the end; the same indices as frozen.scale_groups (tested)."""
         B, M = log_scale.shape
         ls = log_scale[:, self.perm]
-        hwb = self._biased_products(hidden, biases)
+        hwb = self.products(hidden)
+        hwb += heads_bias
         sym = np.zeros((B, M))
         mag = np.empty((B, M))  # |sym|, filled group by group
         for g, (lo, hi) in enumerate(self._spans):

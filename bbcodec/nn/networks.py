@@ -318,10 +318,10 @@ class FloatCodingModel:
         return (mu * p.gain).numpy(), Scales((log_s + p.log_gain).numpy())
 
     def scale_groups(self, scales: Scales, sym: np.ndarray, p: FloatParams) -> Iterator[tuple[np.ndarray | slice, np.ndarray]]:
-        return scale_groups(None, self.scale_bounds, scales, sym, {})
+        return scale_groups(None, self.scale_bounds, scales, sym, None)
 
     def decode_symbols(self, scales: Scales, p: FloatParams, read: Read) -> np.ndarray:
-        return decode_symbols(None, self.scale_bounds, scales, {}, read)
+        return decode_symbols(None, self.scale_bounds, scales, None, read)
 
     def group_columns(self) -> list[np.ndarray | slice]:
         return [slice(None)]
