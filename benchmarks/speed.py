@@ -16,9 +16,10 @@ forked workers).
 3. Where one Kodak decode goes with one thread: the integer networks, the range coder,
    the rest (Python, gathering, writing pixels).
 4. The matrix-product layout of arith.mm: x @ kernel(W) (W.T stored contiguous)
-   against (W @ x.T).T and x @ W.T, summed over every product a decoder makes per
-   wavefront, at the batch sizes of a Kodak wavefront cut among 4, 2 and 1 processes
-   (one BLAS thread, float64; best of 5).
+   against (W @ x.T).T and x @ W.T, summed over every product a decoder's networks
+   make per wavefront (entropy network, group heads, synthesis; not the post-loop
+   filter), at the batch sizes of a Kodak wavefront cut among 4, 2 and 1 processes (one
+   BLAS thread, float64; best of 5).
 
 The machine's load changes every figure: `uptime` is printed first.
 """
@@ -204,10 +205,15 @@ def orientation() -> None:
             Ws.append(fast.Kcur.T)
         for step in fast.steps:
             Ws += [step.W.T] + ([] if step.G is None else [step.G.T])
+    if model.groups is not None:  # the group heads: their first layers on the hidden features, then each head's
+        heads = [h.fast for h in model.groups.heads]
+        Ws.append(np.concatenate([h.K_h for h in heads], axis=1).T)
+        for head in heads:
+            Ws += [head.K_s.T] + [K.T for K, _ in head.layers]
     Ws = [np.ascontiguousarray(W) for W in Ws]
     Ks = [kernel(W) for W in Ws]
     rng = np.random.default_rng(0)
-    print(f"the decoder's {len(Ws)} products per wavefront (entropy network and synthesis), one BLAS thread, "
+    print(f"the decoder's {len(Ws)} products per wavefront (entropy network, group heads, synthesis), one BLAS thread, "
           "microseconds for all of them")
     with threadpool_limits(limits=1, user_api="blas"):
         for B in (7, 14, 28):

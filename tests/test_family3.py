@@ -169,6 +169,11 @@ def test_weights_layout_round_trip_and_refusals(family3):
     bad_perm = dict(arrays, **{"ctx.perm": np.zeros_like(arrays["ctx.perm"])})
     with pytest.raises(model_io.LayoutError, match="partition"):
         model_io.from_arrays(bad_perm)
+    M = int(arrays["ctx.sizes"].sum())
+    one_group = {k: v for k, v in arrays.items() if not k.startswith("ctx") or k == "ctx.perm"}
+    one_group["ctx.sizes"] = np.array([M])  # no heads: family 2's coding, not a family-3 file
+    with pytest.raises(model_io.LayoutError, match="two coding groups"):
+        model_io.from_arrays(one_group)
     huge = dict(arrays, **{"ctx1.0.qbias": np.full_like(arrays["ctx1.0.qbias"], 2**53)})
     with pytest.raises(model_io.LayoutError, match="exact"):
         model_io.from_arrays(huge)

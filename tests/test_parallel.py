@@ -133,8 +133,8 @@ def test_family_3_files_decode_with_workers_group_by_group(weights, family2_weig
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_the_processes_share_each_wavefronts_first_layers(weights, n):
-    """lockstep.FirstLayers: each of n processes computes its rows of every block's first
-    layers; each then takes exactly the products of its own blocks' neighbours (here
+    """lockstep.FirstLayers: each of n processes computes its output channels of every
+    block's first layers; each then takes exactly the products of its own blocks' neighbours (here
     all n parts are computed in this process, as n processes would into shared memory)."""
     from bbcodec.coding import lockstep
 

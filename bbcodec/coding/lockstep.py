@@ -44,7 +44,7 @@ class Msg:
     """The lead's messages to a worker (a worker's replies carry data: workers.reply)."""
 
     GO = b"g"  # the wavefronts before are done: code your blocks of the next one
-    PRODUCTS = b"p"  # every process's rows of the first-layer products are in: take yours
+    PRODUCTS = b"p"  # every process's output channels of the first-layer products are in: take your blocks' rows
     END = b"e"  # the last wavefront is done: send what your side has at the end
     FILTER = b"f"  # filter your band of the image's rows
     LINEAR = b"l"  # the filtered image is whole: apply the linear filter to your band of its rows
@@ -118,7 +118,7 @@ class FirstLayers:
         self.out[: len(r), self.outputs[i]] = mm(self.canvas.neighbours(r, c, ones=True), self.parts[i])
 
     def take(self, shares: Shares, i: int) -> Neighbours:
-        """Process i's blocks' products, once every process has computed its rows."""
+        """Process i's blocks' products, once every process has computed its output channels."""
         start = sum(len(r) for r, _ in shares[:i])
         own = self.out[start : start + len(shares[i][0])]
         return Neighbours(None, self.weights, {k: np.ascontiguousarray(own[:, cols]) for k, cols in self.columns.items()})
@@ -233,7 +233,10 @@ class PostLoop:
             self._together(workers, Msg.FILTER, self._band)
             img = self.out
         else:
-            img = self.out = self.model.finish(self.img, self.qp)
+            img = self.model.finish(self.img, self.qp)
+            # workers, if any, filter the linear bands of self.out: the loop's image, which
+            # finish returns as it is without a post-loop filter
+            assert self.linear_out is None or img is self.out
         if self.flat is not None:
             self.flat.paint(img)  # exactly their colour, whatever the filter did
         if self.linear is None:

@@ -265,7 +265,9 @@ def _run(at: _Blocks, n: int, n_streams: int, side: Callable[[int], Side], first
     """The loop over every wavefront, shared by n processes (lockstep.py): side(i) is
     process i's work; on_reply(replies) sees each wavefront's replies and then the
     ends'. Returns every process's end message (this one's first) and then(the decoded
-    image, post-filtered unless not filtered), which runs while the workers exit."""
+    image), which runs while the workers exit: unless not filtered, the image after the
+    post-loop filter and then the linear filter, if given (lockstep.PostLoop), its flat
+    blocks painted again after each."""
     rows, cols = at.canvas.rows, at.canvas.cols
     waves = lockstep.waves(rows, cols, n_streams, n, None if at.flat is None else at.flat.mask)
     first = None

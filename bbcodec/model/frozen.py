@@ -48,7 +48,7 @@ class QualityParams:
     gain: np.ndarray  # (M,) latent gain
     inv_gain: np.ndarray  # (M,) gain before synthesis
     log_gain: np.ndarray  # (M,) added to the predicted log-scale
-    bias: dict[str, np.ndarray]  # first-layer bias of each stack (and of each group head, filter)
+    bias: dict[str, np.ndarray]  # first-layer bias of each stack, and of the post-loop filter ("pf"; not per block)
     first_layers: dict[str, np.ndarray]  # per stack, [W_nb, bias] rescaled (FirstLayerWeights)
     shift: dict[str, np.ndarray] | None = None  # per block: per stack, (B, C0)
     heads_bias: np.ndarray | None = None  # family 3: the group heads' biases, rescaled (GroupedScales.heads_bias)
@@ -226,8 +226,7 @@ class FrozenModel:
         bias = {name: np.rint(lerp(s.qbias)) for name, s in self.stacks().items()}
         heads_bias = None
         if self.groups is not None:
-            bias.update({f"ctx{g}": np.rint(lerp(h.qbias)) for g, h in enumerate(self.groups.heads, start=1)})
-            heads_bias = self.groups.heads_bias([bias[f"ctx{g}"] for g in range(1, len(self.groups.heads) + 1)])
+            heads_bias = self.groups.heads_bias([np.rint(lerp(h.qbias)) for h in self.groups.heads])
         if self.postfilter is not None:
             bias["pf"] = np.rint(lerp(self.postfilter.qbias))
         return QualityParams(quality_x256, lerp(self.gain), lerp(self.inv_gain), lerp(self.log_gain), bias,

@@ -115,7 +115,7 @@ class GroupedScales:
     def __post_init__(self) -> None:
         # The heads' first layers on h, rescaled (FastHead), side by side: one product for all.
         self._fast = [head.fast for head in self.heads]
-        self._K_h = np.ascontiguousarray(np.concatenate([f.K_h for f in self._fast], axis=1)) if self.heads else np.zeros((0, 0))
+        self._K_h = np.concatenate([f.K_h for f in self._fast], axis=1) if self.heads else np.zeros((0, 0))
         head_ends = np.cumsum([head.W_h.shape[0] for head in self.heads]).tolist()
         self._heads_at = [slice(e - head.W_h.shape[0], e) for head, e in zip(self.heads, head_ends, strict=True)]
         ends = np.cumsum(self.sizes)
@@ -180,6 +180,8 @@ class GroupedScales:
         could leave the exact integer range."""
         if sorted(self.perm.tolist()) != list(range(M)) or sum(self.sizes) != M or min(self.sizes) < 1:
             raise ValueError("group layout is not a partition of the latent channels")
+        if len(self.sizes) < 2:
+            raise ValueError("grouped scales need two coding groups or more (one group is network family 2)")
         if len(self.heads) != len(self.sizes) - 1:
             raise ValueError("one head per group after the first is needed")
         for g, head in enumerate(self.heads, start=1):
