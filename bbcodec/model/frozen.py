@@ -67,8 +67,8 @@ class QualityParams:
 class FirstLayerWeights(dict):
     """A quality's first-layer weights of each stack, [W_nb, bias] rescaled as FastStack,
     as mm's kernel (769, C0): a product with neighbour pixels and a column of ones gives
-    the neighbour term and the bias at once. Each made when first asked for (a decoder never needs the
-    analysis network's)."""
+    the neighbour term and the bias at once. Each made when first asked for (a decoder
+    never needs the analysis network's)."""
 
     def __init__(self, stacks: dict[str, Stack], bias: dict[str, np.ndarray]) -> None:
         super().__init__()
