@@ -326,7 +326,7 @@ def test_the_perceptual_share_mixes_ssimulacra2_into_the_distortion():
 
     from bbcodec.train.train import distortion
 
-    x = torch.from_numpy(np.ascontiguousarray(random_image(64, 64, seed=3))).permute(2, 0, 1)[None].double()
+    x = torch.from_numpy(np.array(random_image(64, 64, seed=3))).permute(2, 0, 1)[None].double()
     blur = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
     mse_blur = (blur - x).pow(2).flatten(1).mean(1)
     noise = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype) * mse_blur.sqrt()
@@ -532,6 +532,6 @@ def test_the_heads_rate_keeps_its_gradient_far_into_the_tail():
     sym = torch.tensor([0.0, 2.0, -6.0, 6.0, 7.0], requires_grad=True)
     bits = context.rate_bits(sym, torch.zeros(5))
     assert torch.allclose(bits, gaussian_bits(sym.detach(), torch.ones(5)))
-    assert 25 < float(bits[3]) < 26 and float(bits[4]) > float(bits[3])
+    assert 25 < bits[3].item() < 26 and bits[4].item() > bits[3].item()
     bits.sum().backward()
     assert sym.grad is not None and (sym.grad[1:4].abs() > 1).all() and sym.grad[2] == -sym.grad[3]

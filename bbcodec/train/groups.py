@@ -203,7 +203,7 @@ def train(cache: Cache, cfg: ContextConfig, steps: int, batch: int = 2048, lr: f
         opt.step()
         if log_every and (step + 1) % log_every == 0:
             base = rate_bits(s, cache.log_scale[i][:, net.perm]).sum(1).mean()
-            print(f"context step {step + 1}: {float(loss):.2f} bits/block (without: {float(base):.2f}) "
+            print(f"context step {step + 1}: {loss.item():.2f} bits/block (without: {float(base):.2f}) "
                   f"{time.time() - t0:.0f}s", flush=True)
     return net
 
