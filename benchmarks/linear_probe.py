@@ -33,12 +33,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from bbcodec.coding import linear, loop  # noqa: E402
+from bbcodec.coding.aq import LUMA  # noqa: E402
 from bbcodec.coding.effort import rd_lambda  # noqa: E402
 from bbcodec.images import IMAGE_SUFFIXES  # noqa: E402
 from bbcodec.model import quality as Q  # noqa: E402
 from bbcodec.model import weights  # noqa: E402
 
-LUMA = np.array([0.299, 0.587, 0.114])
 OFFSETS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]  # the 5x5 window
 FULL3 = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 DIAMOND = [o for o in OFFSETS if abs(o[0]) + abs(o[1]) <= 2]
@@ -57,11 +57,16 @@ WINDOWS = {
     "5x5 diamond all": window(DIAMOND, DIAMOND),
 }
 
+CLASSES = (("4 activity classes", 4, False), ("6 activity classes", 6, False),
+           ("4 activity x 3 direction classes", 4, True))  # (name, K, direction) of classes()
 
-def normal_equations(src: np.ndarray, rec: np.ndarray, cls: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per class: G (76, 76) and C (76, 3) of the centred 5x5 windows (and a 1) against the error."""
+
+def normal_equations(src: np.ndarray, rec: np.ndarray, maps: list[tuple[np.ndarray, int]]
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each class map (HxW classes, how many): per class G (76, 76) and C (76, 3) of
+    the centred 5x5 windows (and a 1) against the error; the windows made once for all maps."""
     height, width = rec.shape[:2]
-    G, C = np.zeros((n, 76, 76)), np.zeros((n, 76, 3))
+    sums = [(np.zeros((n, 76, 76)), np.zeros((n, 76, 3))) for _, n in maps]
     x = np.clip(np.arange(-2, width + 2), 0, width - 1)
     for y0 in range(0, height, 32):
         y1 = min(height, y0 + 32)
@@ -69,12 +74,13 @@ def normal_equations(src: np.ndarray, rec: np.ndarray, cls: np.ndarray, n: int) 
         X = np.stack([s[2 + dy: 2 + dy + y1 - y0, 2 + dx: 2 + dx + width, c].ravel()
                       for dy, dx in OFFSETS for c in range(3)] + [np.ones((y1 - y0) * width)], 1)
         Y = (src[y0:y1].astype(np.float64) - rec[y0:y1]).reshape(-1, 3)
-        k = cls[y0:y1].ravel()
-        for c in np.unique(k):
-            m = k == c
-            G[c] += X[m].T @ X[m]
-            C[c] += X[m].T @ Y[m]
-    return G, C
+        for (cls, _), (G, C) in zip(maps, sums, strict=True):
+            k = cls[y0:y1].ravel()
+            for c in np.unique(k):
+                m = k == c
+                G[c] += X[m].T @ X[m]
+                C[c] += X[m].T @ Y[m]
+    return sums
 
 
 def best_cost(G: np.ndarray, C: np.ndarray, taps: list[list[int]], lam: float) -> float:
@@ -86,9 +92,9 @@ def best_cost(G: np.ndarray, C: np.ndarray, taps: list[list[int]], lam: float) -
     for shift in range(4, 15):
         change, coefs = 0.0, []
         for o, (ix, w) in enumerate(fits):
-            wq = np.rint(w * 2.0**shift) / 2.0**shift
-            change += float(wq @ G[np.ix_(ix, ix)] @ wq - 2 * wq @ C[ix, o])
             coefs.append(np.rint(w * 2.0**shift))
+            wq = coefs[-1] / 2.0**shift
+            change += float(wq @ G[np.ix_(ix, ix)] @ wq - 2 * wq @ C[ix, o])
         q = np.concatenate(coefs).astype(np.int64)
         if q.any():
             best = min(best, 8 * linear.section_bytes(q[None]) + lam * change / 3)
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = sorted(f for f in a.folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:: a.every]
     if not paths:
         sys.exit(f"no images in {a.folder}")
-    variants = [*WINDOWS, "4 activity classes", "6 activity classes", "4 activity x 3 direction classes"]
+    variants = [*WINDOWS, *(name for name, _, _ in CLASSES)]
     print(f"{w.name}, {len(paths)} images of {a.folder}: the saving in bits + lambda x SSE / 3, % of the files")
     for q in map(float, a.qualities.split(",")):
         lam, total, saved = rd_lambda(Q.to_x256(q)), 0, dict.fromkeys(variants, 0.0)
@@ -154,13 +160,12 @@ def main(argv: list[str] | None = None) -> None:
                 src = np.asarray(im.convert("RGB"))
             data, rec = loop.encode(src, q, w.model, bytes(8), threads=1, linear=False, aq=0.0)
             total += len(data)
-            G, C = normal_equations(src, rec, np.zeros(rec.shape[:2], np.int64), 1)
+            maps = [(np.zeros(rec.shape[:2], np.int64), 1)] + [classes(rec, K, d) for _, K, d in CLASSES]
+            (G, C), *per_class = normal_equations(src, rec, maps)
             for name, taps in WINDOWS.items():
                 saved[name] += best_cost(G[0], C[0], taps, lam) / 8
-            for name, K, direction in (("4 activity classes", 4, False), ("6 activity classes", 6, False),
-                                       ("4 activity x 3 direction classes", 4, True)):
-                cls, n = classes(rec, K, direction)
-                saved[name] += merged_cost(*normal_equations(src, rec, cls, n), lam) / 8
+            for (name, _, _), sums in zip(CLASSES, per_class, strict=True):
+                saved[name] += merged_cost(*sums, lam) / 8
         print(f"q{q:g} ({total} bytes): " + "; ".join(f"{k} {100 * v / total:+.2f} %" for k, v in saved.items()),
               flush=True)
 
